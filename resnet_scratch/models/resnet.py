@@ -1,0 +1,260 @@
+"""ResNet, after He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016).
+
+Attribute names follow the rows of the paper's Table 1 (conv1, conv2_x ... conv5_x, fc), so the
+code, the table and `forward_stages` all speak the same language. Conversion to and from
+torchvision's names (layer1 ... layer4, downsample) lives in weights_convert/.
+"""
+
+from collections import OrderedDict
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from .common import check_input
+
+StrideOn = Literal["3x3", "1x1"]
+
+# Five stride-2 steps (conv1, max pool, conv3_x, conv4_x, conv5_x): below 32 px they run out of
+# pixels and the later stages only see padding.
+MIN_SIZE = 32
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions (Figure 5, left), used by ResNet-18 and -34."""
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, width: int, stride: int = 1, *, skip: bool = True) -> None:
+        super().__init__()
+        out_channels = width * self.expansion
+        self.skip = skip
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(width, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = projection(in_channels, out_channels, stride) if skip else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """F(x) + x, with a projection shortcut where the shape changes."""
+        identity = x
+        out = self.conv1(x)  # N x width x H/stride x W/stride
+        out = self.bn1(out)
+        out = self.relu(out)
+        out = self.conv2(out)
+        out = self.bn2(out)
+        if self.skip:
+            if self.shortcut is not None:
+                identity = self.shortcut(x)
+            out += identity
+        out = self.relu(out)
+        return out
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3, 1x1 expand by 4 (Figure 5, right), used by ResNet-50/101/152."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        stride: int = 1,
+        *,
+        skip: bool = True,
+        stride_on: StrideOn = "3x3",
+    ) -> None:
+        super().__init__()
+        out_channels = width * self.expansion
+        # The paper (v1) strides the first 1x1, which throws away 3/4 of the activations before
+        # any 3x3 sees them. v1.5 (torchvision, and its weights) moves the stride to the 3x3:
+        # about +0.5% top-1 on ImageNet for 4.1 instead of 3.9 GMACs.
+        stride_1x1, stride_3x3 = (1, stride) if stride_on == "3x3" else (stride, 1)
+        self.skip = skip
+        self.conv1 = nn.Conv2d(in_channels, width, 1, stride=stride_1x1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride_3x3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = projection(in_channels, out_channels, stride) if skip else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """F(x) + x, where F squeezes to `width` channels, convolves, and expands back."""
+        identity = x
+        out = self.conv1(x)  # N x width x H x W (v1: H/stride)
+        out = self.bn1(out)
+        out = self.relu(out)
+        out = self.conv2(out)  # N x width x H/stride x W/stride
+        out = self.bn2(out)
+        out = self.relu(out)
+        out = self.conv3(out)  # N x 4*width x H/stride x W/stride
+        out = self.bn3(out)
+        if self.skip:
+            if self.shortcut is not None:
+                identity = self.shortcut(x)
+            out += identity
+        out = self.relu(out)
+        return out
+
+
+def projection(in_channels: int, out_channels: int, stride: int) -> nn.Sequential | None:
+    """The paper's option B: a 1x1 conv + BN shortcut where the shape changes, identity elsewhere."""
+    if stride == 1 and in_channels == out_channels:
+        return None
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+        nn.BatchNorm2d(out_channels),
+    )
+
+
+Block = type[BasicBlock] | type[Bottleneck]
+
+# The paper's Table 1: depth -> (block, number of blocks in conv2_x, conv3_x, conv4_x, conv5_x).
+RESNET_SPECS: dict[int, tuple[Block, list[int]]] = {
+    18: (BasicBlock, [2, 2, 2, 2]),
+    34: (BasicBlock, [3, 4, 6, 3]),
+    50: (Bottleneck, [3, 4, 6, 3]),
+    101: (Bottleneck, [3, 4, 23, 3]),
+    152: (Bottleneck, [3, 8, 36, 3]),
+}
+
+# The paper's "FLOPs" row of Table 1 (multiply-adds, v1 layout), in units of 10^9.
+PAPER_GMACS: dict[int, float] = {18: 1.8, 34: 3.6, 50: 3.8, 101: 7.6, 152: 11.3}
+
+
+class ResNet(nn.Module):
+    """A residual network (or, with skip=False, the paper's plain network of the same depth)."""
+
+    def __init__(
+        self,
+        block: Block,
+        blocks_per_stage: list[int],
+        num_classes: int = 1000,
+        *,
+        skip: bool = True,
+        dropout: float = 0.0,
+        stride_on: StrideOn = "3x3",
+    ) -> None:
+        super().__init__()
+        if stride_on not in ("3x3", "1x1"):
+            raise ValueError(f'stride_on must be "3x3" (v1.5) or "1x1" (v1), got {stride_on!r}')
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.block = block
+        self.depth = 2 + (2 if block is BasicBlock else 3) * sum(blocks_per_stage)  # the paper's count
+        self.skip = skip
+        self.stride_on = stride_on
+        self.conv1 = nn.Sequential(
+            OrderedDict(
+                conv=nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
+                bn=nn.BatchNorm2d(64),
+                relu=nn.ReLU(inplace=True),
+            )
+        )
+        # Table 1 lists the max pool at the top of the conv2_x row.
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.in_channels = 64
+        self.conv2_x = self._stage(64, blocks_per_stage[0], stride=1)
+        self.conv3_x = self._stage(128, blocks_per_stage[1], stride=2)
+        self.conv4_x = self._stage(256, blocks_per_stage[2], stride=2)
+        self.conv5_x = self._stage(512, blocks_per_stage[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self._init_weights()
+
+    def _stage(self, width: int, count: int, stride: int) -> nn.Sequential:
+        """`count` blocks; the first one changes the resolution (stride) and channel count."""
+        layers = []
+        for i in range(count):
+            s = stride if i == 0 else 1
+            if self.block is Bottleneck:
+                layers.append(
+                    Bottleneck(self.in_channels, width, s, skip=self.skip, stride_on=self.stride_on)
+                )
+            else:  # v1 and v1.5 differ only in the bottleneck: a basic block has no 1x1
+                layers.append(BasicBlock(self.in_channels, width, s, skip=self.skip))
+            self.in_channels = width * self.block.expansion
+        return nn.Sequential(*layers)
+
+    def _init_weights(self) -> None:
+        # He et al. 2015 ("Delving deep into rectifiers"), as section 3.4 of the paper says.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward_stages(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        """Run the network and return the output of every row of Table 1, in order."""
+        check_input(x, channels=3, min_size=MIN_SIZE, model=f"ResNet-{self.depth}")
+        rows: OrderedDict[str, Tensor] = OrderedDict()
+        x = self.conv1(x)  # N x 64 x H/2 x W/2
+        rows["conv1"] = x
+        x = self.maxpool(x)  # N x 64 x H/4 x W/4
+        x = self.conv2_x(x)  # N x 64e x H/4 x W/4   (e = block expansion: 1 or 4)
+        rows["conv2_x"] = x
+        x = self.conv3_x(x)  # N x 128e x H/8 x W/8
+        rows["conv3_x"] = x
+        x = self.conv4_x(x)  # N x 256e x H/16 x W/16
+        rows["conv4_x"] = x
+        x = self.conv5_x(x)  # N x 512e x H/32 x W/32
+        rows["conv5_x"] = x
+        x = self.avgpool(x)  # N x 512e x 1 x 1
+        x = torch.flatten(x, 1)  # N x 512e
+        rows["pool"] = x
+        x = self.dropout(x)
+        x = self.fc(x)  # N x num_classes
+        rows["fc"] = x
+        return rows
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits, N x num_classes."""
+        return self.forward_stages(x)["fc"]
+
+
+def _resnet(
+    depth: int, num_classes: int, skip: bool, dropout: float, stride_on: StrideOn
+) -> ResNet:
+    block, counts = RESNET_SPECS[depth]
+    return ResNet(block, counts, num_classes, skip=skip, dropout=dropout, stride_on=stride_on)
+
+
+def resnet18(
+    num_classes: int = 1000, *, skip: bool = True, dropout: float = 0.0, stride_on: StrideOn = "3x3"
+) -> ResNet:
+    """ResNet-18 (BasicBlock, [2, 2, 2, 2])."""
+    return _resnet(18, num_classes, skip, dropout, stride_on)
+
+
+def resnet34(
+    num_classes: int = 1000, *, skip: bool = True, dropout: float = 0.0, stride_on: StrideOn = "3x3"
+) -> ResNet:
+    """ResNet-34 (BasicBlock, [3, 4, 6, 3])."""
+    return _resnet(34, num_classes, skip, dropout, stride_on)
+
+
+def resnet50(
+    num_classes: int = 1000, *, skip: bool = True, dropout: float = 0.0, stride_on: StrideOn = "3x3"
+) -> ResNet:
+    """ResNet-50 (Bottleneck, [3, 4, 6, 3])."""
+    return _resnet(50, num_classes, skip, dropout, stride_on)
+
+
+def resnet101(
+    num_classes: int = 1000, *, skip: bool = True, dropout: float = 0.0, stride_on: StrideOn = "3x3"
+) -> ResNet:
+    """ResNet-101 (Bottleneck, [3, 4, 23, 3])."""
+    return _resnet(101, num_classes, skip, dropout, stride_on)
+
+
+def resnet152(
+    num_classes: int = 1000, *, skip: bool = True, dropout: float = 0.0, stride_on: StrideOn = "3x3"
+) -> ResNet:
+    """ResNet-152 (Bottleneck, [3, 8, 36, 3])."""
+    return _resnet(152, num_classes, skip, dropout, stride_on)
