@@ -1,0 +1,83 @@
+"""Convert torchvision weights to ours (.pth -> .safetensors with metadata), or back.
+
+    python -m weights_convert --arch resnet50 --src resnet50-0676ba61.pth --dst resnet50.safetensors
+    python -m weights_convert --arch resnet50 --src runs/x/best.safetensors --dst r50.pth --to-torchvision
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from resnet_scratch.models import INPUT_SIZES
+
+from .convert import ConversionError, from_torchvision, to_torchvision
+from .files import load_pth, load_safetensors, save_safetensors, sha256
+from .tables import HEADS, IMAGENET_MEAN, IMAGENET_STD, TABLES
+
+
+def convert_file(arch: str, src: Path, dst: Path) -> dict[str, object]:
+    """torchvision .pth -> our .safetensors with metadata; returns the metadata written."""
+    state, digest = load_pth(src)
+    ours = from_torchvision(state, arch)
+    head = ours[HEADS[arch][0] + ".weight"]
+    metadata: dict[str, object] = {
+        "format": "resnet_scratch.weights/1",
+        "arch": arch,
+        "num_classes": head.shape[0],
+        "source_file": src.name,
+        "source_sha256": digest,
+        "input_size": INPUT_SIZES[arch],
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+    }
+    if arch == "inception_v3":
+        # torchvision's Inception weights were trained on [-1, 1] pixels: they need transform_input.
+        metadata["transform_input"] = True
+        metadata["aux_logits"] = any(k.startswith("AuxLogits.") for k in ours)
+    save_safetensors(ours, dst, metadata)
+    return metadata
+
+
+def export_file(arch: str, src: Path, dst: Path) -> None:
+    """Our .safetensors -> a torchvision .pth (a plain state dict, loadable with weights_only=True)."""
+    ours, metadata = load_safetensors(src)
+    if metadata.get("arch", arch) != arch:
+        raise ConversionError(f"{src} holds {metadata['arch']} weights, not {arch}")
+    theirs = to_torchvision(ours, arch)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    torch.save(theirs, tmp)
+    tmp.replace(dst)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the conversion; a user error prints one line and returns 2."""
+    p = argparse.ArgumentParser(
+        prog="python -m weights_convert", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--arch", required=True, choices=list(TABLES))
+    p.add_argument("--src", required=True, type=Path)
+    p.add_argument("--dst", required=True, type=Path)
+    p.add_argument("--to-torchvision", action="store_true", help="ours (.safetensors) -> torchvision (.pth)")
+    args = p.parse_args(argv)
+    try:
+        if args.to_torchvision:
+            export_file(args.arch, args.src, args.dst)
+            print(f"wrote {args.dst} (torchvision {args.arch}, SHA-256 {sha256(args.dst)[:16]}...)")
+        else:
+            meta = convert_file(args.arch, args.src, args.dst)
+            print(
+                f"wrote {args.dst}: {args.arch}, {meta['num_classes']} classes, "
+                f"from {meta['source_file']} (SHA-256 {str(meta['source_sha256'])[:16]}...)"
+            )
+    except ConversionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
