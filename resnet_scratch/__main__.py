@@ -1,7 +1,10 @@
 """Command line: `python -m resnet_scratch <command>`; `--help` lists the commands."""
 
 import argparse
+import json
+import logging
 import sys
+from pathlib import Path
 
 from .models import MODELS
 from .summary import summarize
@@ -21,6 +24,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Audit a dataset folder: counts, duplicates, leakage, label conflicts."""
+    from .data.audit import audit, format_report
+
+    report = audit(args.root, args.threshold, args.cache)
+    print(format_report(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.json}")
+    if args.write_clean_list:
+        args.write_clean_list.parent.mkdir(parents=True, exist_ok=True)
+        args.write_clean_list.write_text("".join(p + "\n" for p in report["leak_free_test"]))
+        print(f"wrote {args.write_clean_list} ({report['leak_free_test_count']} Testing files)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per verb."""
     p = argparse.ArgumentParser(prog="python -m resnet_scratch", description=__doc__)
@@ -33,12 +53,24 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="layer tables of every model")
     d.add_argument("--num-classes", type=int, default=1000)
     d.set_defaults(func=cmd_demo)
+
+    from .data import default_root
+    from .data.audit import HAMMING_THRESHOLD
+
+    a = sub.add_parser("audit", help="dataset audit: counts, duplicates, Testing/Training leakage")
+    a.add_argument("root", type=Path, nargs="?", default=default_root(), help="default: %(default)s")
+    a.add_argument("--json", type=Path, help="write the full report here")
+    a.add_argument("--write-clean-list", type=Path, help="write the leak-free Testing files here, one per line")
+    a.add_argument("--threshold", type=int, default=HAMMING_THRESHOLD, help="pHash bits for a near duplicate")
+    a.add_argument("--cache", type=Path, help="keep decoded images in this folder between runs")
+    a.set_defaults(func=cmd_audit)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` and run the command; user errors print one line and exit with code 2."""
     args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return args.func(args)
     except ValueError as e:

@@ -1,0 +1,186 @@
+"""Decode once: every image of a split as uint8 in one contiguous N x 3 x H x W tensor.
+
+The brain-MRI dataset decodes to about 1 GB, so it fits in memory (or on a GPU) whole, and every
+epoch after the first costs no decoding at all. The first pass decodes in threads (PIL releases
+the GIL while decoding). Optionally the result is kept on disk, keyed by each file's path, size and
+modification time, so a changed or new file is decoded again and the rest are not.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from .folder import DECODE_ERRORS, DatasetError, Scan, Skipped, decode, image_size, scan_split
+
+log = logging.getLogger("resnet_scratch.data")
+
+
+@dataclass
+class Split:
+    """A decoded split: images (uint8, N x 3 x H x W), labels (int64, N), and where they came from."""
+
+    name: str
+    classes: list[str]
+    images: Tensor
+    labels: Tensor
+    paths: list[str]
+    skipped: list[Skipped]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def pixel_hashes(self, threads: int | None = None) -> list[str]:
+        """A hash of each image's decoded pixels: equal hashes mean identical images."""
+        rows = self.images.numpy()
+
+        def digest(i: int) -> str:
+            return hashlib.blake2b(rows[i].tobytes(), digest_size=16).hexdigest()
+
+        with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
+            return list(pool.map(digest, range(len(rows))))
+
+    def counts(self) -> dict[str, int]:
+        """Images per class."""
+        per_label = Counter(self.labels.tolist())
+        return {name: per_label.get(i, 0) for i, name in enumerate(self.classes)}
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _cache_file(cache_dir: Path, root: Path, split: str, size: tuple[int, int] | None) -> Path:
+    key = hashlib.sha256(f"{root.resolve()}|{split}|{size}".encode()).hexdigest()[:16]
+    return cache_dir / f"{split}-{key}.safetensors"
+
+
+def _read_cache(path: Path) -> tuple[Tensor, dict[str, list]] | None:
+    """(images, {relative path: [bytes, mtime_ns, row]}) from a cache file, or None if unusable."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            index = json.loads(f.metadata()["index"])
+            return f.get_tensor("images"), index
+    except Exception:  # a missing, partial or foreign file is simply not used
+        return None
+
+
+def _write_cache(path: Path, images: Tensor, index: dict[str, list]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({"images": images}, str(tmp), metadata={"index": json.dumps(index)})
+    os.replace(tmp, path)  # atomic: a crash leaves the old cache or none, never half a file
+
+
+def load_split(
+    root: Path,
+    split: str,
+    *,
+    classes: list[str] | None = None,
+    size: tuple[int, int] | None = None,
+    threads: int | None = None,
+    cache_dir: Path | None = None,
+    strict: bool = False,
+) -> Split:
+    """Scan and decode root/split into one uint8 tensor.
+
+    size: (H, W) to store at; by default the most common image size, and images of another size
+    are resized to it (bilinear, antialiased, counted in the log). Unreadable files are skipped
+    with a warning naming each one; strict=True raises DatasetError listing them instead.
+    """
+    root = Path(root)
+    started = time.perf_counter()
+    scan: Scan = scan_split(root, split, classes)
+    if cache_dir is not None and Path(cache_dir).resolve().is_relative_to(root.resolve()):
+        raise DatasetError(f"cache folder {cache_dir} is inside the dataset {root}, which is never written")
+    workers = threads or os.cpu_count() or 1
+    skipped = list(scan.skipped)
+
+    with ThreadPoolExecutor(workers) as pool:
+        def header(path: Path) -> tuple[int, int] | str:
+            try:
+                return image_size(path)
+            except DECODE_ERRORS as e:
+                return f"cannot read: {type(e).__name__}: {e}"
+
+        headers = list(pool.map(header, scan.paths))
+        keep = [i for i, h in enumerate(headers) if not isinstance(h, str)]
+        skipped += [Skipped(str(scan.paths[i]), h) for i, h in enumerate(headers) if isinstance(h, str)]
+        if size is None:
+            sizes = Counter(headers[i] for i in keep)
+            size = sizes.most_common(1)[0][0] if sizes else (1, 1)
+        h, w = size
+
+        cached, index = None, {}
+        cache_path = _cache_file(Path(cache_dir), root, split, size) if cache_dir else None
+        if cache_path is not None and cache_path.is_file():
+            found = _read_cache(cache_path)
+            if found is not None:
+                cached, index = found
+
+        images = torch.empty(len(keep), 3, h, w, dtype=torch.uint8)
+        out = images.numpy()  # a view: threads write decoded pixels straight into the tensor
+        new_index: dict[str, list] = {}
+
+        def fill(slot: int) -> str | bool:
+            """Decode (or copy from the cache) into row `slot`: a failure reason, or whether resized."""
+            path = scan.paths[keep[slot]]
+            rel = str(path.relative_to(root))
+            stamp = _stamp(path)
+            hit = index.get(rel)
+            if cached is not None and hit is not None and tuple(hit[:2]) == stamp:
+                out[slot] = cached[hit[2]].numpy()
+                new_index[rel] = [*stamp, slot]
+                return False
+            try:
+                pixels = decode(path)
+            except DECODE_ERRORS as e:
+                return f"cannot decode: {type(e).__name__}: {e}"
+            resize = pixels.shape[:2] != (h, w)
+            if resize:
+                pixels = np.asarray(Image.fromarray(pixels).resize((w, h), Image.BILINEAR))
+            out[slot] = pixels.transpose(2, 0, 1)
+            new_index[rel] = [*stamp, slot]
+            return resize
+
+        failures = list(pool.map(fill, range(len(keep))))
+
+    resized = sum(1 for f in failures if f is True)
+    bad = {slot for slot, reason in enumerate(failures) if isinstance(reason, str)}
+    skipped += [Skipped(str(scan.paths[keep[s]]), failures[s]) for s in sorted(bad)]
+    labels = torch.tensor([scan.labels[i] for i in keep], dtype=torch.int64)
+    paths = [str(scan.paths[i]) for i in keep]
+    if bad:  # rare: compact the tensor rather than leave rows of undefined pixels
+        good = torch.tensor([s for s in range(len(keep)) if s not in bad], dtype=torch.long)
+        images, labels = images[good].contiguous(), labels[good]
+        paths = [paths[s] for s in good.tolist()]
+        rows = {old: new for new, old in enumerate(good.tolist())}
+        new_index = {rel: [a, b, rows[slot]] for rel, (a, b, slot) in new_index.items() if slot in rows}
+
+    problems = [s for s in skipped if s.reason != "not an image file extension"]
+    if problems and strict:
+        listing = "\n".join(f"  {s.path}: {s.reason}" for s in problems)
+        raise DatasetError(f"{len(problems)} problem(s) in {root / split}:\n{listing}")
+    for s in skipped:
+        log.warning("skipped %s: %s", s.path, s.reason)
+    if skipped:
+        log.warning("%s: skipped %d file(s) of %d", split, len(skipped), len(scan.paths) + len(scan.skipped))
+    if resized:
+        log.warning("%s: resized %d image(s) to %dx%d", split, resized, h, w)
+    if cache_path is not None and new_index != index:
+        _write_cache(cache_path, images, new_index)
+    log.info("%s: %d images decoded in %.1f s", split, len(labels), time.perf_counter() - started)
+    return Split(split, scan.classes, images, labels, paths, skipped)

@@ -1,0 +1,186 @@
+"""Batches from a decoded split: shuffle per epoch, shard across ranks, prefetch in a thread.
+
+No torch DataLoader: the images are already decoded in one tensor, so a batch is one index_select
+plus the batched transform, and a single background thread keeps the next batch ready.
+"""
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .cache import Split
+
+# transform(uint8 batch on the device, generator) -> float batch
+Transform = Callable[[Tensor, torch.Generator], Tensor]
+
+
+def epoch_batches(
+    n: int, batch_size: int, *, epoch: int, seed: int, shuffle: bool = True, drop_last: bool = False,
+    rank: int = 0, world_size: int = 1,
+) -> list[np.ndarray]:
+    """This rank's batches of sample indices for one epoch.
+
+    The epoch's order (a permutation seeded by seed and epoch, the same on every rank) is cut into
+    global batches of batch_size * world_size; rank r takes every world_size-th sample of each, so
+    the ranks' shards are disjoint, cover the epoch, and have the same number of batches, and a
+    single process with the global batch size sees exactly the same batches. Without drop_last,
+    a last global batch too small to give every rank a sample is merged into the one before it
+    (there, and only there, the last step differs from a single process's).
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if n < world_size:
+        raise ValueError(f"{n} samples cannot be shared across {world_size} ranks")
+    order = (
+        np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    )
+    step = batch_size * world_size
+    starts = list(range(0, n, step))
+    if drop_last and n % step:
+        starts.pop()
+    elif not drop_last and len(starts) > 1 and n - starts[-1] < world_size:
+        starts.pop()  # the remainder joins the previous global batch
+    ends = starts[1:] + [n if not drop_last else starts[-1] + step] if starts else []
+    return [order[a:b][rank::world_size] for a, b in zip(starts, ends)]
+
+
+class Loader:
+    """Iterates (images, labels) batches of a Split on `device`, transformed, one epoch per pass."""
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        transform: Transform,
+        *,
+        device: torch.device | str = "cpu",
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        prefetch: bool = True,
+        indices: np.ndarray | None = None,
+        keep_on_device: bool = True,
+    ) -> None:
+        self.images = split.images
+        self.labels = split.labels
+        self.indices = np.arange(len(split)) if indices is None else np.asarray(indices)
+        self.batch_size = batch_size
+        self.transform = transform
+        self.device = torch.device(device)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.prefetch = prefetch
+        self.epoch = 0
+        self.pin = self.device.type == "cuda" and not keep_on_device
+        if self.device.type == "cuda" and keep_on_device:
+            # The whole decoded split (about 1 GB) lives on the GPU: no batch crosses the bus again.
+            self.images = self.images.to(self.device)
+            self.labels = self.labels.to(self.device)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose shuffle (and augmentation seed) the next pass uses."""
+        self.epoch = epoch
+
+    def batches(self) -> list[np.ndarray]:
+        """This rank's batches of indices into the split for the current epoch."""
+        return [
+            self.indices[b]
+            for b in epoch_batches(
+                len(self.indices), self.batch_size, epoch=self.epoch, seed=self.seed,
+                shuffle=self.shuffle, drop_last=self.drop_last, rank=self.rank,
+                world_size=self.world_size,
+            )
+        ]
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+    def _make(self, index: np.ndarray, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        idx = torch.from_numpy(index).to(self.images.device)
+        x = self.images.index_select(0, idx)
+        y = self.labels.index_select(0, idx)
+        if self.pin:  # page-locked, so the copy to the GPU runs asynchronously
+            x = x.pin_memory().to(self.device, non_blocking=True)
+            y = y.pin_memory().to(self.device, non_blocking=True)
+        return self.transform(x, generator), y
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, self.rank]).generate_state(1)[0]))
+        plan = self.batches()
+        if not self.prefetch:
+            for index in plan:
+                yield self._make(index, generator)
+            return
+        # One producer thread, one batch ahead: transform of batch k+1 overlaps the step on batch k.
+        ready: queue.Queue = queue.Queue(maxsize=1)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for index in plan:
+                    if stop.is_set():
+                        return
+                    ready.put(self._make(index, generator))
+            except BaseException as e:  # handed to the consumer, raised there
+                ready.put(e)
+                return
+            ready.put(None)
+
+        worker = threading.Thread(target=produce, daemon=True)
+        worker.start()
+        try:
+            while (item := ready.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while worker.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    ready.get_nowait()
+                except queue.Empty:
+                    worker.join(timeout=0.01)
+
+
+def train_val_split(
+    labels: Tensor, groups: list[str], fraction: float = 0.1, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, validation indices): stratified by class, seeded, duplicates kept together.
+
+    groups[i] names the exact-duplicate group of sample i (e.g. a hash of its pixels); all members
+    of a group land on the same side, so validation never scores an image the model trained on.
+    Each class gets round(fraction * its size) validation samples, give or take a group.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+    labels_np = labels.cpu().numpy()
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    rng = np.random.default_rng(seed)
+    val: list[int] = []
+    for label in np.unique(labels_np):
+        # A group belongs to the class of its first member (a label conflict is the audit's to report).
+        class_groups = [m for m in members.values() if labels_np[m[0]] == label]
+        target = round(fraction * sum(len(m) for m in class_groups))
+        taken = 0
+        for k in rng.permutation(len(class_groups)):
+            if taken >= target:
+                break
+            val += class_groups[k]
+            taken += len(class_groups[k])
+    val_idx = np.sort(np.array(val, dtype=np.int64))
+    train_idx = np.setdiff1d(np.arange(len(labels_np)), val_idx)
+    return train_idx, val_idx

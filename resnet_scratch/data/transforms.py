@@ -1,0 +1,173 @@
+"""Augmentation and preprocessing as pure functions of a whole batch (N x C x H x W), CPU or CUDA.
+
+Randomness comes only from the torch.Generator passed in, so a seed fixes every batch. Sampling
+follows torchvision's RandomResizedCrop exactly (10 tries, then a centre crop clamped to the ratio
+range); the resampling is one grid_sample call for the whole batch instead of one resize per image.
+"""
+
+import math
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def crop_boxes(
+    n: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+    tries: int = 10,
+) -> Tensor:
+    """n crop boxes (top, left, h, w) with RandomResizedCrop's sampling, as an n x 4 int64 tensor.
+
+    Per image: up to `tries` draws of an area fraction (uniform in `scale`) and a log-uniform aspect
+    ratio; the first draw that fits the image wins. If none fits, a centre crop of the whole image
+    with its aspect ratio clamped to `ratio`.
+    """
+    area = height * width
+    target_area = area * torch.empty(n, tries, dtype=torch.float64).uniform_(*scale, generator=generator)
+    log_ratio = torch.empty(n, tries, dtype=torch.float64).uniform_(
+        math.log(ratio[0]), math.log(ratio[1]), generator=generator
+    )
+    aspect = torch.exp(log_ratio)
+    w = torch.round(torch.sqrt(target_area * aspect)).long()
+    h = torch.round(torch.sqrt(target_area / aspect)).long()
+    fits = (w > 0) & (h > 0) & (w <= width) & (h <= height)
+    first = torch.argmax(fits.long(), dim=1)  # index of the first fitting try (0 if none fits)
+    any_fit = fits.any(dim=1)
+    rows = torch.arange(n)
+    h, w = h[rows, first], w[rows, first]
+
+    # Fallback: the whole image, cropped to the nearest allowed aspect ratio.
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fw, fh = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        fh, fw = height, int(round(height * max(ratio)))
+    else:
+        fw, fh = width, height
+    h = torch.where(any_fit, h, torch.full_like(h, fh))
+    w = torch.where(any_fit, w, torch.full_like(w, fw))
+    # Uniform integer offsets in [0, H - h] and [0, W - w], as torch.randint would draw them.
+    u = torch.rand(n, 2, dtype=torch.float64, generator=generator)
+    top = torch.floor(u[:, 0] * (height - h + 1)).long()
+    left = torch.floor(u[:, 1] * (width - w + 1)).long()
+    top = torch.where(any_fit, top, (height - h) // 2)
+    left = torch.where(any_fit, left, (width - w) // 2)
+    return torch.stack([top, left, h, w], dim=1)
+
+
+def resized_crops(images: Tensor, boxes: Tensor, size: int, flip: Tensor | None = None) -> Tensor:
+    """Crop every image to its box and resize it to size x size (bilinear), in one grid_sample.
+
+    images: N x C x H x W float; boxes: N x 4 (top, left, h, w); flip: optional N bools, mirrored
+    horizontally by negating the sampling grid's x axis (free: no extra pass over the pixels).
+    """
+    n, _, height, width = images.shape
+    b = boxes.to(device=images.device, dtype=images.dtype)
+    top, left, h, w = b.unbind(1)
+    # affine_grid maps output coordinates in [-1, 1] to input coordinates in [-1, 1]
+    # (align_corners=False: pixel centres). The crop box is an axis-aligned scale + shift.
+    sx, sy = w / width, h / height
+    tx = (2 * left + w) / width - 1
+    ty = (2 * top + h) / height - 1
+    if flip is not None:
+        sx = torch.where(flip.to(images.device), -sx, sx)
+    zero = torch.zeros_like(sx)
+    theta = torch.stack([torch.stack([sx, zero, tx], 1), torch.stack([zero, sy, ty], 1)], 1)
+    grid = F.affine_grid(theta, [n, images.shape[1], size, size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def random_resized_crop(
+    images: Tensor,
+    size: int,
+    generator: torch.Generator | None = None,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> Tensor:
+    """RandomResizedCrop of a float batch: N x C x H x W -> N x C x size x size."""
+    n, _, height, width = images.shape
+    boxes = crop_boxes(n, height, width, scale, ratio, generator)
+    return resized_crops(images, boxes, size)
+
+
+def flip_mask(n: int, p: float = 0.5, generator: torch.Generator | None = None) -> Tensor:
+    """n booleans, each True with probability p."""
+    return torch.rand(n, generator=generator) < p
+
+
+def hflip(images: Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> Tensor:
+    """Mirror each image left-right with probability p."""
+    mask = flip_mask(images.shape[0], p, generator).to(images.device).view(-1, 1, 1, 1)
+    return torch.where(mask, images.flip(-1), images)
+
+
+def resize(images: Tensor, size: int) -> Tensor:
+    """Shorter side to `size`, aspect kept (torchvision's Resize(int)), bilinear with antialiasing."""
+    height, width = images.shape[-2:]
+    if height <= width:
+        out_h, out_w = size, int(size * width / height)
+    else:
+        out_h, out_w = int(size * height / width), size
+    if (out_h, out_w) == (height, width):
+        return images
+    return F.interpolate(images, size=(out_h, out_w), mode="bilinear", antialias=True, align_corners=False)
+
+
+def center_crop(images: Tensor, size: int) -> Tensor:
+    """The central size x size window (torchvision's rounding of the offsets)."""
+    height, width = images.shape[-2:]
+    if size > height or size > width:
+        raise ValueError(f"center_crop to {size} needs images of at least {size}x{size}, got {height}x{width}")
+    top = int(round((height - size) / 2.0))
+    left = int(round((width - size) / 2.0))
+    return images[..., top : top + size, left : left + size]
+
+
+def to_float(images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """uint8 0..255 -> float 0..1."""
+    return images.to(dtype).div_(255.0)
+
+
+def normalize(
+    images: Tensor, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+) -> Tensor:
+    """(x - mean) / std per channel."""
+    m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    return (images - m) / s
+
+
+def train_transform(
+    images: Tensor,
+    size: int,
+    generator: torch.Generator | None = None,
+    scale: tuple[float, float] = (0.08, 1.0),
+    flip_p: float = 0.5,
+) -> Tensor:
+    """uint8 batch -> random resized crop + horizontal flip + ImageNet normalisation, one resampling."""
+    x = to_float(images)
+    n, _, height, width = x.shape
+    boxes = crop_boxes(n, height, width, scale, (3 / 4, 4 / 3), generator)
+    flips = flip_mask(n, flip_p, generator)
+    out = resized_crops(x, boxes, size, flips)
+    m = torch.tensor(IMAGENET_MEAN, dtype=out.dtype, device=out.device).view(1, -1, 1, 1)
+    s = torch.tensor(IMAGENET_STD, dtype=out.dtype, device=out.device).view(1, -1, 1, 1)
+    return out.sub_(m).div_(s)  # in place: `out` is fresh, and one pass less than normalize()
+
+
+def eval_transform(images: Tensor, size: int, resize_to: int | None = None) -> Tensor:
+    """uint8 batch -> resize (shorter side) + centre crop + ImageNet normalisation.
+
+    resize_to defaults to size * 8 / 7, torchvision's ratio: 256 for 224, 342 for 299 (rounded up).
+    """
+    resize_to = resize_to or math.ceil(size * 256 / 224)
+    x = resize(to_float(images), resize_to)
+    return normalize(center_crop(x, size))
