@@ -117,8 +117,8 @@ def test_disk_cache_rereads_only_changed_files(small_dataset: Path, tmp_path: Pa
     cache_dir = tmp_path / "cache"
     first = load_split(small_dataset, "Training", cache_dir=cache_dir)
     decoded: list[str] = []
-    real_decode = cache_module.decode
-    monkeypatch.setattr(cache_module, "decode", lambda p: decoded.append(p.name) or real_decode(p))
+    real_decode = cache_module.decode_chw
+    monkeypatch.setattr(cache_module, "decode_chw", lambda p: decoded.append(p.name) or real_decode(p))
     second = load_split(small_dataset, "Training", cache_dir=cache_dir)
     assert decoded == [] and torch.equal(first.images, second.images)
     changed = small_dataset / "Training" / "b_class" / "b_class_002.jpg"

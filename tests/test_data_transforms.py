@@ -76,6 +76,31 @@ def test_crop_takes_the_box_region() -> None:
     torch.testing.assert_close(out, torch.ones(1, 1, 10, 10))
 
 
+def test_uint8_crops_equal_torchvisions_resized_crop() -> None:
+    from torchvision.transforms.v2 import functional as tvf
+
+    x = torch.from_numpy(np.array(smooth_image(11, (120, 90)))).permute(2, 0, 1)[None].repeat(6, 1, 1, 1)
+    boxes = T.crop_boxes(6, 90, 120, generator=torch.Generator().manual_seed(0))
+    flips = torch.tensor([True, False] * 3)
+    ours = T.resized_crops_uint8(x, boxes, 64, flips)
+    for i, (top, left, h, w) in enumerate(boxes.tolist()):
+        theirs = tvf.resized_crop(x[i], top, left, h, w, [64, 64], antialias=True)
+        theirs = theirs.flip(-1) if flips[i] else theirs
+        assert (ours[i].int() - theirs.int()).abs().max() <= 1
+
+
+def test_cpu_and_batched_grid_paths_agree_where_no_antialiasing_is_needed() -> None:
+    x = torch.from_numpy(np.array(smooth_image(12, (64, 64)))).permute(2, 0, 1)[None].repeat(4, 1, 1, 1)
+    boxes = torch.tensor([[0, 0, 64, 64], [8, 4, 40, 48], [20, 20, 32, 32], [0, 10, 50, 30]])
+    flips = torch.tensor([False, True, False, True])
+    grid = T.resized_crops(x.float(), boxes, 64, flips)  # every box is enlarged: no aliasing
+    uint8 = T.resized_crops_uint8(x, boxes, 64, flips).float()
+    # At the box's edge grid_sample blends in the pixels just outside the box, where crop-then-
+    # resize (torchvision, and the uint8 path) clamps to the crop: compare the interior.
+    gap = (grid - uint8).abs()[..., 2:-2, 2:-2]
+    assert gap.mean() < 0.5 and gap.max() <= 2
+
+
 def test_hflip_mirrors_about_half_of_the_batch() -> None:
     x = torch.arange(2 * 1 * 1 * 3, dtype=torch.float32).view(2, 1, 1, 3).repeat(500, 1, 1, 1)
     out = T.hflip(x, generator=torch.Generator().manual_seed(0))

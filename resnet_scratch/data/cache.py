@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from .folder import DECODE_ERRORS, DatasetError, Scan, Skipped, decode, image_size, scan_split
+from .folder import DECODE_ERRORS, DatasetError, Scan, Skipped, decode_chw, image_size, scan_split
 
 log = logging.getLogger("resnet_scratch.data")
 
@@ -146,13 +146,14 @@ def load_split(
                 new_index[rel] = [*stamp, slot]
                 return False
             try:
-                pixels = decode(path)
+                pixels = decode_chw(path)
             except DECODE_ERRORS as e:
                 return f"cannot decode: {type(e).__name__}: {e}"
-            resize = pixels.shape[:2] != (h, w)
+            resize = pixels.shape[1:] != (h, w)
             if resize:
-                pixels = np.asarray(Image.fromarray(pixels).resize((w, h), Image.BILINEAR))
-            out[slot] = pixels.transpose(2, 0, 1)
+                hwc = np.ascontiguousarray(pixels.transpose(1, 2, 0))
+                pixels = np.asarray(Image.fromarray(hwc).resize((w, h), Image.BILINEAR)).transpose(2, 0, 1)
+            out[slot] = pixels
             new_index[rel] = [*stamp, slot]
             return resize
 

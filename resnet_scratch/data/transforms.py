@@ -85,6 +85,25 @@ def resized_crops(images: Tensor, boxes: Tensor, size: int, flip: Tensor | None 
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def resized_crops_uint8(images: Tensor, boxes: Tensor, size: int, flip: Tensor | None = None) -> Tensor:
+    """The CPU path of resized_crops: uint8 in, uint8 out, antialiased like torchvision's.
+
+    One interpolate call per image (the boxes differ), but on uint8 channels-last data torch runs
+    its vectorised fixed-point resampler, which on a CPU beats one float grid_sample over the
+    batch at training sizes (1.8x at 128 px on 2 cores; see docs/benchmarks.md).
+    """
+    n, c = images.shape[:2]
+    out = torch.empty(n, c, size, size, dtype=torch.uint8, device=images.device)
+    out = out.contiguous(memory_format=torch.channels_last)
+    source = images.contiguous(memory_format=torch.channels_last)
+    flips = flip.tolist() if flip is not None else [False] * n
+    for i, (top, left, h, w) in enumerate(boxes.tolist()):
+        crop = source[i : i + 1, :, top : top + h, left : left + w]
+        resized = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out[i] = resized[0].flip(-1) if flips[i] else resized[0]
+    return out
+
+
 def random_resized_crop(
     images: Tensor,
     size: int,
@@ -152,15 +171,21 @@ def train_transform(
     scale: tuple[float, float] = (0.08, 1.0),
     flip_p: float = 0.5,
 ) -> Tensor:
-    """uint8 batch -> random resized crop + horizontal flip + ImageNet normalisation, one resampling."""
-    x = to_float(images)
-    n, _, height, width = x.shape
+    """uint8 batch -> random resized crop + horizontal flip + ImageNet normalisation, one resampling.
+
+    On a CPU the crops are resampled in uint8 (resized_crops_uint8), elsewhere in one float
+    grid_sample over the batch (resized_crops); the crop boxes and flips are the same either way.
+    """
+    n, _, height, width = images.shape
     boxes = crop_boxes(n, height, width, scale, (3 / 4, 4 / 3), generator)
     flips = flip_mask(n, flip_p, generator)
-    out = resized_crops(x, boxes, size, flips)
-    m = torch.tensor(IMAGENET_MEAN, dtype=out.dtype, device=out.device).view(1, -1, 1, 1)
-    s = torch.tensor(IMAGENET_STD, dtype=out.dtype, device=out.device).view(1, -1, 1, 1)
-    return out.sub_(m).div_(s)  # in place: `out` is fresh, and one pass less than normalize()
+    if images.device.type == "cpu" and images.dtype == torch.uint8:
+        out = resized_crops_uint8(images, boxes, size, flips).float()
+    else:
+        out = resized_crops(images.to(torch.float32), boxes, size, flips)  # 0..255 floats
+    m = torch.tensor(IMAGENET_MEAN, dtype=out.dtype, device=out.device).view(1, -1, 1, 1) * 255
+    s = torch.tensor(IMAGENET_STD, dtype=out.dtype, device=out.device).view(1, -1, 1, 1) * 255
+    return out.sub_(m).div_(s)  # in place on the fresh output: 0..255 -> normalised
 
 
 def eval_transform(images: Tensor, size: int, resize_to: int | None = None) -> Tensor:

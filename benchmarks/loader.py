@@ -1,0 +1,115 @@
+"""Training-time data throughput: our pipeline against torchvision's, on the same files, in one run.
+
+    python benchmarks/loader.py                  # the shared dataset's Training split, 224 px, batch 64
+    python benchmarks/loader.py --size 128 --epochs 3
+
+Both sides produce the same thing per epoch: every Training image once, random resized crop +
+horizontal flip + ImageNet normalisation, float32 batches of 64. torchvision: ImageFolder + transforms
++ DataLoader(num_workers=2, shuffle=True). Ours: decode once into memory (the first epoch pays for
+it), then the batched transforms in the loader's prefetch thread. Prints images/s and the ratios
+(targets: first epoch >= 1x, later epochs >= 5x). Also prints the batched augmentation alone on the
+device (--device cuda on a GPU machine). Not a test: record the output in docs/benchmarks.md.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+from torchvision import transforms as tvt
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import machine  # noqa: E402
+
+from resnet_scratch.data import default_root, load_split  # noqa: E402
+from resnet_scratch.data.loader import Loader  # noqa: E402
+from resnet_scratch.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform  # noqa: E402
+
+
+def drain(batches) -> tuple[int, float]:
+    """(images, seconds) to iterate every batch once."""
+    start = time.perf_counter()
+    n = 0
+    for x, _ in batches:
+        n += x.shape[0]
+    return n, time.perf_counter() - start
+
+
+def main() -> None:
+    """Time both pipelines epoch by epoch and print the table."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", type=Path, default=default_root())
+    p.add_argument("--split", default="Training")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=4, help="epochs of each pipeline (the first is reported apart)")
+    p.add_argument("--workers", type=int, default=2, help="torchvision DataLoader workers")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N files (smoke runs)")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    print(f"# {machine()}")
+    print(f"# {args.root / args.split}, {args.size} px, batch {args.batch}, {args.epochs} epochs each")
+
+    tf = tvt.Compose([
+        tvt.RandomResizedCrop(args.size), tvt.RandomHorizontalFlip(), tvt.ToTensor(),
+        tvt.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+    folder = torchvision.datasets.ImageFolder(str(args.root / args.split), tf)
+    if args.limit:
+        folder.samples = folder.samples[: args.limit]
+    reference = torch.utils.data.DataLoader(
+        folder, batch_size=args.batch, shuffle=True, num_workers=args.workers,
+        pin_memory=device.type == "cuda", persistent_workers=False,
+    )
+
+    def transform(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return train_transform(x, args.size, g)
+
+    # Ours, first epoch: decoding (threads) + one pass of the loader.
+    start = time.perf_counter()
+    split = load_split(args.root, args.split)
+    if args.limit:
+        split.images, split.labels = split.images[: args.limit], split.labels[: args.limit]
+    ours = Loader(split, args.batch, transform, device=device)
+    n, seconds = drain(ours)
+    ours_first = n / (time.perf_counter() - start)
+    theirs_first_n, theirs_first_s = drain(reference)
+    theirs_first = theirs_first_n / theirs_first_s
+
+    ours_later, theirs_later = [], []
+    for epoch in range(1, args.epochs):  # alternate, so both see the machine in the same state
+        ours.set_epoch(epoch)
+        n, seconds = drain(ours)
+        ours_later.append(n / seconds)
+        n, seconds = drain(reference)
+        theirs_later.append(n / seconds)
+
+    print(f"{'epoch':<14} {'ours img/s':>11} {'torchvision':>12} {'ratio':>7}")
+    print(f"{'first':<14} {ours_first:>11.0f} {theirs_first:>12.0f} {ours_first / theirs_first:>7.2f}")
+    if ours_later:
+        o, t = statistics.median(ours_later), statistics.median(theirs_later)
+        print(f"{'later (median)':<14} {o:>11.0f} {t:>12.0f} {o / t:>7.2f}")
+
+    # The augmentation alone, on the device, on a resident batch.
+    x = split.images[: args.batch].to(device)
+    g = torch.Generator(device=device).manual_seed(0)
+    for _ in range(3):
+        train_transform(x, args.size, g)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    reps = 50 if device.type == "cuda" else 10
+    start = time.perf_counter()
+    for _ in range(reps):
+        train_transform(x, args.size, g)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    rate = reps * args.batch / (time.perf_counter() - start)
+    print(f"augmentation alone on {device.type}: {rate:,.0f} img/s (crop + flip + normalise, {args.size} px)")
+
+
+if __name__ == "__main__":
+    main()
