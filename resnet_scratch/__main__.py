@@ -41,9 +41,32 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
+    """Train per defaults < --config TOML < --key value flags; or continue a run with --resume."""
+    from .config import load_config, parse_flags
+    from .train import fit
+
+    flags = parse_flags(rest)
+    if args.resume:
+        saved = json.loads((args.resume / "config.json").read_text())["config"]
+        flags = {**saved, **flags, "runs_dir": str(args.resume.parent), "name": args.resume.name}
+    config = load_config(args.config, flags)
+    fit(config, resume=args.resume is not None)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a checkpoint on a dataset's Testing split (and its leak-free subset); write a report."""
+    from .evaluate import evaluate_checkpoint
+
+    evaluate_checkpoint(args.checkpoint, args.data, args.out, args.clean_list)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per verb."""
     p = argparse.ArgumentParser(prog="python -m resnet_scratch", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("summary", help="layer table of one model: shapes, parameters, multiply-adds")
     s.add_argument("model", choices=list(MODELS))
@@ -64,16 +87,36 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--threshold", type=int, default=HAMMING_THRESHOLD, help="pHash bits for a near duplicate")
     a.add_argument("--cache", type=Path, help="keep decoded images in this folder between runs")
     a.set_defaults(func=cmd_audit)
+
+    t = sub.add_parser("train", help="train a model; any setting of resnet_scratch/config.py as --key value",
+                       description="Settings: defaults < --config file.toml < --key value flags (e.g. --model resnet18 "
+                                   "--image-size 128 --epochs 8 --lr 0.01). See resnet_scratch/config.py for every key.")
+    t.add_argument("--config", type=Path, help="a TOML file of settings")
+    t.add_argument("--resume", type=Path, help="a run folder to continue where it stopped")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset's Testing split")
+    e.add_argument("--checkpoint", type=Path, required=True)
+    e.add_argument("--data", type=Path, default=default_root(), help="default: %(default)s")
+    e.add_argument("--clean-list", type=Path, help="leak-free Testing files (default: computed as the audit does)")
+    e.add_argument("--out", type=Path, help="folder for report.md, metrics.json and plots (default: beside the checkpoint)")
+    e.set_defaults(func=cmd_evaluate)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` and run the command; user errors print one line and exit with code 2."""
-    args = parser().parse_args(argv)
+    args, rest = parser().parse_known_args(argv)
+    if rest and args.command != "train":
+        parser().error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from .train import TrainingDiverged
+
     try:
-        return args.func(args)
-    except ValueError as e:
+        return args.func(args, rest) if args.command == "train" else args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged) as e:
+        if getattr(args, "debug", False):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
 

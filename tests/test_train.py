@@ -1,0 +1,191 @@
+"""The training engine on generated data: settings, run folder, resume after SIGKILL, NaN, evaluate."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnet_scratch.__main__ import main
+from resnet_scratch.checkpoint import load_model_file
+from resnet_scratch.config import Config, ConfigError, load_config, parse_flags
+from resnet_scratch import train as train_module
+from resnet_scratch.train import TrainingDiverged, fit
+
+from conftest import make_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 classes, 24 training and 4 testing images each, 40x40."""
+    root = tmp_path_factory.mktemp("tiny")
+    return make_folder(root, {"Training": {c: 24 for c in "abcd"}, "Testing": {c: 4 for c in "abcd"}}, size=(40, 40))
+
+
+def tiny_flags(data: Path, runs: Path, name: str, epochs: int = 2) -> dict[str, str]:
+    return {"data": str(data), "runs_dir": str(runs), "name": name, "model": "resnet18", "image_size": "32",
+            "epochs": str(epochs), "batch_size": "8", "lr": "0.01", "deterministic": "true"}
+
+
+def test_settings_layer_defaults_file_and_flags(tmp_path: Path) -> None:
+    assert Config().lr == 1e-3 and Config().momentum == 0.9 and Config().step_size == 7 and Config().gamma == 0.1
+    toml = tmp_path / "exp.toml"
+    toml.write_text('model = "resnet50"\nlr = 0.01\nepochs = 3\nbf16 = false\n')
+    config = load_config(toml, parse_flags(["--lr", "0.05", "--batch-size=16", "--weights", "none"]))
+    assert (config.model, config.lr, config.epochs, config.bf16, config.batch_size, config.weights) == (
+        "resnet50", 0.05, 3, False, 16, None)
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"learning_rate": "0.1"}, "unknown setting 'learning_rate'"),
+    ({"lr": "fast"}, "lr = 'fast': expected float"),
+    ({"lr": "-1"}, "lr = -1.0: must be positive"),
+    ({"epochs": "2.5"}, "epochs = '2.5': expected int"),
+    ({"model": "resnet51"}, "model = 'resnet51': must be one of"),
+    ({"bf16": "maybe"}, "bf16 = 'maybe': expected bool"),
+    ({"freeze": "backbone"}, "needs weights"),
+])
+def test_bad_settings_name_the_key(flags: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, flags)
+
+
+def test_unknown_key_in_a_file_names_the_file(tmp_path: Path) -> None:
+    toml = tmp_path / "bad.toml"
+    toml.write_text("momentun = 0.8\n")
+    with pytest.raises(ConfigError, match=f"unknown setting 'momentun' \\(from {toml}\\)"):
+        load_config(toml)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    return fit(load_config(None, tiny_flags(tiny, runs, "done", epochs=2)))
+
+
+def test_run_folder_holds_everything(finished_run: Path) -> None:
+    names = {p.name for p in finished_run.iterdir()}
+    assert {"config.json", "metrics.jsonl", "metrics.json", "best.safetensors", "last.safetensors",
+            "state.json", "report.md", "curves.png", "confusion.png", "predictions.png"} <= names
+    config = json.loads((finished_run / "config.json").read_text())
+    assert config["config"]["model"] == "resnet18" and config["commit"] and config["environment"]["torch"]
+    epochs = [json.loads(l) for l in (finished_run / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [0, 1]
+    assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s", "seconds"} <= set(epochs[0])
+    results = json.loads((finished_run / "metrics.json").read_text())
+    best = max(epochs, key=lambda e: e["val_accuracy"])
+    assert results["best_epoch"] == best["epoch"]  # Testing uses the checkpoint chosen on validation
+    assert results["test"]["samples"] == 16 and len(results["test"]["confusion_matrix"]) == 4
+    assert "top2_accuracy" in results["test"] and "top4_accuracy" not in results["test"]
+    _, meta = load_model_file(finished_run / "best.safetensors")
+    assert meta["arch"] == "resnet18" and meta["classes"] == ["a", "b", "c", "d"] and meta["input_size"] == 32
+    assert meta["mean"] == [0.485, 0.456, 0.406] and meta["epoch"] == results["best_epoch"]
+    report = (finished_run / "report.md").read_text()
+    assert "| full | 16 |" in report and "leak-free" in report and "![training curves](curves.png)" in report
+    for png in ("curves.png", "confusion.png", "predictions.png"):
+        assert (finished_run / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_existing_run_is_not_overwritten(finished_run: Path, tiny: Path) -> None:
+    flags = tiny_flags(tiny, finished_run.parent, finished_run.name)
+    with pytest.raises(FileExistsError, match="--resume"):
+        fit(load_config(None, flags))
+
+
+def cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "resnet_scratch", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def flag_list(flags: dict[str, str]) -> list[str]:
+    return [part for key, value in flags.items() for part in (f"--{key}", value)]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_gives_the_same_weights_and_metrics(tiny: Path, tmp_path: Path) -> None:
+    epochs = 3
+    whole = cli("train", *flag_list(tiny_flags(tiny, tmp_path, "whole", epochs)))
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+
+    killed = cli("train", *flag_list(tiny_flags(tiny, tmp_path, "killed", epochs)))
+    state = tmp_path / "killed" / "state.json"
+    deadline = time.time() + 300
+    while not (state.is_file() and json.loads(state.read_text())["epoch"] == 0):
+        assert killed.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.01)
+    os.kill(killed.pid, signal.SIGKILL)  # somewhere in the second epoch
+    killed.wait()
+    assert json.loads(state.read_text())["epoch"] == 0
+    resumed = cli("train", "--resume", str(tmp_path / "killed"))
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+
+    a, _ = load_model_file(tmp_path / "whole" / "last.safetensors")
+    b, _ = load_model_file(tmp_path / "killed" / "last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    keys = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+    lines = [[{k: json.loads(l)[k] for k in keys} for l in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
+             for r in ("whole", "killed")]
+    assert lines[0] == lines[1] and len(lines[0]) == epochs
+    results = [json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("whole", "killed")]
+    assert results[0]["test"] == results[1]["test"]
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny: Path, tmp_path: Path, monkeypatch) -> None:
+    epochs_started = {"n": 0}
+    real_epoch, real_loss = train_module.train_one_epoch, train_module.loss_of
+
+    def counting_epoch(*args, **kwargs):
+        epochs_started["n"] += 1
+        return real_epoch(*args, **kwargs)
+
+    def poisoned(output, target, config):
+        loss, logits = real_loss(output, target, config)
+        return (loss * float("nan"), logits) if epochs_started["n"] >= 2 else (loss, logits)
+
+    monkeypatch.setattr(train_module, "train_one_epoch", counting_epoch)
+    monkeypatch.setattr(train_module, "loss_of", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"epoch 2: the loss became nan at batch 1.*last.safetensors"):
+        fit(load_config(None, tiny_flags(tiny, tmp_path, "nan", epochs=3)))
+    _, meta = load_model_file(tmp_path / "nan" / "last.safetensors")
+    assert meta["epoch"] == 0
+    state, _ = load_model_file(tmp_path / "nan" / "last.safetensors")
+    assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+
+
+def test_evaluate_command(finished_run: Path, tiny: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(finished_run / "best.safetensors"), "--data", str(tiny), "--out", str(out)]) == 0
+    results = json.loads((out / "metrics.json").read_text())
+    stored = json.loads((finished_run / "metrics.json").read_text())
+    assert results["test"]["accuracy"] == stored["test"]["accuracy"]
+    assert (out / "confusion.png").is_file() and "Testing (full): accuracy" in capsys.readouterr().out
+
+
+def test_evaluate_bad_inputs_are_one_line_errors(finished_run: Path, tiny: Path, tmp_path: Path, capsys) -> None:
+    other = make_folder(tmp_path / "other", {"Training": {"x": 2, "y": 2}, "Testing": {"x": 1, "y": 1}})
+    not_weights = tmp_path / "notes.safetensors"
+    not_weights.write_text("hello")
+    cases = [
+        (["--checkpoint", str(tmp_path / "missing.safetensors"), "--data", str(tiny)], "does not exist"),
+        (["--checkpoint", str(not_weights), "--data", str(tiny)], "not a safetensors checkpoint"),
+        (["--checkpoint", str(finished_run / "best.safetensors"), "--data", str(other)], "has classes \\['x', 'y'\\]"),
+    ]
+    for args, message in cases:
+        assert main(["evaluate", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+        assert pytest.importorskip("re").search(message, err), err
+
+
+def test_train_command_errors_exit_2(tiny: Path, tmp_path: Path, capsys) -> None:
+    assert main(["train", "--data", str(tiny), "--runs-dir", str(tmp_path), "--lr", "-1"]) == 2
+    assert "lr = -1.0: must be positive" in capsys.readouterr().err
+    assert main(["train", "--data", str(tiny), "--runs-dir", str(tmp_path), "--colour", "blue"]) == 2
+    assert "unknown setting 'colour'" in capsys.readouterr().err
