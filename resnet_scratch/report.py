@@ -63,7 +63,9 @@ def plot_predictions(run: Path, images: Tensor, labels: Tensor, logits: Tensor, 
     """A grid of Testing images with predicted and true class, mistakes first: predictions.png."""
     probabilities = logits.softmax(1)
     predicted = probabilities.argmax(1)
-    wrong = torch.nonzero(predicted != labels).flatten().tolist()
+    confidence = probabilities.max(1).values
+    wrong = torch.nonzero(predicted != labels).flatten()
+    wrong = wrong[confidence[wrong].argsort(descending=True)].tolist()  # most confident mistakes first
     right = torch.nonzero(predicted == labels).flatten().tolist()
     generator = np.random.default_rng(0)
     chosen = wrong[:count] + list(generator.permutation(right)[: max(0, count - len(wrong))])
@@ -77,7 +79,7 @@ def plot_predictions(run: Path, images: Tensor, labels: Tensor, logits: Tensor, 
         ok = predicted[i] == labels[i]
         ax.set_title(f"{classes[predicted[i]]} {100 * probabilities[i, predicted[i]]:.0f}%\ntrue: {classes[labels[i]]}",
                      fontsize=8, color="green" if ok else "red")
-    fig.suptitle(f"Testing images: {len(wrong)} mistakes of {len(labels)} (mistakes first, red)", fontsize=10)
+    fig.suptitle(f"Testing images: {len(wrong)} mistakes of {len(labels)} (red, most confident first), then correct ones", fontsize=10)
     fig.tight_layout()
     path = run / "predictions.png"
     fig.savefig(path, dpi=100)

@@ -46,3 +46,20 @@ def real_root() -> Path:
     if not (root / "Training").is_dir():
         pytest.skip(f"the real dataset is not at {root} (set RESNET_SCRATCH_DATA)")
     return root
+
+
+def torchvision_builders() -> dict:
+    """The oracle: torchvision's model of each architecture, as torchvision builds it for its
+    ImageNet weights (InceptionV3 with its aux head and transform_input). Skips without torchvision."""
+    torchvision = pytest.importorskip("torchvision")
+    m = torchvision.models
+    return {
+        "resnet18": lambda: m.resnet18(),
+        "resnet34": lambda: m.resnet34(),
+        "resnet50": lambda: m.resnet50(),
+        "resnet101": lambda: m.resnet101(),
+        "resnet152": lambda: m.resnet152(),
+        "vgg16": lambda: m.vgg16(),
+        "vgg16_bn": lambda: m.vgg16_bn(),
+        "inception_v3": lambda: m.inception_v3(init_weights=True, aux_logits=True, transform_input=True),
+    }

@@ -12,6 +12,8 @@ from resnet_scratch.models.resnet import MIN_SIZE as RESNET_MIN
 from resnet_scratch.models.vgg import MIN_SIZE as VGG_MIN
 from resnet_scratch.summary import count_macs
 
+from conftest import torchvision_builders
+
 torchvision = pytest.importorskip("torchvision")
 
 # Parameter counts at 1000 classes, as torchvision publishes them.
@@ -26,16 +28,7 @@ PARAMS = {
     "inception_v3": 27_161_264,
 }
 
-TORCHVISION = {
-    "resnet18": lambda: torchvision.models.resnet18(),
-    "resnet34": lambda: torchvision.models.resnet34(),
-    "resnet50": lambda: torchvision.models.resnet50(),
-    "resnet101": lambda: torchvision.models.resnet101(),
-    "resnet152": lambda: torchvision.models.resnet152(),
-    "vgg16": lambda: torchvision.models.vgg16(),
-    "vgg16_bn": lambda: torchvision.models.vgg16_bn(),
-    "inception_v3": lambda: torchvision.models.inception_v3(init_weights=True, aux_logits=True),
-}
+TORCHVISION = torchvision_builders()
 
 MIN_SIZES = {name: RESNET_MIN for name in MODELS if name.startswith("resnet")} | {
     "vgg16": VGG_MIN,

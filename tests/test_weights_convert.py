@@ -27,21 +27,11 @@ from weights_convert import (
 )
 from weights_convert.__main__ import main as convert_cli
 
+from conftest import torchvision_builders
+
 torchvision = pytest.importorskip("torchvision")
 
-TORCHVISION = {
-    "resnet18": lambda: torchvision.models.resnet18(),
-    "resnet34": lambda: torchvision.models.resnet34(),
-    "resnet50": lambda: torchvision.models.resnet50(),
-    "resnet101": lambda: torchvision.models.resnet101(),
-    "resnet152": lambda: torchvision.models.resnet152(),
-    "vgg16": lambda: torchvision.models.vgg16(),
-    "vgg16_bn": lambda: torchvision.models.vgg16_bn(),
-    # As torchvision builds it for its ImageNet weights: aux head and transform_input.
-    "inception_v3": lambda: torchvision.models.inception_v3(
-        init_weights=True, aux_logits=True, transform_input=True
-    ),
-}
+TORCHVISION = torchvision_builders()
 OUR_OPTIONS = {"inception_v3": {"transform_input": True}}
 
 
