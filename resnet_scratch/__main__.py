@@ -63,6 +63,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Classify images with a checkpoint; --explain saves Grad-CAM overlays."""
+    from .predict import predict_files
+
+    predict_files(args.checkpoint, args.images, args.json, args.explain)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per verb."""
     p = argparse.ArgumentParser(prog="python -m resnet_scratch", description=__doc__)
@@ -101,6 +109,13 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--clean-list", type=Path, help="leak-free Testing files (default: computed as the audit does)")
     e.add_argument("--out", type=Path, help="folder for report.md, metrics.json and plots (default: beside the checkpoint)")
     e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("predict", help="classify image files (or folders of them) with a checkpoint")
+    r.add_argument("--checkpoint", type=Path, required=True)
+    r.add_argument("images", type=Path, nargs="+")
+    r.add_argument("--json", action="store_true", help="print JSON for machines")
+    r.add_argument("--explain", type=Path, help="save the images with their Grad-CAM heatmaps to this PNG")
+    r.set_defaults(func=cmd_predict)
     return p
 
 

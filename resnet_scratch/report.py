@@ -87,6 +87,39 @@ def plot_predictions(run: Path, images: Tensor, labels: Tensor, logits: Tensor, 
     return path
 
 
+def plot_grad_cam(run: Path, model: torch.nn.Module, images: Tensor, labels: Tensor, logits: Tensor,
+                  classes: list[str], size: int, count: int = 4) -> Path:
+    """Grad-CAM overlays of a few correct and a few wrong Testing predictions: gradcam.png."""
+    from .data.transforms import eval_transform
+    from .explain import grad_cam, overlay
+    from .predict import unnormalize
+
+    predicted = logits.argmax(1)
+    wrong = torch.nonzero(predicted != labels).flatten()[:count].tolist()
+    right = torch.nonzero(predicted == labels).flatten()
+    right = right[torch.randperm(len(right), generator=torch.Generator().manual_seed(0))[:count]].tolist()
+    chosen = right + wrong
+    device = next(model.parameters()).device
+    batch = eval_transform(images[chosen].to(device), size)
+    heatmaps, _ = grad_cam(model, batch)
+    shown = unnormalize(batch)
+    fig, axes = plt.subplots(2, max(len(chosen), 1), figsize=(2.2 * max(len(chosen), 1), 4.8), squeeze=False)
+    for col, i in enumerate(chosen):
+        axes[0, col].imshow(shown[col].permute(1, 2, 0).numpy())
+        axes[1, col].imshow(overlay(shown[col], heatmaps[col].cpu()).numpy())
+        ok = predicted[i] == labels[i]
+        axes[0, col].set_title(f"{classes[predicted[i]]}\ntrue: {classes[labels[i]]}", fontsize=8,
+                               color="green" if ok else "red")
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle("Grad-CAM on the last stage: correct (green) and wrong (red) Testing predictions", fontsize=10)
+    fig.tight_layout()
+    path = run / "gradcam.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _class_table(result: dict) -> list[str]:
     lines = ["| class | precision | recall | F1 | images |", "|---|---:|---:|---:|---:|"]
     for name, v in result["per_class"].items():
@@ -94,12 +127,14 @@ def _class_table(result: dict) -> list[str]:
     return lines
 
 
-def write_report(run: Path, data, logits: Tensor, results: dict) -> Path:
+def write_report(run: Path, data, logits: Tensor, results: dict, model: torch.nn.Module | None = None) -> Path:
     """report.md with every number from metrics.json / metrics.jsonl and the three plots."""
     classes = data.test.classes
     plot_curves(run)
     plot_confusion(run, results, classes)
     plot_predictions(run, data.test.images, data.test.labels, logits, classes)
+    if model is not None:
+        plot_grad_cam(run, model, data.test.images, data.test.labels, logits, classes, results["input_size"])
     config = json.loads((run / "config.json").read_text())
     settings = config["config"]
     epochs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
@@ -130,6 +165,8 @@ def write_report(run: Path, data, logits: Tensor, results: dict) -> Path:
         lines.append(f"| {e['epoch'] + 1} | {e['lr']:.1e} | {e['train_loss']:.4f} | {100 * e['train_accuracy']:.2f}% | "
                      f"{e['val_loss']:.4f} | {100 * e['val_accuracy']:.2f}% | {e['images_per_s']:.1f} | {e['seconds']:.1f} |")
     lines += ["", "![training curves](curves.png)", "", "## Testing images", "", "![predictions](predictions.png)", ""]
+    if model is not None:
+        lines += ["## Where the model looks (Grad-CAM)", "", "![Grad-CAM](gradcam.png)", ""]
     path = run / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -327,7 +327,7 @@ def fit(config: Config, resume: bool = False) -> Path:
     atomic_write_text(run / "metrics.json", json.dumps(results, indent=1))
     from .report import write_report
 
-    write_report(run, data, logits, results)
+    write_report(run, data, logits, results, best_model)
     print_summary(run, results)
     return run
 

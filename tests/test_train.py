@@ -189,3 +189,39 @@ def test_train_command_errors_exit_2(tiny: Path, tmp_path: Path, capsys) -> None
     assert "lr = -1.0: must be positive" in capsys.readouterr().err
     assert main(["train", "--data", str(tiny), "--runs-dir", str(tmp_path), "--colour", "blue"]) == 2
     assert "unknown setting 'colour'" in capsys.readouterr().err
+
+
+def test_predict_command(finished_run: Path, tiny: Path, tmp_path: Path, capsys) -> None:
+    checkpoint = str(finished_run / "best.safetensors")
+    image = tiny / "Testing" / "a" / "a_000.jpg"
+    assert main(["predict", "--checkpoint", checkpoint, str(image)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{image}: ") and line.count("%") == 4
+    assert main(["predict", "--checkpoint", checkpoint, "--json", str(tiny / "Testing")]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert len(results) == 16
+    for r in results:
+        assert r["class"] in "abcd" and abs(sum(r["probabilities"].values()) - 1) < 1e-4
+        assert r["class"] == max(r["probabilities"], key=r["probabilities"].get)
+    out = tmp_path / "why.png"
+    assert main(["predict", "--checkpoint", checkpoint, str(image), "--explain", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_predict_bad_inputs_are_one_line_errors(finished_run: Path, tmp_path: Path, capsys) -> None:
+    text = tmp_path / "scan.jpg"
+    text.write_text("not an image")
+    cases = [
+        ([str(finished_run / "best.safetensors"), str(text)], "scan.jpg is not a readable image"),
+        ([str(finished_run / "best.safetensors"), str(tmp_path / "nowhere.jpg")], "does not exist"),
+        ([str(tmp_path / "none.safetensors"), str(text)], "does not exist"),
+    ]
+    for (checkpoint, image), message in cases:
+        assert main(["predict", "--checkpoint", checkpoint, image]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_has_grad_cam_overlays(finished_run: Path) -> None:
+    assert (finished_run / "gradcam.png").read_bytes()[:4] == b"\x89PNG"
+    assert "![Grad-CAM](gradcam.png)" in (finished_run / "report.md").read_text()
