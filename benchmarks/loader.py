@@ -96,7 +96,7 @@ def main() -> None:
 
     # The augmentation alone, on the device, on a resident batch.
     x = split.images[: args.batch].to(device)
-    g = torch.Generator(device=device).manual_seed(0)
+    g = torch.Generator().manual_seed(0)  # draws on the CPU; the pixels stay on the device
     for _ in range(3):
         train_transform(x, args.size, g)
     if device.type == "cuda":

@@ -44,9 +44,10 @@ class Config:
     aux_weight: float = 0.4  # InceptionV3's auxiliary loss
 
     image_size: int | None = None  # None: the model's (224; 299 for InceptionV3)
+    augment: bool = True  # False: train on resize + centre crop only (no random crops or flips)
     crop_scale_min: float = 0.08  # RandomResizedCrop's smallest area fraction
     epochs: int = 25
-    batch_size: int = 32
+    batch_size: int = 32  # the global batch: split evenly across torchrun's processes
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0

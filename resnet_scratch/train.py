@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -44,6 +45,31 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but no CUDA device is available")
     return device
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Only the main process prints and writes files."""
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Distributed:
+    """Join torchrun's process group (nccl on CUDA, gloo on the CPU) if WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed()
+    place = Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return place
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -129,6 +155,10 @@ def train_one_epoch(
         if progress is not None:
             progress.update(step, total_loss / seen, correct / seen, seen)
     seconds = time.perf_counter() - start
+    if dist.is_initialized():  # every rank's share of the epoch
+        totals = torch.tensor([total_loss, correct, seen], dtype=torch.float64)
+        dist.all_reduce(totals)
+        total_loss, correct, seen = totals[0].item(), int(totals[1]), int(totals[2])
     return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1),
             "images_per_s": seen / seconds, "seconds": seconds}
 
@@ -240,24 +270,36 @@ def model_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, object]]:
 
 
 def fit(config: Config, resume: bool = False) -> Path:
-    """Train per `config` in runs_dir/name (continuing it if `resume`); returns the run folder."""
+    """Train per `config` in runs_dir/name (continuing it if `resume`); returns the run folder.
+
+    Under torchrun every process trains its shard of each global batch (DDP); only rank 0
+    evaluates, prints and writes files.
+    """
     run = Path(config.runs_dir) / config.name
-    if run.exists() and not resume and any(run.iterdir()):
-        raise FileExistsError(f"{run} already holds a run: resume it with --resume {run}, or choose another --name")
-    run.mkdir(parents=True, exist_ok=True)
+    place = init_distributed(resolve_device(config.device))
     device = resolve_device(config.device)
+    if device.type == "cuda" and place.world_size > 1:
+        device = torch.device("cuda", place.local_rank)
+        torch.cuda.set_device(device)
+    if config.batch_size % place.world_size:
+        raise ValueError(f"batch_size {config.batch_size} does not split evenly across {place.world_size} processes")
+    if place.main:
+        if run.exists() and not resume and any(run.iterdir()):
+            raise FileExistsError(f"{run} already holds a run: resume it with --resume {run}, or choose another --name")
+        run.mkdir(parents=True, exist_ok=True)
     if config.deterministic:
         torch.use_deterministic_algorithms(True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(config.seed)
-    print(f"run {run} on {device} ({'bf16' if config.bf16 and bf16_supported(device) else 'fp32'}), "
-          f"{config.model}, commit {git_commit()}", flush=True)
+    say = print if place.main else (lambda *args, **kwargs: None)
+    say(f"run {run} on {device} x {place.world_size} ({'bf16' if config.bf16 and bf16_supported(device) else 'fp32'}), "
+        f"{config.model}, commit {git_commit()}", flush=True)
 
     data = load_run_data(config)
     classes = data.train.classes
     size = config.image_size or INPUT_SIZES[config.model]
-    print(f"data: {len(data.train_rows)} train / {len(data.val_rows)} val (from Training), "
-          f"{len(data.test)} test ({len(data.leak_free_rows)} leak-free)", flush=True)
+    say(f"data: {len(data.train_rows)} train / {len(data.val_rows)} val (from Training), "
+        f"{len(data.test)} test ({len(data.leak_free_rows)} leak-free)", flush=True)
 
     model = build(config.model, num_classes=len(classes), weights=config.weights, freeze=config.freeze,
                   **model_options(config)).to(device)
@@ -267,58 +309,92 @@ def fit(config: Config, resume: bool = False) -> Path:
     optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=config.nesterov)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
-    step_model = torch.compile(model) if config.compile else model
 
     start_epoch, best = 0, {"val_accuracy": -1.0, "epoch": -1}
-    metrics_path = run / "metrics.jsonl"
     if resume and (run / "state.json").is_file():
         record = load_training_state(run, model, optimizer, scheduler)
         start_epoch, best = record["epoch"] + 1, record["best"]
-        # Lines of epochs after the saved state (written just before a crash) are redone.
-        lines = metrics_path.read_text().splitlines() if metrics_path.is_file() else []
-        atomic_write_text(metrics_path, "".join(l + "\n" for l in lines if json.loads(l)["epoch"] < start_epoch))
-        print(f"resuming after epoch {start_epoch} (best so far: epoch {best['epoch'] + 1})", flush=True)
-    else:
-        atomic_write_text(metrics_path, "")
-    atomic_write_text(run / "config.json", json.dumps(
-        {"config": to_dict(config), "commit": git_commit(), "environment": environment(device),
-         "data": {"classes": classes, "train": len(data.train_rows), "val": len(data.val_rows),
-                  "test": len(data.test), "leak_free_test": len(data.leak_free_rows)}}, indent=1))
+        say(f"resuming after epoch {start_epoch} (best so far: epoch {best['epoch'] + 1})", flush=True)
+    if place.main:
+        start_files(run, config, device, data, start_epoch)
 
-    loader = Loader(data.train, config.batch_size,
-                    lambda x, g: train_transform(x, size, g, scale=(config.crop_scale_min, 1.0)),
-                    device=device, seed=config.seed, indices=data.train_rows)
+    step_model: nn.Module = model
+    if place.world_size > 1:
+        if device.type == "cuda":  # BN statistics over the global batch (torch's is CUDA-only)
+            step_model = nn.SyncBatchNorm.convert_sync_batchnorm(step_model)
+        step_model = nn.parallel.DistributedDataParallel(
+            step_model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        step_model = torch.compile(step_model)
+
+    if config.augment:
+        def transform(x: Tensor, g: torch.Generator) -> Tensor:
+            return train_transform(x, size, g, scale=(config.crop_scale_min, 1.0))
+    else:
+        def transform(x: Tensor, g: torch.Generator) -> Tensor:
+            return eval_transform(x, size)
+    loader = Loader(data.train, config.batch_size // place.world_size, transform, device=device,
+                    seed=config.seed, indices=data.train_rows, rank=place.rank, world_size=place.world_size)
     for epoch in range(start_epoch, config.epochs):
         loader.set_epoch(epoch)
-        progress = Progress(epoch, config.epochs, len(loader))
+        progress = Progress(epoch, config.epochs, len(loader)) if place.main else None
         lr = optimizer.param_groups[0]["lr"]
         try:
             train_stats = train_one_epoch(step_model, loader, optimizer, config, device, progress)
         except TrainingDiverged as e:
             kept = f"; the last good weights are {run / 'last.safetensors'}" if (run / "last.safetensors").exists() else ""
             raise TrainingDiverged(f"epoch {epoch + 1}: {e}{kept}. Try a lower --lr.") from None
-        val = evaluate(model, data.train, data.val_rows, size, config, device)
         scheduler.step()
-        line = {"epoch": epoch, "lr": lr, "train_loss": train_stats["loss"], "train_accuracy": train_stats["accuracy"],
-                "val_loss": val["loss"], "val_accuracy": val["accuracy"], "images_per_s": train_stats["images_per_s"],
-                "seconds": train_stats["seconds"]}
-        meta = checkpoint_metadata(config, classes, size, model, epoch=epoch, val_accuracy=val["accuracy"])
-        if val["accuracy"] > best["val_accuracy"]:
-            best = {"val_accuracy": val["accuracy"], "epoch": epoch}
-            save_model(run / "best.safetensors", model, meta)
-        save_model(run / "last.safetensors", model, meta)
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(line) + "\n")
-        save_training_state(run, model, optimizer, scheduler, epoch, {"best": best})
-        print(f"  val loss {val['loss']:.4f} acc {val['accuracy']:.4f}"
-              f"{'  (best)' if best['epoch'] == epoch else ''}", flush=True)
+        if place.main:
+            best = end_epoch(run, config, model, optimizer, scheduler, data, size, device, epoch, lr, train_stats, best)
+    if place.world_size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    if place.main:
+        final_test(run, config, data, size, device, best)
+    return run
 
-    # Testing, once, on the best checkpoint (chosen on the validation split alone).
+
+def start_files(run: Path, config: Config, device: torch.device, data: RunData, start_epoch: int) -> None:
+    """config.json, and metrics.jsonl without the lines of epochs to be (re)done."""
+    metrics_path = run / "metrics.jsonl"
+    lines = metrics_path.read_text().splitlines() if metrics_path.is_file() else []
+    atomic_write_text(metrics_path, "".join(l + "\n" for l in lines if json.loads(l)["epoch"] < start_epoch))
+    atomic_write_text(run / "config.json", json.dumps(
+        {"config": to_dict(config), "commit": git_commit(), "environment": environment(device),
+         "data": {"classes": data.train.classes, "train": len(data.train_rows), "val": len(data.val_rows),
+                  "test": len(data.test), "leak_free_test": len(data.leak_free_rows)}}, indent=1))
+
+
+def end_epoch(run: Path, config: Config, model: nn.Module, optimizer: torch.optim.Optimizer,
+              scheduler: torch.optim.lr_scheduler.LRScheduler, data: RunData, size: int, device: torch.device,
+              epoch: int, lr: float, train_stats: dict, best: dict) -> dict:
+    """Validate, write the metrics line, best/last weights and the training state; the new best."""
+    val = evaluate(model, data.train, data.val_rows, size, config, device)
+    line = {"epoch": epoch, "lr": lr, "train_loss": train_stats["loss"], "train_accuracy": train_stats["accuracy"],
+            "val_loss": val["loss"], "val_accuracy": val["accuracy"], "images_per_s": train_stats["images_per_s"],
+            "seconds": train_stats["seconds"]}
+    meta = checkpoint_metadata(config, data.train.classes, size, model, epoch=epoch, val_accuracy=val["accuracy"])
+    if val["accuracy"] > best["val_accuracy"]:
+        best = {"val_accuracy": val["accuracy"], "epoch": epoch}
+        save_model(run / "best.safetensors", model, meta)
+    save_model(run / "last.safetensors", model, meta)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
+    save_training_state(run, model, optimizer, scheduler, epoch, {"best": best})
+    print(f"  val loss {val['loss']:.4f} acc {val['accuracy']:.4f}{'  (best)' if best['epoch'] == epoch else ''}",
+          flush=True)
+    return best
+
+
+def final_test(run: Path, config: Config, data: RunData, size: int, device: torch.device, best: dict) -> None:
+    """Testing, once, on the best checkpoint (chosen on the validation split alone); the report."""
     best_model, _ = model_from_checkpoint(run / "best.safetensors")
     best_model = best_model.to(device)
     if config.channels_last:
         best_model = best_model.to(memory_format=torch.channels_last)
     logits = predict(best_model, data.test, np.arange(len(data.test)), size, config, device)
+    classes = data.train.classes
     results = {
         "best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "input_size": size,
         "test": report_on(logits, data.test.labels, classes),
@@ -329,7 +405,6 @@ def fit(config: Config, resume: bool = False) -> Path:
 
     write_report(run, data, logits, results, best_model)
     print_summary(run, results)
-    return run
 
 
 def print_summary(run: Path, results: dict) -> None:

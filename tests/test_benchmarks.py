@@ -21,3 +21,24 @@ def test_models_benchmark_runs() -> None:
     assert len(lines) == 1 + 2 * 2
     for line in lines[1:]:
         assert float(line.split()[-1]) > 0  # the ratio
+
+
+def run_script(name: str, *args: str) -> list[str]:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args],
+                          capture_output=True, text=True, check=True)
+    return [line for line in done.stdout.splitlines() if not line.startswith("#")]
+
+
+@pytest.mark.slow
+def test_loader_benchmark_runs(real_root: Path) -> None:
+    lines = run_script("loader.py", "--limit", "256", "--epochs", "2", "--size", "64")
+    assert lines[0].split()[:3] == ["epoch", "ours", "img/s"]
+    assert lines[1].startswith("first") and lines[2].startswith("later")
+    assert float(lines[1].split()[-1]) > 0 and "augmentation alone" in lines[3]
+
+
+@pytest.mark.slow
+def test_train_benchmark_runs(real_root: Path) -> None:
+    lines = run_script("train.py", "--limit", "64", "--size", "64", "--batch", "16")
+    assert lines[-1].startswith("ratio ours / tutorial: ")
+    assert float(lines[-1].split()[4]) > 0

@@ -225,3 +225,29 @@ def test_predict_bad_inputs_are_one_line_errors(finished_run: Path, tmp_path: Pa
 def test_report_has_grad_cam_overlays(finished_run: Path) -> None:
     assert (finished_run / "gradcam.png").read_bytes()[:4] == b"\x89PNG"
     assert "![Grad-CAM](gradcam.png)" in (finished_run / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tiny: Path, tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes (gloo) against a single process, global batch 8 in both.
+
+    VGG16 has no BatchNorm: on the CPU each process normalises over its own shard (torch's
+    SyncBatchNorm is CUDA-only), so a BN network is not expected to match a single process bit for bit.
+    augment=false makes both runs see the same pixels (random crops are drawn per process)."""
+    flags = tiny_flags(tiny, tmp_path, "single", epochs=1) | {"model": "vgg16", "dropout": "0", "augment": "false",
+                                                              "bf16": "false", "lr": "0.005"}
+    single = subprocess.run([sys.executable, "-m", "resnet_scratch", "train", *flag_list(flags)],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-2000:]
+    flags["name"] = "ddp"
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "resnet_scratch", "train", *flag_list(flags)],
+                         cwd=ROOT, capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    a, _ = load_model_file(tmp_path / "single" / "last.safetensors")
+    b, meta = load_model_file(tmp_path / "ddp" / "last.safetensors")
+    assert a.keys() == b.keys()
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert worst <= 1e-5, worst
+    lines = [json.loads(l) for l in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 1  # written once, by rank 0

@@ -116,7 +116,8 @@ class Loader:
         return self.transform(x, generator), y
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        generator = torch.Generator(device=self.device)
+        # On the CPU whatever the device: the draws (crop boxes, flips) are a few numbers per image.
+        generator = torch.Generator()
         generator.manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, self.rank]).generate_state(1)[0]))
         plan = self.batches()
         if not self.prefetch:
