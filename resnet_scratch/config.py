@@ -53,6 +53,7 @@ class Config:
     weight_decay: float = 0.0
     nesterov: bool = False
     label_smoothing: float = 0.0
+    schedule: str = "step"  # "step": StepLR per epoch; "onecycle": OneCycleLR per batch, peaking at lr
     step_size: int = 7  # StepLR
     gamma: float = 0.1
     val_fraction: float = 0.1
@@ -77,6 +78,7 @@ class Config:
             "weight_decay": (self.weight_decay >= 0, "not negative"),
             "label_smoothing": (0 <= self.label_smoothing < 1, "in [0, 1)"),
             "step_size": (self.step_size >= 1, "at least 1"),
+            "schedule": (self.schedule in ("step", "onecycle"), '"step" or "onecycle"'),
             "gamma": (0 < self.gamma <= 1, "in (0, 1]"),
             "val_fraction": (0 < self.val_fraction < 1, "in (0, 1)"),
             "crop_scale_min": (0 < self.crop_scale_min <= 1, "in (0, 1]"),

@@ -132,8 +132,12 @@ class Progress:
 def train_one_epoch(
     model: nn.Module, loader: Loader, optimizer: torch.optim.Optimizer, config: Config,
     device: torch.device, progress: Progress | None = None,
+    batch_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> dict[str, float]:
-    """One pass over the training loader; raises TrainingDiverged on a non-finite loss."""
+    """One pass over the training loader; raises TrainingDiverged on a non-finite loss.
+
+    batch_scheduler, if given, is stepped after every batch (one-cycle); epoch schedules are the caller's.
+    """
     model.train()
     use_bf16 = config.bf16 and bf16_supported(device)
     total_loss, correct, seen = 0.0, 0, 0
@@ -149,6 +153,8 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if batch_scheduler is not None:
+            batch_scheduler.step()
         total_loss += loss.item() * len(y)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
@@ -308,7 +314,12 @@ def fit(config: Config, resume: bool = False) -> Path:
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=config.nesterov)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    batches_per_epoch = len(epoch_batches_for(config, data, place))
+    if config.schedule == "onecycle":  # warm up to lr, then anneal to ~0, stepped every batch
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=batches_per_epoch)
+    else:
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
 
     start_epoch, best = 0, {"val_accuracy": -1.0, "epoch": -1}
     if resume and (run / "state.json").is_file():
@@ -340,11 +351,13 @@ def fit(config: Config, resume: bool = False) -> Path:
         progress = Progress(epoch, config.epochs, len(loader)) if place.main else None
         lr = optimizer.param_groups[0]["lr"]
         try:
-            train_stats = train_one_epoch(step_model, loader, optimizer, config, device, progress)
+            train_stats = train_one_epoch(step_model, loader, optimizer, config, device, progress,
+                                          scheduler if config.schedule == "onecycle" else None)
         except TrainingDiverged as e:
             kept = f"; the last good weights are {run / 'last.safetensors'}" if (run / "last.safetensors").exists() else ""
             raise TrainingDiverged(f"epoch {epoch + 1}: {e}{kept}. Try a lower --lr.") from None
-        scheduler.step()
+        if config.schedule == "step":
+            scheduler.step()
         if place.main:
             best = end_epoch(run, config, model, optimizer, scheduler, data, size, device, epoch, lr, train_stats, best)
     if place.world_size > 1:
@@ -353,6 +366,14 @@ def fit(config: Config, resume: bool = False) -> Path:
     if place.main:
         final_test(run, config, data, size, device, best)
     return run
+
+
+def epoch_batches_for(config: Config, data: RunData, place: Distributed) -> list:
+    """This process's batches of one epoch (their count is the same in every epoch)."""
+    from .data.loader import epoch_batches
+
+    return epoch_batches(len(data.train_rows), config.batch_size // place.world_size, epoch=0, seed=config.seed,
+                         rank=place.rank, world_size=place.world_size)
 
 
 def start_files(run: Path, config: Config, device: torch.device, data: RunData, start_epoch: int) -> None:

@@ -251,3 +251,13 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tiny: P
     assert worst <= 1e-5, worst
     lines = [json.loads(l) for l in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 1  # written once, by rank 0
+
+
+def test_one_cycle_schedule_warms_up_and_anneals_per_batch(tiny: Path, tmp_path: Path) -> None:
+    flags = tiny_flags(tiny, tmp_path, "onecycle", epochs=3) | {"schedule": "onecycle", "lr": "0.05"}
+    run = fit(load_config(None, flags))
+    lrs = [json.loads(l)["lr"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[0] == pytest.approx(0.05 / 25)  # OneCycleLR's starting point: max_lr / div_factor
+    assert lrs[1] > lrs[0] and max(lrs) <= 0.05  # rising through the warm-up (30% of the steps)
+    with pytest.raises(ConfigError, match="schedule"):
+        load_config(None, {"schedule": "cosine"})
