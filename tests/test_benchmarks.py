@@ -42,3 +42,10 @@ def test_train_benchmark_runs(real_root: Path) -> None:
     lines = run_script("train.py", "--limit", "64", "--size", "64", "--batch", "16")
     assert lines[-1].startswith("ratio ours / tutorial: ")
     assert float(lines[-1].split()[4]) > 0
+
+
+@pytest.mark.slow
+def test_peer_recipe_runs(real_root: Path) -> None:
+    lines = run_script("peer_torchvision.py", "--limit", "128", "--epochs", "1", "--size", "64", "--batch", "32")
+    assert lines[0].split() == ["epoch", "train", "min", "wall", "min", "train", "loss", "test", "acc"]
+    assert len(lines) == 2 and 0 <= float(lines[1].split()[-1]) <= 1
