@@ -74,26 +74,32 @@ def near_pairs(a: np.ndarray, b: np.ndarray | None, threshold: int, chunk: int =
     return pairs
 
 
-def test_leakage(train: Split, test: Split, threshold: int = HAMMING_THRESHOLD) -> tuple[
-    list[str], list[str], dict[str, list[int]], list[int], list[tuple[int, int, int]]
-]:
-    """How Testing overlaps Training: (train pixel hashes, test pixel hashes, train hash -> rows,
-    test rows pixel-identical to a train image, near pairs (test, train, bits) not identical)."""
-    train_exact, test_exact = train.pixel_hashes(), test.pixel_hashes()
+def split_leakage(
+    train: Split, test: Split, threshold: int = HAMMING_THRESHOLD, hashes: dict | None = None
+) -> tuple[dict[str, list[int]], list[int], list[tuple[int, int, int]]]:
+    """How Testing overlaps Training: (train pixel hash -> rows, test rows pixel-identical to a
+    train image, near pairs (test row, train row, bits) whose pixels differ).
+
+    hashes, if the caller has them: {"exact": {split: pixel hashes}, "phash": {split: pHashes}}.
+    """
+    if hashes is None:
+        hashes = {"exact": {s.name: s.pixel_hashes() for s in (train, test)},
+                  "phash": {s.name: perceptual_hashes(s.images) for s in (train, test)}}
+    train_exact, test_exact = hashes["exact"][train.name], hashes["exact"][test.name]
     rows: dict[str, list[int]] = defaultdict(list)
     for i, h in enumerate(train_exact):
         rows[h].append(i)
     leaked = [t for t, h in enumerate(test_exact) if h in rows]
     near = [
-        p for p in near_pairs(perceptual_hashes(test.images), perceptual_hashes(train.images), threshold)
+        p for p in near_pairs(hashes["phash"][test.name], hashes["phash"][train.name], threshold)
         if test_exact[p[0]] != train_exact[p[1]]
     ]
-    return train_exact, test_exact, rows, leaked, near
+    return rows, leaked, near
 
 
 def leak_free_indices(train: Split, test: Split, threshold: int = HAMMING_THRESHOLD) -> list[int]:
     """Rows of `test` with no pixel-identical and no near duplicate in `train`."""
-    _, _, _, leaked, near = test_leakage(train, test, threshold)
+    _, leaked, near = split_leakage(train, test, threshold)
     tainted = set(leaked) | {t for t, _, _ in near}
     return [t for t in range(len(test)) if t not in tainted]
 
@@ -165,7 +171,7 @@ def audit(root: Path, threshold: int = HAMMING_THRESHOLD, cache_dir: Path | None
 
     # Leakage: Testing images that are (nearly) Training images.
     train, test = splits["Training"], splits["Testing"]
-    _, _, train_exact, leaked_exact, cross = test_leakage(train, test, threshold)
+    train_exact, leaked_exact, cross = split_leakage(train, test, threshold, {"exact": exact, "phash": phash})
     report["test_images_in_train"] = len(leaked_exact)
     report["near_duplicate_pairs_cross_split"] = len(cross)
     near_test = {t for t, _, _ in cross}
