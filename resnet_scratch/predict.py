@@ -35,7 +35,7 @@ def predict_files(checkpoint: Path, paths: list[Path], as_json: bool = False, ex
     pixels = []
     for path in files:
         try:
-            pixels.append(torch.from_numpy(decode(path).copy()).permute(2, 0, 1))
+            pixels.append(torch.from_numpy(decode(path)).permute(2, 0, 1))
         except DECODE_ERRORS as e:
             raise ValueError(f"{path} is not a readable image ({type(e).__name__}: {e})") from None
     batch = torch.stack([eval_transform(p[None], size)[0] for p in pixels])

@@ -122,7 +122,7 @@ def to_rgb(image: Image.Image) -> np.ndarray:
         rgba = np.asarray(image.convert("RGBA"), dtype=np.uint16)
         rgb = (rgba[:, :, :3] * rgba[:, :, 3:4] + 127) // 255  # alpha over black
         return rgb.astype(np.uint8)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy, safe for torch.from_numpy
 
 
 def decode(path: Path) -> np.ndarray:
