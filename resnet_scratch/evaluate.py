@@ -9,8 +9,7 @@ import torch
 from .checkpoint import atomic_write_text
 from .config import Config
 from .data import load_split
-from .data.audit import leak_free_indices
-from .train import model_from_checkpoint, predict, report_on, resolve_device
+from .train import leak_free_rows, model_from_checkpoint, predict, report_on, resolve_device
 
 
 def evaluate_checkpoint(checkpoint: Path, data: Path, out: Path | None = None, clean_list: Path | None = None) -> dict:
@@ -20,11 +19,7 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, out: Path | None = None, c
     if train.classes != meta["classes"]:
         raise ValueError(f"{data} has classes {train.classes}, the checkpoint was trained on {meta['classes']}")
     test = load_split(Path(data), "Testing", classes=train.classes)
-    if clean_list:
-        listed = set(Path(clean_list).read_text().split())
-        leak_free = np.array([i for i, p in enumerate(test.paths) if str(Path(p).relative_to(data)) in listed], dtype=np.int64)
-    else:
-        leak_free = np.array(leak_free_indices(train, test), dtype=np.int64)
+    leak_free = leak_free_rows(train, test, Path(data), clean_list)
     device = resolve_device("auto")
     config = Config(model=meta["arch"])  # inference settings: bf16 where fast, channels_last
     model = model.to(device).to(memory_format=torch.channels_last)

@@ -237,18 +237,24 @@ class RunData:
     leak_free_rows: np.ndarray
 
 
+def leak_free_rows(train: Split, test: Split, root: Path, clean_list: str | Path | None,
+                   hashes: dict | None = None) -> np.ndarray:
+    """Testing rows without a copy in Training: from a clean list (audit --write-clean-list, paths
+    relative to root) when one is given, else computed as the audit does."""
+    if clean_list:
+        listed = set(Path(clean_list).read_text().split())
+        return np.array([i for i, p in enumerate(test.paths) if str(Path(p).relative_to(root)) in listed], dtype=np.int64)
+    return np.array(leak_free_indices(train, test, hashes=hashes), dtype=np.int64)
+
+
 def load_run_data(config: Config) -> RunData:
     """Decode both splits, carve the validation split, find the leak-free Testing rows."""
-    train = load_split(Path(config.data), "Training", cache_dir=config.cache_dir)
-    test = load_split(Path(config.data), "Testing", classes=train.classes, cache_dir=config.cache_dir)
-    train_rows, val_rows = train_val_split(train.labels, train.pixel_hashes(), config.val_fraction, config.seed)
-    if config.clean_list:
-        listed = set(Path(config.clean_list).read_text().split())
-        root = Path(config.data)
-        leak_free = np.array([i for i, p in enumerate(test.paths) if str(Path(p).relative_to(root)) in listed], dtype=np.int64)
-    else:
-        leak_free = np.array(leak_free_indices(train, test), dtype=np.int64)
-    return RunData(train, test, train_rows, val_rows, leak_free)
+    root = Path(config.data)
+    train = load_split(root, "Training", cache_dir=config.cache_dir)
+    test = load_split(root, "Testing", classes=train.classes, cache_dir=config.cache_dir)
+    hashes = {"exact": {train.name: train.pixel_hashes()}}  # shared by the split and the leak check
+    train_rows, val_rows = train_val_split(train.labels, hashes["exact"][train.name], config.val_fraction, config.seed)
+    return RunData(train, test, train_rows, val_rows, leak_free_rows(train, test, root, config.clean_list, hashes))
 
 
 def checkpoint_metadata(config: Config, classes: list[str], size: int, model: nn.Module, **extra: object) -> dict:
@@ -282,8 +288,8 @@ def fit(config: Config, resume: bool = False) -> Path:
     evaluates, prints and writes files.
     """
     run = Path(config.runs_dir) / config.name
-    place = init_distributed(resolve_device(config.device))
     device = resolve_device(config.device)
+    place = init_distributed(device)
     if device.type == "cuda" and place.world_size > 1:
         device = torch.device("cuda", place.local_rank)
         torch.cuda.set_device(device)
@@ -311,13 +317,20 @@ def fit(config: Config, resume: bool = False) -> Path:
                   **model_options(config)).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if config.augment:
+        def transform(x: Tensor, g: torch.Generator) -> Tensor:
+            return train_transform(x, size, g, scale=(config.crop_scale_min, 1.0))
+    else:
+        def transform(x: Tensor, g: torch.Generator) -> Tensor:
+            return eval_transform(x, size)
+    loader = Loader(data.train, config.batch_size // place.world_size, transform, device=device,
+                    seed=config.seed, indices=data.train_rows, rank=place.rank, world_size=place.world_size)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=config.nesterov)
-    batches_per_epoch = len(epoch_batches_for(config, data, place))
     if config.schedule == "onecycle":  # warm up to lr, then anneal to ~0, stepped every batch
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=batches_per_epoch)
+            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=len(loader))
     else:
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
 
@@ -338,14 +351,6 @@ def fit(config: Config, resume: bool = False) -> Path:
     if config.compile:
         step_model = torch.compile(step_model)
 
-    if config.augment:
-        def transform(x: Tensor, g: torch.Generator) -> Tensor:
-            return train_transform(x, size, g, scale=(config.crop_scale_min, 1.0))
-    else:
-        def transform(x: Tensor, g: torch.Generator) -> Tensor:
-            return eval_transform(x, size)
-    loader = Loader(data.train, config.batch_size // place.world_size, transform, device=device,
-                    seed=config.seed, indices=data.train_rows, rank=place.rank, world_size=place.world_size)
     for epoch in range(start_epoch, config.epochs):
         loader.set_epoch(epoch)
         progress = Progress(epoch, config.epochs, len(loader)) if place.main else None
@@ -366,14 +371,6 @@ def fit(config: Config, resume: bool = False) -> Path:
     if place.main:
         final_test(run, config, data, size, device, best)
     return run
-
-
-def epoch_batches_for(config: Config, data: RunData, place: Distributed) -> list:
-    """This process's batches of one epoch (their count is the same in every epoch)."""
-    from .data.loader import epoch_batches
-
-    return epoch_batches(len(data.train_rows), config.batch_size // place.world_size, epoch=0, seed=config.seed,
-                         rank=place.rank, world_size=place.world_size)
 
 
 def start_files(run: Path, config: Config, device: torch.device, data: RunData, start_epoch: int) -> None:

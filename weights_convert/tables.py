@@ -7,6 +7,10 @@ order in which modules were registered: every key is renamed by what it is calle
 
 from dataclasses import dataclass, field
 
+# How the ImageNet weights expect their input (the data pipeline's normalisation); InceptionV3's file
+# expects transform_input=True on top of that.
+from resnet_scratch.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401
+
 
 @dataclass(frozen=True)
 class Table:
@@ -138,7 +142,3 @@ TORCHVISION_FILES: dict[str, str] = {
 }
 TORCHVISION_URL = "https://download.pytorch.org/models/"
 
-# How the ImageNet weights expect their input: all torchvision classification weights were trained
-# on ImageNet-normalised images; InceptionV3's file expects transform_input=True on top of that.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -80,11 +80,16 @@ def split_leakage(
     """How Testing overlaps Training: (train pixel hash -> rows, test rows pixel-identical to a
     train image, near pairs (test row, train row, bits) whose pixels differ).
 
-    hashes, if the caller has them: {"exact": {split: pixel hashes}, "phash": {split: pHashes}}.
+    hashes: whatever the caller already has, {"exact": {split: pixel hashes}, "phash": {split:
+    pHashes}}; the rest is computed (and added to it).
     """
-    if hashes is None:
-        hashes = {"exact": {s.name: s.pixel_hashes() for s in (train, test)},
-                  "phash": {s.name: perceptual_hashes(s.images) for s in (train, test)}}
+    hashes = {} if hashes is None else hashes
+    exact, phash = hashes.setdefault("exact", {}), hashes.setdefault("phash", {})
+    for split in (train, test):
+        if split.name not in exact:
+            exact[split.name] = split.pixel_hashes()
+        if split.name not in phash:
+            phash[split.name] = perceptual_hashes(split.images)
     train_exact, test_exact = hashes["exact"][train.name], hashes["exact"][test.name]
     rows: dict[str, list[int]] = defaultdict(list)
     for i, h in enumerate(train_exact):
@@ -97,9 +102,11 @@ def split_leakage(
     return rows, leaked, near
 
 
-def leak_free_indices(train: Split, test: Split, threshold: int = HAMMING_THRESHOLD) -> list[int]:
-    """Rows of `test` with no pixel-identical and no near duplicate in `train`."""
-    _, leaked, near = split_leakage(train, test, threshold)
+def leak_free_indices(
+    train: Split, test: Split, threshold: int = HAMMING_THRESHOLD, hashes: dict | None = None
+) -> list[int]:
+    """Rows of `test` with no pixel-identical and no near duplicate in `train` (hashes: as split_leakage)."""
+    _, leaked, near = split_leakage(train, test, threshold, hashes)
     tainted = set(leaked) | {t for t, _, _ in near}
     return [t for t in range(len(test)) if t not in tainted]
 
