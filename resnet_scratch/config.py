@@ -41,6 +41,7 @@ class Config:
     stride_on: str = "3x3"  # ResNet bottleneck: "3x3" (v1.5) or "1x1" (v1)
     weights: str | None = None  # None, "imagenet", or a .pth / .safetensors path
     freeze: str | None = None  # None (fine-tune everything) or "backbone"
+    aux_logits: bool = True  # InceptionV3's auxiliary head (needs 299 px inputs; False below that)
     aux_weight: float = 0.4  # InceptionV3's auxiliary loss
 
     image_size: int | None = None  # None: the model's (224; 299 for InceptionV3)

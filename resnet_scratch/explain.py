@@ -62,3 +62,31 @@ def overlay(image: Tensor, heatmap: Tensor, alpha: float = 0.45) -> Tensor:
     base = image.float() / 255 if image.dtype == torch.uint8 else image.float()
     base = base.permute(1, 2, 0) if base.shape[0] == 3 else base
     return ((1 - alpha) * base + alpha * colours).clamp(0, 1)
+
+
+def stage_grad_norms(model: nn.Module, images: Tensor, target: Tensor) -> dict[str, float]:
+    """The L2 norm of the loss gradient over each top-level stage's parameters, for one batch.
+
+    The ResNet paper (Section 4.1) argues that with BatchNorm a plain deep network's gradients do
+    not vanish, and that its worse training is an optimisation difficulty instead; this measures the
+    first half of that claim per stage, with and without identity shortcuts. The model's .grad fields are cleared before and after; BatchNorm runs in training mode, as in
+    the first step of training (so this batch also moves the running statistics).
+    """
+    was_training = model.training
+    model.train()
+    model.zero_grad(set_to_none=True)
+    try:
+        with torch.enable_grad():
+            output = model(images)
+            logits = output if isinstance(output, Tensor) else output.logits  # InceptionOutputs
+            loss = F.cross_entropy(logits, target)
+            loss.backward()
+        norms = {}
+        for name, child in model.named_children():
+            grads = [p.grad.flatten() for p in child.parameters() if p.grad is not None]
+            if grads:
+                norms[name] = float(torch.cat(grads).norm())
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return norms

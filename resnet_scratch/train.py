@@ -89,6 +89,8 @@ def model_options(config: Config) -> dict[str, object]:
     options: dict[str, object] = {}
     if config.model.startswith("resnet"):
         options |= {"skip": config.skip, "stride_on": config.stride_on}
+    if config.model == "inception_v3":
+        options["aux_logits"] = config.aux_logits
     if config.dropout is not None:
         options["dropout"] = config.dropout
     return options
@@ -262,7 +264,7 @@ def checkpoint_metadata(config: Config, classes: list[str], size: int, model: nn
     inner = unwrap(model)
     options = model_options(config)
     if config.model == "inception_v3":
-        options |= {"transform_input": inner.transform_input, "aux_logits": inner.AuxLogits is not None}
+        options["transform_input"] = inner.transform_input
     return {"format": "resnet_scratch.checkpoint/1", "arch": config.model, "classes": classes,
             "num_classes": len(classes), "input_size": size, "mean": list(IMAGENET_MEAN),
             "std": list(IMAGENET_STD), "options": options, **extra}

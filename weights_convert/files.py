@@ -122,6 +122,21 @@ def download(url: str, dst: Path, timeout: float = 30.0) -> Path:
     return dst
 
 
+def local_imagenet_file(arch: str, *, file_name: str | None = None) -> Path | None:
+    """The ImageNet weights of `arch` already on this machine ($RESNET_SCRATCH_WEIGHTS, then torch's
+    hub cache), or None; never downloads."""
+    if arch not in TORCHVISION_FILES:
+        raise ConversionError(f"no ImageNet weights are known for {arch!r}")
+    name = file_name or TORCHVISION_FILES[arch]
+    places: list[Path] = []
+    env = os.environ.get("RESNET_SCRATCH_WEIGHTS")
+    if env:
+        root = Path(env).expanduser()
+        places += [root] if root.is_file() else [root / name, root / f"{arch}.safetensors"]
+    places.append(hub_checkpoints() / name)
+    return next((place for place in places if place.is_file()), None)
+
+
 def find_imagenet_file(
     arch: str, *, file_name: str | None = None, base_url: str = TORCHVISION_URL
 ) -> Path:
@@ -131,19 +146,11 @@ def find_imagenet_file(
     converted `<arch>.safetensors`. Without a file and without a network this fails at once, with a
     message that names the file, its URL and where to put it.
     """
-    if arch not in TORCHVISION_FILES:
-        raise ConversionError(f"no ImageNet weights are known for {arch!r}")
+    local = local_imagenet_file(arch, file_name=file_name)
+    if local is not None:
+        return local
     name = file_name or TORCHVISION_FILES[arch]
-    places: list[Path] = []
-    env = os.environ.get("RESNET_SCRATCH_WEIGHTS")
-    if env:
-        root = Path(env).expanduser()
-        places += [root] if root.is_file() else [root / name, root / f"{arch}.safetensors"]
     cache = hub_checkpoints()
-    places.append(cache / name)
-    for place in places:
-        if place.is_file():
-            return place
     url = base_url + name
     try:
         print(f"downloading {url} to {cache}", file=sys.stderr)
@@ -151,7 +158,7 @@ def find_imagenet_file(
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         reason = getattr(e, "reason", None) or e
         raise ConversionError(
-            f"ImageNet weights for {arch} not found: looked for {', '.join(map(str, places))}; "
+            f"ImageNet weights for {arch} not found in $RESNET_SCRATCH_WEIGHTS or {cache}; "
             f"downloading {url} failed ({reason}). Download {name} from {url} by hand and put it "
             f"in {cache}, or point $RESNET_SCRATCH_WEIGHTS at the file or its folder."
         ) from None

@@ -1,0 +1,321 @@
+"""Experiments: arms (labelled settings) x seeds, each run trained by fit(), summarised as mean +- std.
+
+An experiment script (experiments/*.py) lists its arms and its scale presets; this module runs them
+and writes docs/results/<experiment>/ with results.json (every number, per seed too), README.md (the
+table, the command, commits and devices) and the plots. Nothing in those files is typed by hand.
+
+Runs are stored as runs_dir/<model>-<settings hash>-seed<k>, named by what they train and not by the
+experiment, so a run already finished with the same settings is reused (an experiment that crashed
+restarts where it stopped, and two experiments that need the same run train it once); a run cut
+short resumes from its last epoch.
+"""
+
+import argparse
+import hashlib
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from .checkpoint import atomic_write_text  # noqa: E402
+from .config import Config, load_config, to_dict  # noqa: E402
+from .models import INPUT_SIZES, build  # noqa: E402
+from .summary import count_macs  # noqa: E402
+from .train import TrainingDiverged, fit, git_commit, model_options  # noqa: E402
+
+CLASS_ORDER_HINT = ("glioma", "meningioma", "notumor", "pituitary")
+
+# The recipe every experiment shares at each scale (from scratch: SGD + nesterov, one-cycle, label
+# smoothing, crops of at least 35% of the slice); an experiment overrides only what it studies.
+RECIPES: dict[str, dict[str, object]] = {
+    # A smoke test on generated images: it must run, not learn.
+    "tiny": {"image_size": 32, "epochs": 1, "batch_size": 4, "lr": 0.01, "val_fraction": 0.2},
+    # The 2-core CPU: 64 px (InceptionV3: its 75 px minimum) and bf16 autocast keep every
+    # experiment, all arms and three seeds, under an hour here.
+    "cpu": {"image_size": 64, "epochs": 3, "batch_size": 64, "schedule": "onecycle", "lr": 0.05,
+            "weight_decay": 5e-4, "nesterov": True, "label_smoothing": 0.1, "crop_scale_min": 0.35},
+    # Full resolution (the model's own: 224, InceptionV3 299 with its auxiliary loss).
+    "gpu": {"image_size": None, "epochs": 12, "batch_size": 64, "schedule": "onecycle", "lr": 0.05,
+            "weight_decay": 5e-4, "nesterov": True, "label_smoothing": 0.1, "crop_scale_min": 0.25},
+}
+SCALES = tuple(RECIPES)
+
+
+def imagenet_if_present(model: str) -> str | None:
+    """"imagenet" when torchvision's file for `model` is already on this machine, else None
+    (train from scratch): the GPU presets fine-tune where they can, and never download."""
+    from weights_convert import local_imagenet_file
+
+    return "imagenet" if local_imagenet_file(model) is not None else None
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row of an experiment's table: a label and the settings its runs share (all but the seed)."""
+
+    label: str
+    config: Config
+
+
+def model_config(base: Config, model: str, scale: str) -> Config:
+    """The shared recipe adapted to one model: InceptionV3's input size (its auxiliary head needs
+    299 px, so it trains only at GPU scale), a fifth of the learning rate for VGG16 (no BatchNorm:
+    the BN nets' rate makes it diverge) and for fine-tuning, ImageNet weights at GPU scale where present."""
+    changes: dict[str, object] = {"model": model}
+    lr = base.lr / 5 if model == "vgg16" else base.lr
+    if model == "inception_v3":
+        changes |= {"image_size": 299 if scale == "gpu" else 75, "aux_logits": scale == "gpu"}
+    if scale == "gpu" and imagenet_if_present(model):
+        changes["weights"] = "imagenet"
+        lr /= 5
+    return replace(base, lr=lr, **changes)
+
+
+def settings_hash(config: Config) -> str:
+    """8 hex digits naming everything a run's result depends on (not its name, folder or seed)."""
+    settings = {k: v for k, v in to_dict(config).items() if k not in ("name", "runs_dir", "seed", "cache_dir")}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def run_seed(arm: Arm, seed: int, runs_dir: Path) -> Path:
+    """Train (or reuse, or resume) one seed of an arm; returns its run folder.
+
+    A run that diverges leaves diverged.txt in its folder with the reason, and is reported, not retried.
+    """
+    config = replace(arm.config, seed=seed, runs_dir=str(runs_dir),
+                     name=f"{arm.config.model}-{settings_hash(arm.config)}-seed{seed}")
+    run = runs_dir / config.name
+    if (run / "metrics.json").is_file() or (run / "diverged.txt").is_file():
+        print(f"[{arm.label} seed {seed}] reusing {run}", flush=True)
+        return run
+    print(f"\n[{arm.label} seed {seed}] training in {run}", flush=True)
+    try:
+        fit(config, resume=(run / "state.json").is_file())
+    except TrainingDiverged as e:
+        atomic_write_text(run / "diverged.txt", f"{e}\n")
+        print(f"[{arm.label} seed {seed}] diverged: {e}", flush=True)
+    return run
+
+
+def summarize_run(run: Path) -> dict[str, object]:
+    """The numbers of one finished run: last-epoch training/validation figures (the paper's Table
+    III), Testing on the best checkpoint (full split and leak-free subset), per-class recall, speed,
+    and the per-epoch curves."""
+    config = json.loads((run / "config.json").read_text())
+    environment = config["environment"]
+    device = environment.get("gpu", environment["device"])
+    base = {"run": run.name, "seed": config["config"]["seed"], "commit": config["commit"], "device": device,
+            "torch": environment["torch"]}
+    if (run / "diverged.txt").is_file():
+        return base | {"diverged": (run / "diverged.txt").read_text().strip()}
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    results = json.loads((run / "metrics.json").read_text())
+    last = epochs[-1]
+    return base | {
+        "train_accuracy": last["train_accuracy"], "train_loss": last["train_loss"],
+        "val_accuracy": last["val_accuracy"], "val_loss": last["val_loss"],
+        "best_epoch": results["best_epoch"] + 1, "best_val_accuracy": results["val_accuracy"],
+        "test_accuracy": results["test"]["accuracy"], "leak_free_accuracy": results["test_leak_free"]["accuracy"],
+        "test_macro_f1": results["test"]["macro_f1"],
+        "recall": {c: v["recall"] for c, v in results["test"]["per_class"].items()},
+        "leak_free_recall": {c: v["recall"] for c, v in results["test_leak_free"]["per_class"].items()},
+        "seconds_per_epoch": float(np.mean([e["seconds"] for e in epochs])),
+        "images_per_s": float(np.mean([e["images_per_s"] for e in epochs])),
+        "curves": {key: [e[key] for e in epochs] for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")},
+    }
+
+
+def mean_std(values: list[float]) -> dict[str, object]:
+    """Mean and sample standard deviation (0 for a single value) of per-seed numbers."""
+    a = np.asarray(values, dtype=float)
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "values": a.tolist()}
+
+
+def model_cost(config: Config) -> dict[str, object]:
+    """Parameters and forward multiply-adds (eval mode, one image) of the arm's model at its input size."""
+    size = config.image_size or INPUT_SIZES[config.model]
+    with torch.device("meta"):
+        model = build(config.model, num_classes=4, **model_options(config))
+    macs, _ = count_macs(model.eval(), size)
+    return {"params": sum(p.numel() for p in model.parameters()), "macs": macs, "input_size": size}
+
+
+SCALAR_METRICS = ("train_accuracy", "train_loss", "val_accuracy", "val_loss", "best_val_accuracy",
+                  "test_accuracy", "leak_free_accuracy", "test_macro_f1", "seconds_per_epoch", "images_per_s")
+
+
+def summarize_arm(arm: Arm, runs: list[Path]) -> dict[str, object]:
+    """Per-seed summaries and their mean +- std."""
+    seeds = [summarize_run(run) for run in runs]
+    done = [s for s in seeds if "diverged" not in s]
+    summary: dict[str, object] = {"label": arm.label, "settings": to_dict(arm.config), **model_cost(arm.config),
+                                  "seeds": seeds, "finished": len(done), "diverged": len(seeds) - len(done)}
+    if done:
+        summary |= {key: mean_std([s[key] for s in done]) for key in SCALAR_METRICS}
+        for key in ("recall", "leak_free_recall"):
+            summary[key] = {c: mean_std([s[key][c] for s in done]) for c in done[0][key]}
+    return summary
+
+
+def run_arms(arms: list[Arm], seeds: list[int], runs_dir: Path) -> list[dict[str, object]]:
+    """Every arm at every seed (reusing finished runs), then each arm's summary."""
+    labels = [arm.label for arm in arms]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"arm labels must differ: {labels}")
+    start = time.perf_counter()
+    runs = {arm.label: [run_seed(arm, seed, runs_dir) for seed in seeds] for arm in arms}
+    print(f"\nall {len(arms) * len(seeds)} runs done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+    return [summarize_arm(arm, runs[arm.label]) for arm in arms]
+
+
+def pm(stat: dict | None, percent: bool = True, digits: int = 2) -> str:
+    """"mean +- std" text of a mean_std dict; percentages for fractions."""
+    if stat is None:
+        return "-"
+    scale = 100 if percent else 1
+    return f"{scale * stat['mean']:.{digits}f} ± {scale * stat['std']:.{digits}f}"
+
+
+def results_table(summaries: list[dict[str, object]]) -> list[str]:
+    """The markdown table: one row per arm, mean ± std over seeds."""
+    classes = next((list(s["recall"]) for s in summaries if "recall" in s), list(CLASS_ORDER_HINT))
+    header = ["arm", "params (M)", "GMACs", "s / epoch", "train acc %", "train loss", "val acc %", "val loss",
+              "test acc %", "leak-free acc %"] + [f"recall {c} %" for c in classes] + ["seeds"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for s in summaries:
+        if not s["finished"]:
+            lines.append(f"| {s['label']} | " + " | ".join(["-"] * (len(header) - 2)) + f" | 0 of {s['diverged']} (diverged) |")
+            continue
+        cells = [s["label"], f"{s['params'] / 1e6:.1f}", f"{s['macs'] / 1e9:.2f}", pm(s["seconds_per_epoch"], False, 1),
+                 pm(s["train_accuracy"]), pm(s["train_loss"], False, 3), pm(s["val_accuracy"]), pm(s["val_loss"], False, 3),
+                 pm(s["test_accuracy"]), pm(s["leak_free_accuracy"])] + [pm(s["recall"][c], digits=1) for c in classes]
+        cells.append(f"{s['finished']}" + (f" ({s['diverged']} diverged)" if s["diverged"] else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _band(ax, x: np.ndarray, runs: list[list[float]], style: str, label: str, color=None, width: float = 1.5):
+    values = np.asarray(runs, dtype=float)
+    mean = values.mean(0)
+    line = ax.plot(x, mean, style, label=label, color=color, linewidth=width)[0]
+    if len(values) > 1:
+        ax.fill_between(x, mean - values.std(0, ddof=1), mean + values.std(0, ddof=1), color=line.get_color(), alpha=0.15)
+    return line.get_color()
+
+
+def plot_curves(path: Path, summaries: list[dict[str, object]], groups: dict[str, list[str]] | None = None) -> Path:
+    """Training loss and validation error against epochs, mean over seeds with a ±1 std band; one
+    row of two panels per group of arms (the ResNet paper's Figure 4 puts plain and residual apart)."""
+    by_label = {s["label"]: s for s in summaries if s["finished"]}
+    groups = groups or {"": list(by_label)}
+    fig, axes = plt.subplots(len(groups), 2, figsize=(11, 3.6 * len(groups)), squeeze=False)
+    for row, (title, labels) in zip(axes, groups.items()):
+        for label in labels:
+            if label not in by_label:
+                continue
+            curves = [s["curves"] for s in by_label[label]["seeds"] if "curves" in s]
+            x = np.arange(1, len(curves[0]["train_loss"]) + 1)
+            color = _band(row[0], x, [c["train_loss"] for c in curves], "o-", label)
+            _band(row[1], x, [[100 * (1 - a) for a in c["train_accuracy"]] for c in curves], "--", f"{label} (train)", color, 1.0)
+            _band(row[1], x, [[100 * (1 - a) for a in c["val_accuracy"]] for c in curves], "s-", f"{label} (validation)", color, 2.0)
+        row[0].set(xlabel="epoch", ylabel="training loss", title=f"{title} training loss".strip())
+        row[1].set(xlabel="epoch", ylabel="error (%)", title=f"{title} error: validation bold, training dashed".strip())
+        for ax in row:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_test_accuracy(path: Path, summaries: list[dict[str, object]]) -> Path:
+    """Testing accuracy per arm, full split and leak-free subset, each seed a dot on its bar."""
+    done = [s for s in summaries if s["finished"]]
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(done)), 3.8))
+    x = np.arange(len(done))
+    for offset, key, name in ((-0.2, "test_accuracy", "full Testing"), (0.2, "leak_free_accuracy", "leak-free subset")):
+        means = [100 * s[key]["mean"] for s in done]
+        stds = [100 * s[key]["std"] for s in done]
+        ax.bar(x + offset, means, 0.38, yerr=stds, capsize=3, label=name, alpha=0.8)
+        for i, s in enumerate(done):
+            ax.plot([x[i] + offset] * len(s[key]["values"]), [100 * v for v in s[key]["values"]], "k.", markersize=4)
+    low = min([100 * v for s in done for key in ("test_accuracy", "leak_free_accuracy") for v in s[key]["values"]], default=0)
+    ax.set_ylim(max(0, low - 5), 100)
+    ax.set_xticks(x, [s["label"] for s in done], rotation=15, ha="right")
+    ax.set(ylabel="accuracy (%)", title="Testing accuracy (bars: mean ± std, dots: seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def experiment_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line every experiment script shares."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", choices=SCALES, default="cpu",
+                   help="cpu: this 2-core machine in under an hour; gpu: full resolution; tiny: a smoke test")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 (default 3)")
+    p.add_argument("--data", type=Path, help="dataset root (default: the training default, $RESNET_SCRATCH_DATA)")
+    p.add_argument("--out", type=Path, help="results folder (default docs/results/<experiment>, or <experiment>-<scale> off cpu)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs/experiments"), help="where the runs' checkpoints go")
+    p.add_argument("--cache-dir", type=Path, default=Path("runs/cache"), help="decoded-image cache shared by the runs")
+    p.add_argument("--device", default="auto", help='"auto", "cpu" or "cuda[:N]"')
+    args = p.parse_args(argv)
+    if args.seeds < 1:
+        p.error("--seeds must be at least 1")
+    return args
+
+
+def base_config(args: argparse.Namespace, overrides: dict[str, object]) -> Config:
+    """The scale preset's settings plus the command line's data, cache and device."""
+    extra: dict[str, object] = {"device": args.device, "cache_dir": str(args.cache_dir)}
+    if args.data is not None:
+        extra["data"] = str(args.data)
+    return load_config(None, overrides | extra)
+
+
+def output_dir(name: str, args: argparse.Namespace) -> Path:
+    """docs/results/<name> for the CPU preset (the committed results), <name>-<scale> otherwise."""
+    if args.out is not None:
+        return args.out
+    return Path("docs/results") / (name if args.scale == "cpu" else f"{name}-{args.scale}")
+
+
+def write_results(out: Path, name: str, title: str, about: str, args: argparse.Namespace, argv: list[str],
+                  summaries: list[dict[str, object]], figures: list[tuple[str, str]], notes: list[str] | None = None,
+                  extra: dict[str, object] | None = None) -> Path:
+    """results.json and README.md: the command, commits, devices, the table and the figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = [s for arm in summaries for s in arm["seeds"]]
+    commits = sorted({s["commit"] for s in seeds})
+    devices = sorted({f"{s['device']} (torch {s['torch']})" for s in seeds})
+    command = " ".join(["python", f"experiments/{name}.py", *argv])
+    record = {"experiment": name, "title": title, "scale": args.scale, "command": command,
+              "written_at": time.strftime("%Y-%m-%d %H:%M"), "commit_at_write": git_commit(),
+              "run_commits": commits, "devices": devices, "seeds": args.seeds, "arms": summaries,
+              "figures": [{"caption": c, "file": f} for c, f in figures], "extra": extra or {}}
+    atomic_write_text(out / "results.json", json.dumps(record, indent=1))
+    lines = [f"# {title}", "", about, "", "```", command, "```", "",
+             f"Scale preset `{args.scale}`, {args.seeds} seed(s) per arm; device {', '.join(devices)}; "
+             f"runs trained at commit(s) {', '.join(f'`{c[:12]}`' for c in commits)}; written {record['written_at']}. "
+             "Each arm's settings are in results.json. Percentages are mean ± sample std over seeds; "
+             "training and validation figures are the last epoch's (the reference paper's Table III), "
+             "Testing is evaluated once per run on the checkpoint with the best validation accuracy.", ""]
+    lines += results_table(summaries) + [""]
+    lines += [note + "\n" for note in notes or []]
+    for caption, file in figures:
+        lines += [f"![{caption}]({file})", "", f"*{caption}*", ""]
+    path = out / "README.md"
+    atomic_write_text(path, "\n".join(lines))
+    print(f"wrote {path} and results.json", flush=True)
+    return path
