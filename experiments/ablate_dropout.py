@@ -1,7 +1,7 @@
 """Dropout: p in {0, 0.2, 0.5} before ResNet-18's fc, and VGG16 with and without the dropout of its
 classifier (p = 0.5 after fc6 and fc7), same recipe: the train/validation gap and Testing accuracy.
 
-    python experiments/ablate_dropout.py --scale cpu    # 2-core CPU, 64 px, 3 epochs, 3 seeds
+    python experiments/ablate_dropout.py --scale cpu    # 2-core CPU, 64 px, 4 epochs, 3 seeds
     python experiments/ablate_dropout.py --scale gpu    # 224 px
 """
 

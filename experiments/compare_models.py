@@ -2,7 +2,7 @@
 (training and validation accuracy and loss) plus Testing accuracy on the full split and on the
 leak-free subset, per-class recall, parameters, multiply-adds and seconds per epoch.
 
-    python experiments/compare_models.py --scale cpu    # 2-core CPU, 64 px, 3 epochs, 3 seeds
+    python experiments/compare_models.py --scale cpu    # 2-core CPU, 64 px, 4 epochs, 3 seeds
     python experiments/compare_models.py --scale gpu    # 224 / 299 px, ImageNet weights if present
 """
 
