@@ -291,6 +291,22 @@ def output_dir(name: str, args: argparse.Namespace) -> Path:
     return Path("docs/results") / (name if args.scale == "cpu" else f"{name}-{args.scale}")
 
 
+def results_markdown(record: dict[str, object], figure_dir: str = "") -> list[str]:
+    """An experiment's results.json as markdown: what and how, the table, notes, figures (their
+    paths prefixed with figure_dir, so docs/results.md can point into the experiment's folder)."""
+    lines = [record["about"], "", "```", record["command"], "```", "",
+             f"Scale preset `{record['scale']}`, {record['seeds']} seed(s) per arm; device {', '.join(record['devices'])}; "
+             f"runs trained at commit(s) {', '.join(f'`{c[:12]}`' for c in record['run_commits'])}; written {record['written_at']}. "
+             "Each arm's settings are in results.json. Percentages are mean ± sample std over seeds; "
+             "training and validation figures are the last epoch's (the reference paper's Table III), "
+             "Testing is evaluated once per run on the checkpoint with the best validation accuracy.", ""]
+    lines += results_table(record["arms"]) + [""]
+    lines += [note + "\n" for note in record["notes"]]
+    for figure in record["figures"]:
+        lines += [f"![{figure['caption']}]({figure_dir}{figure['file']})", "", f"*{figure['caption']}*", ""]
+    return lines
+
+
 def write_results(out: Path, name: str, title: str, about: str, args: argparse.Namespace, argv: list[str],
                   summaries: list[dict[str, object]], figures: list[tuple[str, str]], notes: list[str] | None = None,
                   extra: dict[str, object] | None = None) -> Path:
@@ -303,19 +319,10 @@ def write_results(out: Path, name: str, title: str, about: str, args: argparse.N
     record = {"experiment": name, "title": title, "scale": args.scale, "command": command,
               "written_at": time.strftime("%Y-%m-%d %H:%M"), "commit_at_write": git_commit(),
               "run_commits": commits, "devices": devices, "seeds": args.seeds, "arms": summaries,
-              "figures": [{"caption": c, "file": f} for c, f in figures], "extra": extra or {}}
+              "about": about, "notes": notes or [], "figures": [{"caption": c, "file": f} for c, f in figures],
+              "extra": extra or {}}
     atomic_write_text(out / "results.json", json.dumps(record, indent=1))
-    lines = [f"# {title}", "", about, "", "```", command, "```", "",
-             f"Scale preset `{args.scale}`, {args.seeds} seed(s) per arm; device {', '.join(devices)}; "
-             f"runs trained at commit(s) {', '.join(f'`{c[:12]}`' for c in commits)}; written {record['written_at']}. "
-             "Each arm's settings are in results.json. Percentages are mean ± sample std over seeds; "
-             "training and validation figures are the last epoch's (the reference paper's Table III), "
-             "Testing is evaluated once per run on the checkpoint with the best validation accuracy.", ""]
-    lines += results_table(summaries) + [""]
-    lines += [note + "\n" for note in notes or []]
-    for caption, file in figures:
-        lines += [f"![{caption}]({file})", "", f"*{caption}*", ""]
     path = out / "README.md"
-    atomic_write_text(path, "\n".join(lines))
+    atomic_write_text(path, "\n".join([f"# {title}", ""] + results_markdown(record)))
     print(f"wrote {path} and results.json", flush=True)
     return path
