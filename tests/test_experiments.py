@@ -96,3 +96,18 @@ def test_mean_std_uses_the_sample_deviation() -> None:
 def test_results_table_marks_diverged_arms() -> None:
     lines = results_table([{"label": "broken", "finished": 0, "diverged": 3, "seeds": []}])
     assert "0 of 3 (diverged)" in lines[-1]
+
+
+def test_results_page_and_tutorial_are_built_from_the_results(four_class_data: Path, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    argv = ["--scale", "tiny", "--seeds", "2", "--data", str(four_class_data), "--out", str(docs / "results" / "ablate_skip"),
+            "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    load_script("ablate_skip").main(argv)
+    page = load_script("make_results_page").build_page(docs / "results", docs / "results.md")
+    assert "## Skip connections: residual vs plain networks" in page
+    assert "| residual-34 |" in page and "](results/ablate_skip/curves.png)" in page
+    tutorial = load_script("make_tutorial").main(docs).read_text()
+    assert "| residual-34 |" in tutorial and "](results/ablate_skip/grad_norms.png)" in tutorial
+    assert "python experiments/ablate_dropout.py --scale cpu" in tutorial  # no results yet: says how to make them
+    assert "1 x 512 x 28 x 28" in tutorial  # the live bottleneck's output
+    assert (docs / "tutorial" / "crops.png").stat().st_size > 1000
