@@ -12,6 +12,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from resnet_scratch.report import save_figure
 from resnet_scratch.experiment import (RECIPES, Arm, base_config, experiment_args, model_config, output_dir,
                                        plot_curves, plot_test_accuracy, run_arms, write_results)
 
@@ -39,10 +40,7 @@ def plot_gap(path: Path, summaries: list[dict]) -> Path:
     ax.set_xticks(x, [s["label"] for s in done], rotation=15, ha="right")
     ax.set(ylabel="train acc - val acc (points)", title="Generalisation gap at the last epoch (bars: mean ± std, dots: seeds)")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str]) -> None:

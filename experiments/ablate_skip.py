@@ -17,6 +17,7 @@ import torch
 
 from resnet_scratch.data import load_split
 from resnet_scratch.data.transforms import train_transform
+from resnet_scratch.report import save_figure
 from resnet_scratch.experiment import (RECIPES, Arm, base_config, experiment_args, mean_std, model_config,
                                        output_dir, plot_curves, plot_test_accuracy, run_arms, write_results)
 from resnet_scratch.explain import stage_grad_norms
@@ -63,10 +64,7 @@ def plot_grad_norms(path: Path, norms: dict[str, dict[str, dict]]) -> Path:
     ax.set(ylabel="gradient L2 norm (log)", title="Gradient norm per stage at initialisation (one batch of Training images)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str]) -> None:

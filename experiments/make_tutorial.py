@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from resnet_scratch.checkpoint import atomic_write_text  # noqa: E402
 from resnet_scratch.data.transforms import crop_boxes  # noqa: E402
 from resnet_scratch.experiment import results_table  # noqa: E402
+from resnet_scratch.report import save_figure  # noqa: E402
 from resnet_scratch.models import build  # noqa: E402
 from resnet_scratch.models.resnet import RESNET_SPECS, Bottleneck  # noqa: E402
 from resnet_scratch.summary import summarize  # noqa: E402
@@ -74,10 +75,7 @@ def plot_crops(path: Path) -> Path:
         ax.set(xlim=(0, 224), ylim=(224, 0), aspect="equal",
                title=f"scale ({low}, 1): {100 * small:.0f}% of crops < 20% of the slice")
     fig.suptitle("RandomResizedCrop boxes on a 224 x 224 slice (200 draws each)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_schedules(path: Path, epochs: int = 22, steps: int = 81) -> Path:
@@ -107,10 +105,7 @@ def plot_schedules(path: Path, epochs: int = 22, steps: int = 81) -> Path:
     ax.set(xlabel="epoch", ylabel="learning rate", title="Two schedules, peak 0.1, 22 epochs")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def frozen_counts() -> str:

@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from .checkpoint import atomic_write_text  # noqa: E402
 from .config import Config, load_config, to_dict  # noqa: E402
 from .models import INPUT_SIZES, build  # noqa: E402
+from .report import save_figure  # noqa: E402
 from .summary import count_macs  # noqa: E402
 from .train import TrainingDiverged, fit, git_commit, model_options  # noqa: E402
 
@@ -230,10 +231,7 @@ def plot_curves(path: Path, summaries: list[dict[str, object]], groups: dict[str
         for ax in row:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_test_accuracy(path: Path, summaries: list[dict[str, object]]) -> Path:
@@ -253,10 +251,7 @@ def plot_test_accuracy(path: Path, summaries: list[dict[str, object]]) -> Path:
     ax.set(ylabel="accuracy (%)", title="Testing accuracy (bars: mean ± std, dots: seeds)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def experiment_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:

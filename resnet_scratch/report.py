@@ -15,6 +15,14 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 
+def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
+    """Lay out, write and close a figure; returns its path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def plot_curves(run: Path) -> Path:
     """Loss and accuracy per epoch, train vs validation: curves.png."""
     lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
@@ -29,11 +37,7 @@ def plot_curves(run: Path) -> Path:
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    path = run / "curves.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, run / "curves.png")
 
 
 def plot_confusion(run: Path, results: dict, classes: list[str]) -> Path:
@@ -51,11 +55,7 @@ def plot_confusion(run: Path, results: dict, classes: list[str]) -> Path:
         ax.set_yticks(range(len(classes)), classes)
         ax.set(xlabel="predicted", ylabel="true",
                title=f"{title}: {100 * results[key]['accuracy']:.2f}% of {results[key]['samples']}")
-    fig.tight_layout()
-    path = run / "confusion.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, run / "confusion.png")
 
 
 def plot_predictions(run: Path, images: Tensor, labels: Tensor, logits: Tensor, classes: list[str],
@@ -80,11 +80,7 @@ def plot_predictions(run: Path, images: Tensor, labels: Tensor, logits: Tensor, 
         ax.set_title(f"{classes[predicted[i]]} {100 * probabilities[i, predicted[i]]:.0f}%\ntrue: {classes[labels[i]]}",
                      fontsize=8, color="green" if ok else "red")
     fig.suptitle(f"Testing images: {len(wrong)} mistakes of {len(labels)} (red, most confident first), then correct ones", fontsize=10)
-    fig.tight_layout()
-    path = run / "predictions.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, run / "predictions.png", dpi=100)
 
 
 def plot_grad_cam(run: Path, model: torch.nn.Module, images: Tensor, labels: Tensor, logits: Tensor,
@@ -113,11 +109,7 @@ def plot_grad_cam(run: Path, model: torch.nn.Module, images: Tensor, labels: Ten
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle("Grad-CAM on the last stage: correct (green) and wrong (red) Testing predictions", fontsize=10)
-    fig.tight_layout()
-    path = run / "gradcam.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, run / "gradcam.png", dpi=100)
 
 
 def _class_table(result: dict) -> list[str]:
