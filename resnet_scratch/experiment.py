@@ -21,6 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -229,6 +230,7 @@ def plot_curves(path: Path, summaries: list[dict[str, object]], groups: dict[str
         row[0].set(xlabel="epoch", ylabel="training loss", title=f"{title} training loss".strip())
         row[1].set(xlabel="epoch", ylabel="error (%)", title=f"{title} error: validation bold, training dashed".strip())
         for ax in row:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     return save_figure(fig, path)
