@@ -61,7 +61,11 @@ def main(argv: list[str]) -> None:
                   args, argv, summaries,
                   [("Training loss and error per epoch", "curves.png"),
                    ("Train/validation gap at the last epoch", "gap.png"),
-                   ("Testing accuracy, full split and leak-free subset", "test_accuracy.png")])
+                   ("Testing accuracy, full split and leak-free subset", "test_accuracy.png")],
+                  ["Training accuracy is the running figure of the epoch on augmented crops with dropout on, "
+                   "validation accuracy is measured afterwards on centre crops in eval mode; a gap below zero "
+                   "means the network is still underfitting at this budget, the regime where dropout can only "
+                   "slow learning down. Dropout pays where a long run overfits."])
 
 
 if __name__ == "__main__":
