@@ -89,16 +89,6 @@ def test_uint8_crops_equal_torchvisions_resized_crop() -> None:
         assert (ours[i].int() - theirs.int()).abs().max() <= 1
 
 
-@pytest.mark.parametrize("threads", [2, 3, 64])
-def test_uint8_crops_are_the_same_whatever_the_threads(threads: int) -> None:
-    g = torch.Generator().manual_seed(5)
-    x = torch.randint(0, 256, (7, 3, 50, 40), dtype=torch.uint8, generator=g)
-    boxes = T.crop_boxes(7, 50, 40, generator=g)
-    flips = T.flip_mask(7, 0.5, g)
-    one = T.resized_crops_uint8(x, boxes, 32, flips, threads=1)
-    assert torch.equal(T.resized_crops_uint8(x, boxes, 32, flips, threads=threads), one)
-
-
 def test_cpu_and_batched_grid_paths_agree_where_no_antialiasing_is_needed() -> None:
     x = torch.from_numpy(np.array(smooth_image(12, (64, 64)))).permute(2, 0, 1)[None].repeat(4, 1, 1, 1)
     boxes = torch.tensor([[0, 0, 64, 64], [8, 4, 40, 48], [20, 20, 32, 32], [0, 10, 50, 30]])
