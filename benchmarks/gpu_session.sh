@@ -14,9 +14,9 @@ mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 if [ -d .gpu_data/brain-tumor-mri ]; then export RESNET_SCRATCH_DATA=$PWD/.gpu_data/brain-tumor-mri; fi
 if [ "${SMOKE:-0}" = 1 ]; then
-  LIMIT=(--limit 256); EPOCHS=1; COMPILE=(--size 64 --batch 8 --rounds 1 --steps 1); TRAIN_LIMIT=(--limit 64)
+  LIMIT=(--limit 256); RUN=(--epochs 1 --image-size 64); COMPILE=(--size 64 --batch 8 --rounds 1 --steps 1); TRAIN_LIMIT=(--limit 64)
 else
-  LIMIT=(); EPOCHS=24; COMPILE=(); TRAIN_LIMIT=(--limit 3200)
+  LIMIT=(); RUN=(--epochs 24 --image-size 224); COMPILE=(); TRAIN_LIMIT=(--limit 3200)
 fi
 step() { echo; echo "=== $1 ($(date +%T))"; }
 {
@@ -30,8 +30,8 @@ step() { echo; echo "=== $1 ($(date +%T))"; }
   step "issue 5: ResNet50 img/s with and without torch.compile (anchor ~3,000 img/s on an H100)"
   timeout 150 python benchmarks/compile.py "${COMPILE[@]}"
   step "issue 6: ResNet50 at 224 px from scratch (target >= 98.5% on the full Testing split)"
-  timeout 300 python -m resnet_scratch train --model resnet50 --image-size 224 --epochs "$EPOCHS" --batch-size 128 \
-    --schedule onecycle --lr 0.2 --weight-decay 5e-4 --nesterov true --label-smoothing 0.1 --crop-scale-min 0.25 \
+  timeout 300 python -m resnet_scratch train --model resnet50 "${RUN[@]}" --batch-size 128 \
+    --schedule onecycle --lr 0.1 --weight-decay 5e-4 --nesterov true --label-smoothing 0.1 --crop-scale-min 0.25 \
     --runs-dir "$OUT" --name resnet50-224 --cache-dir "$OUT/cache"
   rm -rf "$OUT/cache" "$OUT"/resnet50-224/*.safetensors  # only the log, metrics and plots come back
   step "done"
