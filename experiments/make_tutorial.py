@@ -201,8 +201,8 @@ def main(docs: Path = DOCS) -> Path:
         "![crop boxes](tutorial/crops.png)",
         "",
         "The tutorial recipe decays the learning rate in steps; the CPU recipe warms up and anneals every batch "
-        "(one-cycle), which reaches higher accuracy in the same number of epochs here "
-        "([results](results.md)):",
+        "(one-cycle). The best CPU result so far used one-cycle (resnet18_cpu_onecycle in "
+        "[results](results.md)); the two schedules have not been compared at equal epochs and seeds:",
         "",
         "![learning-rate schedules](tutorial/schedules.png)",
         "",
