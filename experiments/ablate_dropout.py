@@ -65,7 +65,7 @@ def main(argv: list[str]) -> None:
                   ["Training accuracy is the running figure of the epoch on augmented crops with dropout on, "
                    "validation accuracy is measured afterwards on centre crops in eval mode; a gap below zero "
                    "means the network is still underfitting at this budget, the regime where dropout can only "
-                   "slow learning down. Dropout pays where a long run overfits."])
+                   "slow learning down. Dropout is meant for runs long enough to overfit, which these are not."])
 
 
 if __name__ == "__main__":

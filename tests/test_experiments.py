@@ -4,6 +4,7 @@ can rot; and the experiment runner's bookkeeping: reuse of finished runs, mean +
 import importlib.util
 import json
 import math
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def test_experiment_runs_at_tiny_scale(name: str, four_class_data: Path, tmp_pat
     load_script(name).main(argv)
     printed = capsys.readouterr().out
     assert "training in" not in printed and printed.count("reusing") == len(labels) * seeds
+    shutil.rmtree(tmp_path / "runs")  # VGG16's checkpoints: about 2 GB a run
 
 
 def test_grad_norms_at_init_are_finite_and_positive(four_class_data: Path, tmp_path: Path) -> None:
@@ -111,3 +113,4 @@ def test_results_page_and_tutorial_are_built_from_the_results(four_class_data: P
     assert "python experiments/ablate_dropout.py --scale cpu" in tutorial  # no results yet: says how to make them
     assert "1 x 512 x 28 x 28" in tutorial  # the live bottleneck's output
     assert (docs / "tutorial" / "crops.png").stat().st_size > 1000
+    shutil.rmtree(tmp_path / "runs")
