@@ -14,7 +14,7 @@ import numpy as np
 
 from resnet_scratch.report import save_figure
 from resnet_scratch.experiment import (RECIPES, Arm, base_config, experiment_args, model_config, output_dir,
-                                       plot_curves, plot_test_accuracy, run_arms, write_results)
+                                       plot_curves, plot_test_accuracy, run_arms, seed_bars, write_results)
 
 NAME = "ablate_dropout"
 ARMS = {  # label: (model, dropout)
@@ -32,10 +32,7 @@ def plot_gap(path: Path, summaries: list[dict]) -> Path:
     gaps = [[100 * (t - v) for t, v in zip(s["train_accuracy"]["values"], s["val_accuracy"]["values"])] for s in done]
     fig, ax = plt.subplots(figsize=(8, 3.6))
     x = np.arange(len(done))
-    ax.bar(x, [np.mean(g) for g in gaps], 0.6, yerr=[np.std(g, ddof=1) if len(g) > 1 else 0 for g in gaps],
-           capsize=3, alpha=0.8)
-    for i, g in enumerate(gaps):
-        ax.plot([i] * len(g), g, "k.", markersize=4)
+    seed_bars(ax, x, gaps, 0.6)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(x, [s["label"] for s in done], rotation=15, ha="right")
     ax.set(ylabel="train acc - val acc (points)", title="Generalisation gap at the last epoch (bars: mean ± std, dots: seeds)")

@@ -22,6 +22,7 @@ from resnet_scratch.experiment import (RECIPES, Arm, base_config, experiment_arg
                                        output_dir, plot_curves, plot_test_accuracy, run_arms, write_results)
 from resnet_scratch.explain import stage_grad_norms
 from resnet_scratch.models import build
+from resnet_scratch.train import model_options
 
 NAME = "ablate_skip"
 EPOCHS = {"tiny": 1, "cpu": 5, "gpu": 12}  # one more epoch than the shared CPU recipe: the curves are the point
@@ -41,7 +42,7 @@ def grad_norms_at_init(arms: list[Arm], seeds: list[int], batch: int = 64) -> di
         x = train_transform(split.images[rows], size, g, scale=(config.crop_scale_min, 1.0))
         for arm in arms:
             torch.manual_seed(seed)
-            model = build(arm.config.model, num_classes=len(split.classes), skip=arm.config.skip)
+            model = build(arm.config.model, num_classes=len(split.classes), **model_options(arm.config))
             for stage, value in stage_grad_norms(model, x, split.labels[rows]).items():
                 norms.setdefault(arm.label, {}).setdefault(stage, []).append(value)
     return {label: {stage: mean_std(v) for stage, v in stages.items()} for label, stages in norms.items()}

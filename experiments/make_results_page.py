@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from resnet_scratch.checkpoint import atomic_write_text
+from resnet_scratch.checkpoint import atomic_write_text, read_epochs
 from resnet_scratch.experiment import results_markdown
 
 ORDER = ("compare_models", "ablate_skip", "ablate_dropout", "resnet18_cpu_onecycle", "peer_torchvision")  # then by name
@@ -20,7 +20,7 @@ def single_run_markdown(folder: Path, prefix: str) -> list[str]:
     """A single training run: its command settings, Testing table (full and leak-free) and plots."""
     config = json.loads((folder / "config.json").read_text())
     results = json.loads((folder / "metrics.json").read_text())
-    epochs = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    epochs = read_epochs(folder)
     settings = config["config"]
     classes = list(results["test"]["per_class"])
     minutes = sum(e["seconds"] for e in epochs) / 60

@@ -22,6 +22,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def read_epochs(run: Path) -> list[dict]:
+    """The per-epoch lines of a run folder's metrics.jsonl, in order."""
+    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
 def atomic_save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
     """safetensors file with string metadata, written atomically."""
     path = Path(path)

@@ -25,7 +25,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .checkpoint import atomic_write_text  # noqa: E402
+from .checkpoint import atomic_write_text, read_epochs  # noqa: E402
 from .config import Config, load_config, to_dict  # noqa: E402
 from .models import INPUT_SIZES, build  # noqa: E402
 from .report import save_figure  # noqa: E402
@@ -118,7 +118,7 @@ def summarize_run(run: Path) -> dict[str, object]:
             "torch": environment["torch"]}
     if (run / "diverged.txt").is_file():
         return base | {"diverged": (run / "diverged.txt").read_text().strip()}
-    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    epochs = read_epochs(run)
     results = json.loads((run / "metrics.json").read_text())
     last = epochs[-1]
     return base | {
@@ -237,17 +237,21 @@ def plot_curves(path: Path, summaries: list[dict[str, object]], groups: dict[str
     return save_figure(fig, path)
 
 
+def seed_bars(ax, x: np.ndarray, per_arm: list[list[float]], width: float, label: str | None = None) -> None:
+    """Bars of the mean with ±1 sample std, and a black dot for every seed's value."""
+    stats = [mean_std(values) for values in per_arm]
+    ax.bar(x, [st["mean"] for st in stats], width, yerr=[st["std"] for st in stats], capsize=3, label=label, alpha=0.8)
+    for xi, values in zip(x, per_arm):
+        ax.plot([xi] * len(values), values, "k.", markersize=4)
+
+
 def plot_test_accuracy(path: Path, summaries: list[dict[str, object]]) -> Path:
     """Testing accuracy per arm, full split and leak-free subset, each seed a dot on its bar."""
     done = [s for s in summaries if s["finished"]]
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(done)), 3.8))
     x = np.arange(len(done))
     for offset, key, name in ((-0.2, "test_accuracy", "full Testing"), (0.2, "leak_free_accuracy", "leak-free subset")):
-        means = [100 * s[key]["mean"] for s in done]
-        stds = [100 * s[key]["std"] for s in done]
-        ax.bar(x + offset, means, 0.38, yerr=stds, capsize=3, label=name, alpha=0.8)
-        for i, s in enumerate(done):
-            ax.plot([x[i] + offset] * len(s[key]["values"]), [100 * v for v in s[key]["values"]], "k.", markersize=4)
+        seed_bars(ax, x + offset, [[100 * v for v in s[key]["values"]] for s in done], 0.38, name)
     low = min([100 * v for s in done for key in ("test_accuracy", "leak_free_accuracy") for v in s[key]["values"]], default=0)
     ax.set_ylim(max(0, low - 5), 100)
     ax.set_xticks(x, [s["label"] for s in done], rotation=15, ha="right")

@@ -14,6 +14,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from .checkpoint import read_epochs  # noqa: E402
+
 
 def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
     """Lay out, write and close a figure; returns its path."""
@@ -25,7 +27,7 @@ def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
 
 def plot_curves(run: Path) -> Path:
     """Loss and accuracy per epoch, train vs validation: curves.png."""
-    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    lines = read_epochs(run)
     epochs = [l["epoch"] + 1 for l in lines]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax_loss.plot(epochs, [l["train_loss"] for l in lines], "o-", label="train")
@@ -129,7 +131,7 @@ def write_report(run: Path, data, logits: Tensor, results: dict, model: torch.nn
         plot_grad_cam(run, model, data.test.images, data.test.labels, logits, classes, results["input_size"])
     config = json.loads((run / "config.json").read_text())
     settings = config["config"]
-    epochs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    epochs = read_epochs(run)
     lines = [
         f"# Run {settings['name']}",
         "",

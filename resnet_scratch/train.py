@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from . import __version__
-from .checkpoint import atomic_write_text, load_model_file, load_training_state, save_model, save_training_state, unwrap
+from .checkpoint import atomic_write_text, load_model_file, read_epochs, load_training_state, save_model, save_training_state, unwrap
 from .config import Config, to_dict
 from .data import Split, load_split
 from .data.audit import leak_free_indices
@@ -429,7 +429,7 @@ def final_test(run: Path, config: Config, data: RunData, size: int, device: torc
 
 def print_summary(run: Path, results: dict) -> None:
     """The end-of-run table: per-epoch metrics, then Testing on the full split and leak-free subset."""
-    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    lines = read_epochs(run)
     print(f"\n{'epoch':>5} {'lr':>8} {'train loss':>10} {'train acc':>9} {'val loss':>9} {'val acc':>8} {'img/s':>7} {'s':>6}")
     for l in lines:
         print(f"{l['epoch'] + 1:>5} {l['lr']:>8.1e} {l['train_loss']:>10.4f} {l['train_accuracy']:>9.4f} "
