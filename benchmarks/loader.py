@@ -4,10 +4,16 @@
     python benchmarks/loader.py --size 128 --epochs 3
 
 Both sides produce the same thing per epoch: every Training image once, random resized crop +
-horizontal flip + ImageNet normalisation, float32 batches of 64. torchvision: ImageFolder + transforms
-+ DataLoader(num_workers=2, shuffle=True). Ours: decode once into memory (the first epoch pays for
-it), then the batched transforms in the loader's prefetch thread. Prints images/s and the ratios
-(targets: first epoch >= 1x, later epochs >= 5x). Also prints the batched augmentation alone on the
+horizontal flip + ImageNet normalisation, batches of 64. torchvision: ImageFolder + transforms +
+DataLoader(num_workers=2, shuffle=True), float32. Ours: decode once (the first epoch pays for it),
+then the batched transforms in the loader's threads.
+
+Two rows after the first epoch, because the batch's number type is part of the cost:
+- bf16: what training on this CPU feeds the model (bf16 autocast rounds the first convolution's
+  input to bf16 anyway, so our loader rounds instead). torchvision's float32 batches are cast to
+  bf16 in the loop, the same rounding autocast would do for it.
+- float32: both sides' batches as float32.
+Targets: first epoch >= 1x, later epochs >= 5x. Also prints the batched augmentation alone on the
 device (--device cuda on a GPU machine). Not a test: record the output in docs/benchmarks.md.
 """
 
@@ -29,11 +35,16 @@ from resnet_scratch.data.loader import Loader  # noqa: E402
 from resnet_scratch.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform  # noqa: E402
 
 
-def drain(batches) -> tuple[int, float]:
-    """(images, seconds) to iterate every batch once."""
+DTYPES = (torch.bfloat16, torch.float32)
+
+
+def drain(batches, dtype: torch.dtype | None = None) -> tuple[int, float]:
+    """(images, seconds) to iterate every batch once, cast to dtype if it is not that already."""
     start = time.perf_counter()
     n = 0
     for x, _ in batches:
+        if dtype is not None and x.dtype != dtype:
+            x = x.to(dtype)
         n += x.shape[0]
     return n, time.perf_counter() - start
 
@@ -66,49 +77,55 @@ def main() -> None:
         pin_memory=device.type == "cuda", persistent_workers=False,
     )
 
-    def transform(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return train_transform(x, args.size, g)
+    def transform_as(dtype: torch.dtype):
+        def transform(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+            return train_transform(x, args.size, g, dtype=dtype)
+        return transform
 
-    # Ours, first epoch: decoding (threads) + one pass of the loader.
+    # Ours, first epoch: decoding (threads) + one pass of the loader, in the training configuration.
     start = time.perf_counter()
     split = load_split(args.root, args.split)
     if args.limit:
         split.images, split.labels = split.images[: args.limit], split.labels[: args.limit]
-    ours = Loader(split, args.batch, transform, device=device)
-    n, seconds = drain(ours)
+    ours = {dtype: Loader(split, args.batch, transform_as(dtype), device=device) for dtype in DTYPES}
+    n, seconds = drain(ours[torch.bfloat16])
     ours_first = n / (time.perf_counter() - start)
-    theirs_first_n, theirs_first_s = drain(reference)
+    theirs_first_n, theirs_first_s = drain(reference, torch.bfloat16)
     theirs_first = theirs_first_n / theirs_first_s
 
-    ours_later, theirs_later = [], []
-    for epoch in range(1, args.epochs):  # alternate, so both see the machine in the same state
-        ours.set_epoch(epoch)
-        n, seconds = drain(ours)
-        ours_later.append(n / seconds)
-        n, seconds = drain(reference)
-        theirs_later.append(n / seconds)
+    rates: dict[tuple[str, torch.dtype], list[float]] = {}
+    for epoch in range(1, args.epochs):  # alternate, so every pipeline sees the machine in the same state
+        for dtype in DTYPES:
+            ours[dtype].set_epoch(epoch)
+            n, seconds = drain(ours[dtype])
+            rates.setdefault(("ours", dtype), []).append(n / seconds)
+            n, seconds = drain(reference, dtype)
+            rates.setdefault(("torchvision", dtype), []).append(n / seconds)
 
-    print(f"{'epoch':<14} {'ours img/s':>11} {'torchvision':>12} {'ratio':>7}")
-    print(f"{'first':<14} {ours_first:>11.0f} {theirs_first:>12.0f} {ours_first / theirs_first:>7.2f}")
-    if ours_later:
-        o, t = statistics.median(ours_later), statistics.median(theirs_later)
-        print(f"{'later (median)':<14} {o:>11.0f} {t:>12.0f} {o / t:>7.2f}")
+    print(f"{'epoch':<22} {'ours img/s':>11} {'torchvision':>12} {'ratio':>7}")
+    print(f"{'first (bf16)':<22} {ours_first:>11.0f} {theirs_first:>12.0f} {ours_first / theirs_first:>7.2f}")
+    for dtype in DTYPES if rates else ():
+        o, t = statistics.median(rates[("ours", dtype)]), statistics.median(rates[("torchvision", dtype)])
+        name = f"later, {str(dtype).removeprefix('torch.')} (median)"
+        print(f"{name:<22} {o:>11.0f} {t:>12.0f} {o / t:>7.2f}")
 
     # The augmentation alone, on the device, on a resident batch.
     x = split.images[: args.batch].to(device)
     g = torch.Generator().manual_seed(0)  # draws on the CPU; the pixels stay on the device
-    for _ in range(3):
-        train_transform(x, args.size, g)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
     reps = 50 if device.type == "cuda" else 10
-    start = time.perf_counter()
-    for _ in range(reps):
-        train_transform(x, args.size, g)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    rate = reps * args.batch / (time.perf_counter() - start)
-    print(f"augmentation alone on {device.type}: {rate:,.0f} img/s (crop + flip + normalise, {args.size} px)")
+    for dtype in DTYPES:
+        for _ in range(3):
+            train_transform(x, args.size, g, dtype=dtype)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(reps):
+            train_transform(x, args.size, g, dtype=dtype)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        rate = reps * args.batch / (time.perf_counter() - start)
+        print(f"augmentation alone on {device.type}, one thread, {str(dtype).removeprefix('torch.')}: "
+              f"{rate:,.0f} img/s (crop + flip + normalise, {args.size} px)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Folder scan, decoding of every PIL mode, the decode-once store and its disk cache, bad input."""
 
 import io
+import json
 import logging
 import os
 from pathlib import Path
@@ -97,7 +98,8 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
 
 def test_decoded_split_is_one_contiguous_tensor(small_dataset: Path) -> None:
     split = load_split(small_dataset, "Training", threads=2)
-    assert split.images.dtype == torch.uint8 and split.images.is_contiguous()
+    assert split.images.dtype == torch.uint8
+    assert split.images.is_contiguous(memory_format=torch.channels_last)  # one block, as PIL decodes
     assert split.images.shape == (15, 3, 48, 64)
     assert split.counts() == {"a_class": 6, "b_class": 5, "c_class": 4}
     for i in (0, 7, 14):
@@ -117,8 +119,8 @@ def test_disk_cache_rereads_only_changed_files(small_dataset: Path, tmp_path: Pa
     cache_dir = tmp_path / "cache"
     first = load_split(small_dataset, "Training", cache_dir=cache_dir)
     decoded: list[str] = []
-    real_decode = cache_module.decode_chw
-    monkeypatch.setattr(cache_module, "decode_chw", lambda p: decoded.append(p.name) or real_decode(p))
+    real_decode = cache_module.decode_hwc
+    monkeypatch.setattr(cache_module, "decode_hwc", lambda p: decoded.append(p.name) or real_decode(p))
     second = load_split(small_dataset, "Training", cache_dir=cache_dir)
     assert decoded == [] and torch.equal(first.images, second.images)
     changed = small_dataset / "Training" / "b_class" / "b_class_002.jpg"
@@ -128,6 +130,19 @@ def test_disk_cache_rereads_only_changed_files(small_dataset: Path, tmp_path: Pa
     assert decoded == ["b_class_002.jpg"]
     fresh = load_split(small_dataset, "Training")
     assert torch.equal(third.images, fresh.images) and not torch.equal(third.images, first.images)
+
+
+def test_cache_in_the_old_layout_is_decoded_again(small_dataset: Path, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    fresh = load_split(small_dataset, "Training", cache_dir=tmp_path / "cache")
+    path = next((tmp_path / "cache").glob("*.safetensors"))
+    index = cache_module._read_cache(path)[1]
+    # What the store looked like before it became channels-last: N x 3 x H x W under "images".
+    save_file({"images": fresh.images.contiguous()}, str(path), metadata={"index": json.dumps(index)})
+    again = load_split(small_dataset, "Training", cache_dir=tmp_path / "cache")
+    assert torch.equal(again.images, fresh.images)
+    assert again.images.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_nothing_in_the_data_folder_is_written(small_dataset: Path, tmp_path: Path) -> None:

@@ -68,10 +68,10 @@ def identity(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return x.float()
 
 
-@pytest.mark.parametrize("prefetch", [True, False])
-def test_loader_batches_carry_their_own_labels(prefetch: bool) -> None:
+@pytest.mark.parametrize("workers", [2, 0])
+def test_loader_batches_carry_their_own_labels(workers: int) -> None:
     split = indexed_split(50)
-    loader = Loader(split, 8, identity, seed=4, prefetch=prefetch)
+    loader = Loader(split, 8, identity, seed=4, workers=workers)
     seen = []
     for epoch in range(2):
         loader.set_epoch(epoch)
@@ -85,14 +85,16 @@ def test_loader_batches_carry_their_own_labels(prefetch: bool) -> None:
     assert seen[0] != seen[1] and len(loader) == 7
 
 
-def test_loader_with_prefetch_equals_without() -> None:
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_loader_with_prefetch_threads_equals_without(workers: int) -> None:
     split = indexed_split(40)
 
     def noisy(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return x.float() + torch.rand(x.shape, generator=generator)
 
-    with_prefetch = [x for x, _ in Loader(split, 6, noisy, seed=1, prefetch=True)]
-    without = [x for x, _ in Loader(split, 6, noisy, seed=1, prefetch=False)]
+    with_prefetch = [x for x, _ in Loader(split, 6, noisy, seed=1, workers=workers)]
+    without = [x for x, _ in Loader(split, 6, noisy, seed=1, workers=0)]
+    assert len(with_prefetch) == len(without) == 7
     assert all(torch.equal(a, b) for a, b in zip(with_prefetch, without))
 
 

@@ -83,6 +83,8 @@ def test_uint8_crops_equal_torchvisions_resized_crop() -> None:
     boxes = T.crop_boxes(6, 90, 120, generator=torch.Generator().manual_seed(0))
     flips = torch.tensor([True, False] * 3)
     ours = T.resized_crops_uint8(x, boxes, 64, flips)
+    assert ours.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(T.resized_crops_uint8(x.contiguous(memory_format=torch.channels_last), boxes, 64, flips), ours)
     for i, (top, left, h, w) in enumerate(boxes.tolist()):
         theirs = tvf.resized_crop(x[i], top, left, h, w, [64, 64], antialias=True)
         theirs = theirs.flip(-1) if flips[i] else theirs
@@ -99,6 +101,30 @@ def test_cpu_and_batched_grid_paths_agree_where_no_antialiasing_is_needed() -> N
     # resize (torchvision, and the uint8 path) clamps to the crop: compare the interior.
     gap = (grid - uint8).abs()[..., 2:-2, 2:-2]
     assert gap.mean() < 0.5 and gap.max() <= 2
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_normalize_pixels_is_imagenet_normalisation_block_by_block(monkeypatch, channels_last: bool) -> None:
+    monkeypatch.setattr(T, "BLOCK_ELEMENTS", 100)  # 4 x 4 x 3 images: blocks of 2, the last one short
+    x = torch.randint(0, 256, (5, 3, 4, 4), dtype=torch.uint8)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    mean = torch.tensor(T.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(T.IMAGENET_STD).view(1, 3, 1, 1)
+    expected = (x.float() / 255 - mean) / std
+    out = T.normalize_pixels(x)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(T.normalize_pixels(x.float()), expected, atol=1e-6, rtol=0)
+    # bf16 is the float32 result rounded once: what autocast would make of the float32 batch
+    assert torch.equal(T.normalize_pixels(x, torch.bfloat16), out.to(torch.bfloat16))
+
+
+def test_bf16_training_batch_is_the_float32_batch_rounded() -> None:
+    x = torch.randint(0, 256, (6, 3, 50, 40), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    f32 = T.train_transform(x, 32, torch.Generator().manual_seed(3))
+    bf16 = T.train_transform(x, 32, torch.Generator().manual_seed(3), dtype=torch.bfloat16)
+    assert bf16.dtype == torch.bfloat16 and torch.equal(bf16, f32.to(torch.bfloat16))
 
 
 def test_hflip_mirrors_about_half_of_the_batch() -> None:

@@ -1,4 +1,8 @@
-"""Decode once: every image of a split as uint8 in one contiguous N x 3 x H x W tensor.
+"""Decode once: every image of a split as uint8 in one contiguous block, N x H x W x 3 in memory.
+
+The block is seen as an N x 3 x H x W tensor in channels-last layout: the pixels lie as PIL decodes
+them and as channels-last convolutions and torch's fast uint8 resampler read them, so neither the
+decode nor an epoch transposes anything.
 
 The brain-MRI dataset decodes to about 1 GB, so it fits in memory (or on a GPU) whole, and every
 epoch after the first costs no decoding at all. The first pass decodes in threads (PIL releases
@@ -23,14 +27,18 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from .folder import DECODE_ERRORS, DatasetError, Scan, Skipped, decode_chw, image_size, scan_split
+from .folder import DECODE_ERRORS, DatasetError, Scan, Skipped, decode_hwc, image_size, scan_split
 
 log = logging.getLogger("resnet_scratch.data")
+
+# The safetensors entry: N x H x W x 3. Caches written before the store became channels-last
+# (entry "images", N x 3 x H x W) lack it, so they are decoded again rather than misread.
+CACHE_KEY = "pixels_nhwc"
 
 
 @dataclass
 class Split:
-    """A decoded split: images (uint8, N x 3 x H x W), labels (int64, N), and where they came from."""
+    """A decoded split: images (uint8, N x 3 x H x W, channels-last), labels (int64, N), and where they came from."""
 
     name: str
     classes: list[str]
@@ -44,7 +52,7 @@ class Split:
 
     def pixel_hashes(self, threads: int | None = None) -> list[str]:
         """A hash of each image's decoded pixels: equal hashes mean identical images."""
-        rows = self.images.numpy()
+        rows = self.images.permute(0, 2, 3, 1).numpy()  # the memory as it lies: no copy per image
 
         def digest(i: int) -> str:
             return hashlib.blake2b(rows[i].tobytes(), digest_size=16).hexdigest()
@@ -73,7 +81,7 @@ def _read_cache(path: Path) -> tuple[Tensor, dict[str, list]] | None:
     try:
         with safe_open(str(path), framework="pt") as f:
             index = json.loads(f.metadata()["index"])
-            return f.get_tensor("images"), index
+            return f.get_tensor(CACHE_KEY), index
     except Exception:  # a missing, partial or foreign file is simply not used
         return None
 
@@ -81,7 +89,7 @@ def _read_cache(path: Path) -> tuple[Tensor, dict[str, list]] | None:
 def _write_cache(path: Path, images: Tensor, index: dict[str, list]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({"images": images}, str(tmp), metadata={"index": json.dumps(index)})
+    save_file({CACHE_KEY: images.permute(0, 2, 3, 1)}, str(tmp), metadata={"index": json.dumps(index)})
     os.replace(tmp, path)  # atomic: a crash leaves the old cache or none, never half a file
 
 
@@ -131,8 +139,9 @@ def load_split(
             if found is not None:
                 cached, index = found
 
-        images = torch.empty(len(keep), 3, h, w, dtype=torch.uint8)
-        out = images.numpy()  # a view: threads write decoded pixels straight into the tensor
+        pixels_nhwc = torch.empty(len(keep), h, w, 3, dtype=torch.uint8)
+        images = pixels_nhwc.permute(0, 3, 1, 2)  # N x 3 x H x W, channels-last
+        out = pixels_nhwc.numpy()  # a view: threads write decoded pixels straight into the tensor
         new_index: dict[str, list] = {}
 
         def fill(slot: int) -> str | bool:
@@ -146,13 +155,12 @@ def load_split(
                 new_index[rel] = [*stamp, slot]
                 return False
             try:
-                pixels = decode_chw(path)
+                pixels = decode_hwc(path)
             except DECODE_ERRORS as e:
                 return f"cannot decode: {type(e).__name__}: {e}"
-            resize = pixels.shape[1:] != (h, w)
+            resize = pixels.shape[:2] != (h, w)
             if resize:
-                hwc = np.ascontiguousarray(pixels.transpose(1, 2, 0))
-                pixels = np.asarray(Image.fromarray(hwc).resize((w, h), Image.BILINEAR)).transpose(2, 0, 1)
+                pixels = np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).resize((w, h), Image.BILINEAR))
             out[slot] = pixels
             new_index[rel] = [*stamp, slot]
             return resize
@@ -166,7 +174,7 @@ def load_split(
     paths = [str(scan.paths[i]) for i in keep]
     if bad:  # rare: compact the tensor rather than leave rows of undefined pixels
         good = torch.tensor([s for s in range(len(keep)) if s not in bad], dtype=torch.long)
-        images, labels = images[good].contiguous(), labels[good]
+        images, labels = images[good].contiguous(memory_format=torch.channels_last), labels[good]
         paths = [paths[s] for s in good.tolist()]
         rows = {old: new for new, old in enumerate(good.tolist())}
         new_index = {rel: [a, b, rows[slot]] for rel, (a, b, slot) in new_index.items() if slot in rows}

@@ -132,21 +132,21 @@ def decode(path: Path) -> np.ndarray:
         return to_rgb(image)
 
 
-def decode_chw(path: Path) -> np.ndarray:
-    """Decode one file to 3 x H x W uint8, ready to copy into the store (may be a read-only view).
+def decode_hwc(path: Path) -> np.ndarray:
+    """Decode one file to H x W x 3 uint8, ready to copy into the store (may be a read-only view).
 
     The dataset's two modes take a short path: a grey image is one plane seen three times, an RGB
-    image a transposed view; no intermediate RGB image is made. Every other mode goes through to_rgb.
+    image is PIL's own buffer; no intermediate RGB image is made. Every other mode goes through to_rgb.
     """
     with Image.open(path) as image:
         image.load()
         ImageOps.exif_transpose(image, in_place=True)
         if image.mode == "L":
             grey = np.asarray(image)
-            return np.broadcast_to(grey, (3, *grey.shape))
+            return np.broadcast_to(grey[:, :, None], (*grey.shape, 3))
         if image.mode == "RGB":
-            return np.asarray(image).transpose(2, 0, 1)
-        return to_rgb(image).transpose(2, 0, 1)
+            return np.asarray(image)
+        return to_rgb(image)
 
 
 def image_size(path: Path) -> tuple[int, int]:

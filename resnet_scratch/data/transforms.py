@@ -2,7 +2,9 @@
 
 Randomness comes only from the torch.Generator passed in, so a seed fixes every batch. Sampling
 follows torchvision's RandomResizedCrop exactly (10 tries, then a centre crop clamped to the ratio
-range); the resampling is one grid_sample call for the whole batch instead of one resize per image.
+range). The resampling is one grid_sample call for the whole batch on a GPU, and on a CPU torch's
+uint8 resampler per image, reading the crop straight from the channels-last store; normalisation
+runs last, a cache-sized block at a time, and can round to bfloat16 for autocast.
 """
 
 import math
@@ -86,22 +88,23 @@ def resized_crops(images: Tensor, boxes: Tensor, size: int, flip: Tensor | None 
 
 
 def resized_crops_uint8(images: Tensor, boxes: Tensor, size: int, flip: Tensor | None = None) -> Tensor:
-    """The CPU path of resized_crops: uint8 in, uint8 out, antialiased like torchvision's.
+    """The CPU path of resized_crops: uint8 in, uint8 channels-last out, antialiased like torchvision's.
 
-    One interpolate call per image (the boxes differ), but on uint8 channels-last data torch runs
-    its vectorised fixed-point resampler, which on a CPU beats one float grid_sample over the
-    batch at training sizes (1.8x at 128 px on 2 cores; see docs/benchmarks.md). Splitting the
-    batch across two Python threads was slower (torch already spreads each call over the cores).
+    One interpolate call per image (the boxes differ), on the crop's view of the channels-last
+    store: there torch runs its vectorised fixed-point uint8 resampler, which on a CPU beats one
+    float grid_sample over the batch (docs/benchmarks.md). A flipped image is resampled from the
+    mirrored crop, which equals mirroring the result (pixel centres map symmetrically) and costs
+    a copy of the smaller crop instead of the output.
     """
     n, c = images.shape[:2]
-    out = torch.empty(n, c, size, size, dtype=torch.uint8, device=images.device)
-    out = out.contiguous(memory_format=torch.channels_last)
-    source = images.contiguous(memory_format=torch.channels_last)
+    out = torch.empty(n, size, size, c, dtype=torch.uint8, device=images.device).permute(0, 3, 1, 2)
+    source = images.contiguous(memory_format=torch.channels_last)  # a no-op on the store's layout
     flips = flip.tolist() if flip is not None else [False] * n
     for i, (top, left, h, w) in enumerate(boxes.tolist()):
         crop = source[i : i + 1, :, top : top + h, left : left + w]
-        resized = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out[i] = resized[0].flip(-1) if flips[i] else resized[0]
+        if flips[i]:
+            crop = crop.flip(-1)
+        out[i] = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
     return out
 
 
@@ -151,18 +154,35 @@ def center_crop(images: Tensor, size: int) -> Tensor:
     return images[..., top : top + size, left : left + size]
 
 
-def to_float(images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-    """uint8 0..255 -> float 0..1."""
-    return images.to(dtype).div_(255.0)
+# Images per block in normalize_pixels: about 1 MB of float32, so a block's intermediate stays in L2.
+BLOCK_ELEMENTS = 1 << 18
 
 
-def normalize(
-    images: Tensor, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
-) -> Tensor:
-    """(x - mean) / std per channel."""
-    m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    return (images - m) / s
+def normalize_pixels(images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Pixel values 0..255 (uint8 or float) -> (x / 255 - mean) / std with ImageNet's statistics.
+
+    Computed in float32 and rounded to `dtype` once, so a bfloat16 batch is exactly the float32
+    batch cast to bfloat16 (what autocast would hand the first convolution). The result is
+    channels-last. On a CPU the batch goes a block of images at a time, each block converted and
+    normalised (one multiply-add) while it sits in the cache: on 2 cores this is 2.7 ms for 64 images
+    at 224 px in bfloat16, against 15 ms for a float32 batch normalised in place.
+    """
+    n, c, height, width = images.shape
+    out = torch.empty(n, height, width, c, dtype=dtype, device=images.device)
+    src = images.permute(0, 2, 3, 1)  # N x H x W x C: (W, C) is contiguous in both, one long inner loop
+    std = torch.tensor(IMAGENET_STD, device=images.device)
+    scale = (1.0 / (255.0 * std)).repeat(width, 1)  # W x C, so C is not a broadcast innermost axis
+    shift = (-torch.tensor(IMAGENET_MEAN, device=images.device) / std).repeat(width, 1)
+    block = max(1, BLOCK_ELEMENTS // (height * width * c)) if images.device.type == "cpu" else n
+    work = out if dtype == torch.float32 else torch.empty(min(block, n), height, width, c, device=images.device)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        tmp = out[start:stop] if dtype == torch.float32 else work[: stop - start]
+        tmp.copy_(src[start:stop])
+        torch.addcmul(shift, tmp, scale, out=tmp)
+        if dtype != torch.float32:
+            out[start:stop].copy_(tmp)
+    return out.permute(0, 3, 1, 2)
 
 
 def train_transform(
@@ -171,24 +191,22 @@ def train_transform(
     generator: torch.Generator | None = None,
     scale: tuple[float, float] = (0.08, 1.0),
     flip_p: float = 0.5,
+    dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """uint8 batch -> random resized crop + horizontal flip + ImageNet normalisation, one resampling.
+    """uint8 batch -> random resized crop + horizontal flip + ImageNet normalisation, channels-last.
 
-    On a CPU the crops are resampled in uint8 (resized_crops_uint8), elsewhere in one float
-    grid_sample over the batch (resized_crops); the crop boxes and flips are the same either way.
+    One resampling: on a CPU the crops are resampled in uint8 (resized_crops_uint8), elsewhere in one
+    float grid_sample over the batch (resized_crops); the crop boxes and flips are the same either
+    way. dtype=torch.bfloat16 gives what bf16 autocast feeds the first convolution, at half the bytes.
     """
     n, _, height, width = images.shape
     boxes = crop_boxes(n, height, width, scale, (3 / 4, 4 / 3), generator)
     flips = flip_mask(n, flip_p, generator)
     if images.device.type == "cpu" and images.dtype == torch.uint8:
-        out = resized_crops_uint8(images, boxes, size, flips).float()
+        pixels = resized_crops_uint8(images, boxes, size, flips)
     else:
-        out = resized_crops(images.to(torch.float32), boxes, size, flips)  # 0..255 floats
-    # (x / 255 - mean) / std as one multiply-add in place on the fresh output: one pass over the
-    # batch instead of two (15 vs 19 ms per 64 images at 224 px on 2 cores; docs/benchmarks.md)
-    std = torch.tensor(IMAGENET_STD, dtype=out.dtype, device=out.device).view(1, -1, 1, 1)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=out.dtype, device=out.device).view(1, -1, 1, 1)
-    return torch.addcmul(-mean / std, out, 1 / (255 * std), out=out)
+        pixels = resized_crops(images.to(torch.float32), boxes, size, flips)  # 0..255 floats
+    return normalize_pixels(pixels, dtype)
 
 
 def eval_transform(images: Tensor, size: int, resize_to: int | None = None) -> Tensor:
@@ -197,5 +215,5 @@ def eval_transform(images: Tensor, size: int, resize_to: int | None = None) -> T
     resize_to defaults to size * 8 / 7, torchvision's ratio: 256 for 224, 342 for 299 (rounded up).
     """
     resize_to = resize_to or math.ceil(size * 256 / 224)
-    x = resize(to_float(images), resize_to)
-    return normalize(center_crop(x, size))
+    x = resize(images.to(torch.float32), resize_to)  # 0..255: normalize_pixels divides by 255
+    return normalize_pixels(center_crop(x, size))
