@@ -3,7 +3,7 @@
     python benchmarks/train.py                    # ResNet50, 224 px, batch 32, the whole Training split
     python benchmarks/train.py --limit 640        # the first 640 images (a shorter run)
 
-Ours: decode once (timed apart), our ResNet50, the batched augmentation in the loader's thread,
+Ours: decode once (timed apart), our ResNet50, the batched augmentation in the loader's threads,
 bf16 autocast and channels_last. The tutorial's: torchvision's resnet50, ImageFolder + transforms +
 DataLoader(num_workers=2), the same autocast. Same batch size, optimizer (SGD, momentum 0.9) and
 precision. Prints images/s and the ratio (targets: >= 1.5x on a CPU, >= 3x on a GPU).
@@ -26,9 +26,9 @@ from timing import machine  # noqa: E402
 from resnet_scratch.config import Config  # noqa: E402
 from resnet_scratch.data import default_root, load_split  # noqa: E402
 from resnet_scratch.data.loader import Loader  # noqa: E402
-from resnet_scratch.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform  # noqa: E402
+from resnet_scratch.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from resnet_scratch.models import build  # noqa: E402
-from resnet_scratch.train import bf16_supported, train_one_epoch  # noqa: E402
+from resnet_scratch.train import bf16_supported, train_one_epoch, training_transform  # noqa: E402
 
 
 def tutorial_epoch(model, loader, optimizer, device, bf16: bool) -> tuple[int, float]:
@@ -73,7 +73,7 @@ def main() -> None:
     config = Config(model="resnet50", batch_size=args.batch, bf16=bf16, channels_last=True, lr=1e-3)
     ours = build("resnet50", num_classes=len(split.classes)).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(ours.parameters(), lr=1e-3, momentum=0.9)
-    loader = Loader(split, args.batch, lambda x, g: train_transform(x, args.size, g), device=device,
+    loader = Loader(split, args.batch, training_transform(config, args.size, device), device=device,
                     indices=rows, drop_last=True)
     ours_stats = train_one_epoch(ours, loader, optimizer, config, device)
     ours_ips = ours_stats["images_per_s"]

@@ -26,7 +26,7 @@ from .checkpoint import atomic_write_text, load_model_file, read_epochs, load_tr
 from .config import Config, to_dict
 from .data import Split, load_split
 from .data.audit import leak_free_indices
-from .data.loader import Loader, train_val_split
+from .data.loader import Loader, Transform, train_val_split
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 from .metrics import classification_report
 from .models import INPUT_SIZES, build
@@ -129,6 +129,22 @@ class Progress:
         )
         print(("\r" + line) if self.live else line, end="" if self.live and done < self.batches else "\n",
               file=self.stream, flush=True)
+
+
+def training_transform(config: Config, size: int, device: torch.device) -> Transform:
+    """The training loader's transform: augmentation (eval preprocessing if config.augment is off).
+
+    Under bf16 autocast the first convolution rounds its input to bf16 anyway: the augmented batch
+    comes rounded instead, the same numbers at half the bytes.
+    """
+    dtype = torch.bfloat16 if config.bf16 and bf16_supported(device) else torch.float32
+
+    def transform(x: Tensor, g: torch.Generator) -> Tensor:
+        if not config.augment:
+            return eval_transform(x, size)
+        return train_transform(x, size, g, scale=(config.crop_scale_min, 1.0), dtype=dtype)
+
+    return transform
 
 
 def train_one_epoch(
@@ -319,17 +335,7 @@ def fit(config: Config, resume: bool = False) -> Path:
                   **model_options(config)).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if config.augment:
-        # Under bf16 autocast the first convolution rounds its input to bf16 anyway: the loader does
-        # it instead, exactly the same numbers at half the bytes.
-        dtype = torch.bfloat16 if config.bf16 and bf16_supported(device) else torch.float32
-
-        def transform(x: Tensor, g: torch.Generator) -> Tensor:
-            return train_transform(x, size, g, scale=(config.crop_scale_min, 1.0), dtype=dtype)
-    else:
-        def transform(x: Tensor, g: torch.Generator) -> Tensor:
-            return eval_transform(x, size)
-    loader = Loader(data.train, config.batch_size // place.world_size, transform, device=device,
+    loader = Loader(data.train, config.batch_size // place.world_size, training_transform(config, size, device), device=device,
                     seed=config.seed, indices=data.train_rows, rank=place.rank, world_size=place.world_size)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum,

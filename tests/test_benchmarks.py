@@ -33,8 +33,9 @@ def run_script(name: str, *args: str) -> list[str]:
 def test_loader_benchmark_runs(real_root: Path) -> None:
     lines = run_script("loader.py", "--limit", "256", "--epochs", "2", "--size", "64")
     assert lines[0].split()[:3] == ["epoch", "ours", "img/s"]
-    assert lines[1].startswith("first") and lines[2].startswith("later")
-    assert float(lines[1].split()[-1]) > 0 and "augmentation alone" in lines[3]
+    assert lines[1].startswith("first") and lines[2].startswith("later, bfloat16")
+    assert lines[3].startswith("later, float32") and float(lines[1].split()[-1]) > 0
+    assert "augmentation alone" in lines[4] and "augmentation alone" in lines[5]
 
 
 @pytest.mark.slow

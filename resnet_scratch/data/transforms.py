@@ -215,5 +215,7 @@ def eval_transform(images: Tensor, size: int, resize_to: int | None = None) -> T
     resize_to defaults to size * 8 / 7, torchvision's ratio: 256 for 224, 342 for 299 (rounded up).
     """
     resize_to = resize_to or math.ceil(size * 256 / 224)
-    x = resize(images.to(torch.float32), resize_to)  # 0..255: normalize_pixels divides by 255
-    return normalize_pixels(center_crop(x, size))
+    if images.device.type != "cpu" or images.dtype != torch.uint8:
+        images = images.to(torch.float32)  # 0..255: normalize_pixels divides by 255
+    # On a CPU the resize stays in uint8 (torch's fixed-point resampler, rounding like PIL's).
+    return normalize_pixels(center_crop(resize(images, resize_to), size))
