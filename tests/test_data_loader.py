@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resnet_scratch.data.cache import Split
-from resnet_scratch.data.loader import Loader, epoch_batches, train_val_split
+from resnet_scratch.data.loader import Loader, epoch_batches, gather, train_val_split
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)
@@ -103,6 +103,17 @@ def test_loader_subset_indices_and_early_exit() -> None:
     loader = Loader(split, 4, identity, indices=np.arange(10, 20), shuffle=False)
     first = next(iter(loader))[0][:, 0, 0, 0].long().tolist()
     assert first == [10, 11, 12, 13]  # and leaving the loop early does not hang the producer
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_gather_is_indexing_in_the_stores_layout(channels_last: bool) -> None:
+    images = torch.randint(0, 256, (9, 3, 5, 4), dtype=torch.uint8)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    idx = torch.tensor([7, 0, 7, 3])
+    out = gather(images, idx)
+    assert torch.equal(out, images[idx])
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
 def test_transform_errors_reach_the_caller() -> None:
