@@ -78,8 +78,8 @@ def main() -> None:
     )
 
     def transform_as(dtype: torch.dtype):
-        def transform(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-            return train_transform(x, args.size, g, dtype=dtype)
+        def transform(images: torch.Tensor, rows: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+            return train_transform(images, args.size, g, dtype=dtype, rows=rows)
         return transform
 
     # Ours, first epoch: decoding (threads) + one pass of the loader, in the training configuration.

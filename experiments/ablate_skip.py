@@ -39,7 +39,7 @@ def grad_norms_at_init(arms: list[Arm], seeds: list[int], batch: int = 64) -> di
     for seed in seeds:
         g = torch.Generator().manual_seed(seed)
         rows = torch.randperm(len(split.labels), generator=g)[:batch]
-        x = train_transform(split.images[rows], size, g, scale=(config.crop_scale_min, 1.0))
+        x = train_transform(split.images, size, g, scale=(config.crop_scale_min, 1.0), rows=rows)
         for arm in arms:
             torch.manual_seed(seed)
             model = build(arm.config.model, num_classes=len(split.classes), **model_options(arm.config))

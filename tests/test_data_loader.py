@@ -64,8 +64,8 @@ def indexed_split(n: int) -> Split:
     return Split("Training", ["a", "b"], images, torch.arange(n) % 2, [f"{i}.jpg" for i in range(n)], [])
 
 
-def identity(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    return x.float()
+def identity(images: torch.Tensor, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return images[rows].float()
 
 
 @pytest.mark.parametrize("workers", [2, 0])
@@ -89,8 +89,9 @@ def test_loader_batches_carry_their_own_labels(workers: int) -> None:
 def test_loader_with_prefetch_threads_equals_without(workers: int) -> None:
     split = indexed_split(40)
 
-    def noisy(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return x.float() + torch.rand(x.shape, generator=generator)
+    def noisy(images: torch.Tensor, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        x = images[rows].float()
+        return x + torch.rand(x.shape, generator=generator)
 
     with_prefetch = [x for x, _ in Loader(split, 6, noisy, seed=1, workers=workers)]
     without = [x for x, _ in Loader(split, 6, noisy, seed=1, workers=0)]
@@ -117,7 +118,7 @@ def test_gather_is_indexing_in_the_stores_layout(channels_last: bool) -> None:
 
 
 def test_transform_errors_reach_the_caller() -> None:
-    def broken(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def broken(images: torch.Tensor, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         raise RuntimeError("augmentation failed")
 
     with pytest.raises(RuntimeError, match="augmentation failed"):

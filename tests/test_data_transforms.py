@@ -127,6 +127,16 @@ def test_bf16_training_batch_is_the_float32_batch_rounded() -> None:
     assert bf16.dtype == torch.bfloat16 and torch.equal(bf16, f32.to(torch.bfloat16))
 
 
+@pytest.mark.parametrize("uint8", [True, False])
+def test_rows_of_a_store_equal_the_gathered_batch(uint8: bool) -> None:
+    store = torch.randint(0, 256, (10, 3, 40, 50), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    store = store if uint8 else store.float()  # float input takes the grid_sample path
+    rows = torch.tensor([9, 2, 2, 5])
+    direct = T.train_transform(store, 24, torch.Generator().manual_seed(1), rows=rows)
+    gathered = T.train_transform(store[rows], 24, torch.Generator().manual_seed(1))
+    assert direct.shape == (4, 3, 24, 24) and torch.equal(direct, gathered)
+
+
 def test_hflip_mirrors_about_half_of_the_batch() -> None:
     x = torch.arange(2 * 1 * 1 * 3, dtype=torch.float32).view(2, 1, 1, 3).repeat(500, 1, 1, 1)
     out = T.hflip(x, generator=torch.Generator().manual_seed(0))

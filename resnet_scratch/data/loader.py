@@ -1,7 +1,8 @@
 """Batches from a decoded split: shuffle per epoch, shard across ranks, prefetch in threads.
 
-No torch DataLoader: the images are already decoded in one tensor, so a batch is one gather plus
-the batched transform, and a couple of background threads keep the next batches ready. Threads, not
+No torch DataLoader: the images are already decoded in one tensor, so a batch is its rows of that
+tensor given to the batched transform (which reads its crops in place, or gathers them first), and a
+couple of background threads keep the next batches ready. Threads, not
 processes: the transforms spend their time in torch kernels, which release the GIL.
 """
 
@@ -15,8 +16,9 @@ from torch import Tensor
 
 from .cache import Split
 
-# transform(uint8 batch on the device, generator) -> float batch
-Transform = Callable[[Tensor, torch.Generator], Tensor]
+# transform(images, rows, generator) -> float batch of images[rows]. images is the whole decoded
+# store (uint8, on the device), so a transform that can read its crops in place need not gather.
+Transform = Callable[[Tensor, Tensor, torch.Generator], Tensor]
 
 
 def epoch_batches(
@@ -129,13 +131,13 @@ class Loader:
         return g
 
     def _make(self, index: np.ndarray, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        idx = torch.from_numpy(index).to(self.images.device)
-        x = gather(self.images, idx)
-        y = self.labels[idx]
-        if self.pin:  # page-locked, so the copy to the GPU runs asynchronously
-            x = x.pin_memory().to(self.device, non_blocking=True)
-            y = y.pin_memory().to(self.device, non_blocking=True)
-        return self.transform(x, generator), y
+        rows = torch.from_numpy(index).to(self.images.device)
+        images, labels = self.images, self.labels[rows]
+        if self.pin:  # only the batch crosses the bus, from page-locked memory so asynchronously
+            images = gather(images, rows).pin_memory().to(self.device, non_blocking=True)
+            labels = labels.pin_memory().to(self.device, non_blocking=True)
+            rows = torch.arange(len(index), device=self.device)
+        return self.transform(images, rows, generator), labels
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         plan = self.batches()

@@ -8,6 +8,7 @@ runs last, a cache-sized block at a time, and can round to bfloat16 for autocast
 """
 
 import math
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor
@@ -87,25 +88,34 @@ def resized_crops(images: Tensor, boxes: Tensor, size: int, flip: Tensor | None 
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def resized_crops_uint8(images: Tensor, boxes: Tensor, size: int, flip: Tensor | None = None) -> Tensor:
-    """The CPU path of resized_crops: uint8 in, uint8 channels-last out, antialiased like torchvision's.
+def uint8_crops(
+    images: Tensor, boxes: Tensor, size: int, flip: Tensor | None = None, rows: Tensor | None = None
+) -> Iterator[Tensor]:
+    """The CPU path of resized_crops, one image at a time: 1 x C x size x size uint8, channels-last.
+
+    Box i crops image rows[i] (image i without rows): given the whole store and a batch's rows, the
+    crops are read in place and the batch is never gathered.
 
     One interpolate call per image (the boxes differ), on the crop's view of the channels-last
-    store: there torch runs its vectorised fixed-point uint8 resampler, which on a CPU beats one
-    float grid_sample over the batch (docs/benchmarks.md). A flipped image is resampled from the
-    mirrored crop, which equals mirroring the result (pixel centres map symmetrically) and costs
-    a copy of the smaller crop instead of the output.
+    store: there torch runs its vectorised fixed-point uint8 resampler, antialiased like
+    torchvision's, which on a CPU beats one float grid_sample over the batch (docs/benchmarks.md).
+    A flipped image is resampled from the mirrored crop, which equals mirroring the result (pixel
+    centres map symmetrically) and copies the smaller crop instead of the output. One at a time, so
+    that the next step can work on each result while it is still in the cache.
     """
-    n, c = images.shape[:2]
-    out = torch.empty(n, size, size, c, dtype=torch.uint8, device=images.device).permute(0, 3, 1, 2)
     source = images.contiguous(memory_format=torch.channels_last)  # a no-op on the store's layout
-    flips = flip.tolist() if flip is not None else [False] * n
-    for i, (top, left, h, w) in enumerate(boxes.tolist()):
-        crop = source[i : i + 1, :, top : top + h, left : left + w]
+    flips = flip.tolist() if flip is not None else [False] * len(boxes)
+    sources = rows.tolist() if rows is not None else range(len(boxes))
+    for i, ((top, left, h, w), k) in enumerate(zip(boxes.tolist(), sources)):
+        crop = source[k : k + 1, :, top : top + h, left : left + w]
         if flips[i]:
             crop = crop.flip(-1)
-        out[i] = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
-    return out
+        yield F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def resized_crops_uint8(images: Tensor, boxes: Tensor, size: int, flip: Tensor | None = None) -> Tensor:
+    """uint8_crops as one N x C x size x size uint8 batch, channels-last."""
+    return torch.cat(list(uint8_crops(images, boxes, size, flip)))
 
 
 def random_resized_crop(
@@ -158,31 +168,47 @@ def center_crop(images: Tensor, size: int) -> Tensor:
 BLOCK_ELEMENTS = 1 << 18
 
 
-def normalize_pixels(images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Pixel values 0..255 (uint8 or float) -> (x / 255 - mean) / std with ImageNet's statistics.
+def normalize_blocks(blocks: Iterable[Tensor], n: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A batch of n images that arrives as consecutive blocks (B x C x H x W, pixel values 0..255,
+    uint8 or float) -> (x / 255 - mean) / std with ImageNet's statistics, N x C x H x W channels-last.
 
-    Computed in float32 and rounded to `dtype` once, so a bfloat16 batch is exactly the float32
-    batch cast to bfloat16 (what autocast would hand the first convolution). The result is
-    channels-last. On a CPU the batch goes a block of images at a time, each block converted and
-    normalised (one multiply-add) while it sits in the cache: on 2 cores this is 2.7 ms for 64 images
-    at 224 px in bfloat16, against 15 ms for a float32 batch normalised in place.
+    Each block is converted to float32 and normalised (one multiply-add on (W, C) rows, so the
+    innermost axis is long and not a broadcast) while it is in the cache, then rounded once to
+    `dtype`: a bfloat16 batch is exactly the float32 batch cast to bfloat16, which is what autocast
+    would hand the first convolution. A channels-last float32 batch normalised in place with
+    per-channel constants took 15 ms for 64 images at 224 px on 2 cores; this takes 2.7 ms (bf16).
     """
-    n, c, height, width = images.shape
-    out = torch.empty(n, height, width, c, dtype=dtype, device=images.device)
-    src = images.permute(0, 2, 3, 1)  # N x H x W x C: (W, C) is contiguous in both, one long inner loop
-    std = torch.tensor(IMAGENET_STD, device=images.device)
-    scale = (1.0 / (255.0 * std)).repeat(width, 1)  # W x C, so C is not a broadcast innermost axis
-    shift = (-torch.tensor(IMAGENET_MEAN, device=images.device) / std).repeat(width, 1)
-    block = max(1, BLOCK_ELEMENTS // (height * width * c)) if images.device.type == "cpu" else n
-    work = out if dtype == torch.float32 else torch.empty(min(block, n), height, width, c, device=images.device)
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        tmp = out[start:stop] if dtype == torch.float32 else work[: stop - start]
-        tmp.copy_(src[start:stop])
-        torch.addcmul(shift, tmp, scale, out=tmp)
+    out = tmp = scale = shift = None
+    start = 0
+    for block in blocks:
+        b, c, height, width = block.shape
+        if out is None:
+            out = torch.empty(n, height, width, c, dtype=dtype, device=block.device)
+            std = torch.tensor(IMAGENET_STD, device=block.device)
+            scale = (1.0 / (255.0 * std)).repeat(width, 1)  # W x C
+            shift = (-torch.tensor(IMAGENET_MEAN, device=block.device) / std).repeat(width, 1)
+        if dtype == torch.float32:
+            work = out[start : start + b]
+        else:
+            if tmp is None or len(tmp) < b:
+                tmp = torch.empty(b, height, width, c, device=block.device)
+            work = tmp[:b]
+        work.copy_(block.permute(0, 2, 3, 1))
+        torch.addcmul(shift, work, scale, out=work)
         if dtype != torch.float32:
-            out[start:stop].copy_(tmp)
+            out[start : start + b].copy_(work)
+        start += b
+    if out is None or start != n:
+        raise ValueError(f"normalize_blocks expected {n} images, got {start}")
     return out.permute(0, 3, 1, 2)
+
+
+def normalize_pixels(images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Pixel values 0..255 (uint8 or float) -> ImageNet-normalised dtype, channels-last (normalize_blocks
+    over cache-sized blocks on a CPU, the whole batch at once elsewhere)."""
+    n, c, height, width = images.shape
+    block = max(1, BLOCK_ELEMENTS // (height * width * c)) if images.device.type == "cpu" else n
+    return normalize_blocks((images[i : i + block] for i in range(0, n, block)), n, dtype)
 
 
 def train_transform(
@@ -192,21 +218,24 @@ def train_transform(
     scale: tuple[float, float] = (0.08, 1.0),
     flip_p: float = 0.5,
     dtype: torch.dtype = torch.float32,
+    rows: Tensor | None = None,
 ) -> Tensor:
     """uint8 batch -> random resized crop + horizontal flip + ImageNet normalisation, channels-last.
 
-    One resampling: on a CPU the crops are resampled in uint8 (resized_crops_uint8), elsewhere in one
-    float grid_sample over the batch (resized_crops); the crop boxes and flips are the same either
-    way. dtype=torch.bfloat16 gives what bf16 autocast feeds the first convolution, at half the bytes.
+    rows: the batch is images[rows] (e.g. the whole decoded store and a batch's indices); on a CPU
+    the crops are then read straight from the store.
+
+    One resampling: on a CPU the crops are resampled in uint8 (uint8_crops) and each is normalised
+    as it comes, elsewhere in one float grid_sample over the batch (resized_crops); the crop boxes
+    and flips are the same either way. dtype=torch.bfloat16 gives what bf16 autocast feeds the first convolution, at half the bytes.
     """
-    n, _, height, width = images.shape
+    n, height, width = len(images) if rows is None else len(rows), images.shape[2], images.shape[3]
     boxes = crop_boxes(n, height, width, scale, (3 / 4, 4 / 3), generator)
     flips = flip_mask(n, flip_p, generator)
     if images.device.type == "cpu" and images.dtype == torch.uint8:
-        pixels = resized_crops_uint8(images, boxes, size, flips)
-    else:
-        pixels = resized_crops(images.to(torch.float32), boxes, size, flips)  # 0..255 floats
-    return normalize_pixels(pixels, dtype)
+        return normalize_blocks(uint8_crops(images, boxes, size, flips, rows), n, dtype)
+    batch = images if rows is None else images.index_select(0, rows)
+    return normalize_pixels(resized_crops(batch.to(torch.float32), boxes, size, flips), dtype)  # 0..255 floats
 
 
 def eval_transform(images: Tensor, size: int, resize_to: int | None = None) -> Tensor:
