@@ -1,6 +1,6 @@
 """Regenerate docs/results.md, one page with every result's table and plots, from the files the
 experiments and runs wrote under docs/results/ (results.json of an experiment; config.json,
-metrics.jsonl and metrics.json of a single run). No number on that page is typed by hand.
+metrics.jsonl and metrics.json of a single run, or of one run per seed in seed0/, seed1/ ...). No number on that page is typed by hand.
 
     python experiments/make_results_page.py [--results docs/results] [--out docs/results.md]
 """
@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from resnet_scratch.checkpoint import atomic_write_text, read_epochs
-from resnet_scratch.experiment import results_markdown
+from resnet_scratch.experiment import mean_std, results_markdown
 
 ORDER = ("compare_models", "ablate_skip", "ablate_dropout", "resnet18_cpu_onecycle", "peer_torchvision")  # then by name
 
@@ -41,6 +41,29 @@ def single_run_markdown(folder: Path, prefix: str) -> list[str]:
     return lines
 
 
+def seeds_markdown(folders: list[Path], prefix: str) -> list[str]:
+    """One setting run once per seed (folders seed0, seed1, ...): a row per seed, then mean +- std."""
+    runs = [(json.loads((f / "config.json").read_text()), json.loads((f / "metrics.json").read_text())) for f in folders]
+    settings = runs[0][0]["config"]
+    lines = [f"{settings['model']} at {runs[0][1]['input_size']} px, {settings['epochs']} epochs, {settings['schedule']} "
+             f"schedule, lr {settings['lr']}, batch {settings['batch_size']}; commit `{runs[0][0]['commit'][:12]}`.", "",
+             "| seed | Testing, full | Testing, leak-free | macro F1 full / leak-free | best epoch (val acc) | training min |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for folder, (config, results) in zip(folders, runs):
+        minutes = sum(e["seconds"] for e in read_epochs(folder)) / 60
+        lines.append(f"| {config['config']['seed']} | {100 * results['test']['accuracy']:.2f}% | "
+                     f"{100 * results['test_leak_free']['accuracy']:.2f}% | {results['test']['macro_f1']:.3f} / "
+                     f"{results['test_leak_free']['macro_f1']:.3f} | {results['best_epoch'] + 1} "
+                     f"({100 * results['val_accuracy']:.2f}%) | {minutes:.1f} |")
+    full = mean_std([r["test"]["accuracy"] * 100 for _, r in runs])
+    leak_free = mean_std([r["test_leak_free"]["accuracy"] * 100 for _, r in runs])
+    lines += [f"| **mean +- std** | **{full['mean']:.2f} +- {full['std']:.2f}%** | "
+              f"**{leak_free['mean']:.2f} +- {leak_free['std']:.2f}%** | | | |", ""]
+    for png in sorted(folders[0].parent.glob("*.png")):
+        lines += [f"![{png.stem}]({prefix}{png.name})", ""]
+    return lines
+
+
 def build_page(results: Path, page: Path) -> str:
     """The markdown of the results page; image links are relative to the page's folder."""
     folders = sorted((f for f in results.iterdir() if f.is_dir()),
@@ -55,6 +78,8 @@ def build_page(results: Path, page: Path) -> str:
             title, lines = record["title"], results_markdown(record, prefix)
         elif (folder / "metrics.json").is_file() and (folder / "config.json").is_file():
             title, lines = f"Single run: {folder.name}", single_run_markdown(folder, prefix)
+        elif seeds := sorted(f.parent for f in folder.glob("seed*/metrics.json")):
+            title, lines = f"Seeds: {folder.name}", seeds_markdown(seeds, prefix)
         elif (folder / "README.md").is_file():
             first = (folder / "README.md").read_text().splitlines()[0].lstrip("# ")
             title, lines = first, [f"Recorded output, not generated: [{prefix}README.md]({prefix}README.md)."]

@@ -105,7 +105,13 @@ def test_results_page_and_tutorial_are_built_from_the_results(four_class_data: P
     argv = ["--scale", "tiny", "--seeds", "2", "--data", str(four_class_data), "--out", str(docs / "results" / "ablate_skip"),
             "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
     load_script("ablate_skip").main(argv)
+    # One setting over seeds, as docs/results/resnet18_cpu_onecycle keeps it: seed0/, seed1/ run folders.
+    residual = sorted(p.parent for p in (tmp_path / "runs").rglob("metrics.json") if "resnet18" in str(p))
+    assert len(residual) >= 2
+    for k, run in enumerate(residual[:2]):
+        shutil.copytree(run, docs / "results" / "one_setting" / f"seed{k}", ignore=shutil.ignore_patterns("*.safetensors"))
     page = load_script("make_results_page").build_page(docs / "results", docs / "results.md")
+    assert "## Seeds: one_setting" in page and "| **mean +- std** |" in page
     assert "## Skip connections: residual vs plain networks" in page
     assert "| residual-34 |" in page and "](results/ablate_skip/curves.png)" in page
     tutorial = load_script("make_tutorial").main(docs).read_text()
