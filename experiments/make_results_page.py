@@ -16,6 +16,11 @@ from resnet_scratch.experiment import mean_std, results_markdown
 ORDER = ("compare_models", "ablate_skip", "ablate_dropout", "resnet18_cpu_onecycle", "peer_torchvision")  # then by name
 
 
+def figure_lines(folder: Path, prefix: str) -> list[str]:
+    """Every PNG in the folder, as markdown images linked through prefix."""
+    return [line for png in sorted(folder.glob("*.png")) for line in (f"![{png.stem}]({prefix}{png.name})", "")]
+
+
 def single_run_markdown(folder: Path, prefix: str) -> list[str]:
     """A single training run: its command settings, Testing table (full and leak-free) and plots."""
     config = json.loads((folder / "config.json").read_text())
@@ -35,10 +40,7 @@ def single_run_markdown(folder: Path, prefix: str) -> list[str]:
         r = results[key]
         lines.append(f"| {name} | {r['samples']} | {100 * r['accuracy']:.2f}% | {r['macro_f1']:.4f} | "
                      + " | ".join(f"{r['per_class'][c]['recall']:.3f}" for c in classes) + " |")
-    lines.append("")
-    for png in sorted(folder.glob("*.png")):
-        lines += [f"![{png.stem}]({prefix}{png.name})", ""]
-    return lines
+    return lines + [""] + figure_lines(folder, prefix)
 
 
 def seeds_markdown(folders: list[Path], prefix: str) -> list[str]:
@@ -59,9 +61,7 @@ def seeds_markdown(folders: list[Path], prefix: str) -> list[str]:
     leak_free = mean_std([r["test_leak_free"]["accuracy"] * 100 for _, r in runs])
     lines += [f"| **mean +- std** | **{full['mean']:.2f} +- {full['std']:.2f}%** | "
               f"**{leak_free['mean']:.2f} +- {leak_free['std']:.2f}%** | | | |", ""]
-    for png in sorted(folders[0].parent.glob("*.png")):
-        lines += [f"![{png.stem}]({prefix}{png.name})", ""]
-    return lines
+    return lines + figure_lines(folders[0].parent, prefix)
 
 
 def build_page(results: Path, page: Path) -> str:

@@ -26,7 +26,7 @@ from .checkpoint import atomic_write_text, load_model_file, read_epochs, load_tr
 from .config import Config, to_dict
 from .data import Split, load_split
 from .data.audit import leak_free_indices
-from .data.loader import Loader, Transform, gather, train_val_split
+from .data.loader import Loader, Transform, train_val_split
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 from .metrics import classification_report
 from .models import INPUT_SIZES, build
@@ -141,7 +141,7 @@ def training_transform(config: Config, size: int, device: torch.device) -> Trans
 
     def transform(images: Tensor, rows: Tensor, g: torch.Generator) -> Tensor:
         if not config.augment:
-            return eval_transform(gather(images, rows), size)
+            return eval_transform(images, size, rows=rows)
         return train_transform(images, size, g, scale=(config.crop_scale_min, 1.0), dtype=dtype, rows=rows)
 
     return transform
@@ -193,7 +193,7 @@ def predict(model: nn.Module, split: Split, indices: np.ndarray, size: int, conf
     """Logits (float32, on the CPU) of split rows `indices`, eval preprocessing, in order."""
     model.eval()
     use_bf16 = config.bf16 and bf16_supported(device)
-    loader = Loader(split, batch_size, lambda images, rows, g: eval_transform(gather(images, rows), size), device=device,
+    loader = Loader(split, batch_size, lambda images, rows, g: eval_transform(images, size, rows=rows), device=device,
                     shuffle=False, indices=indices)
     outputs = []
     for x, _ in loader:

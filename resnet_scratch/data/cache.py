@@ -66,6 +66,14 @@ class Split:
         return {name: per_label.get(i, 0) for i, name in enumerate(self.classes)}
 
 
+def gather(images: Tensor, idx: Tensor) -> Tensor:
+    """images[idx] in the store's layout: a channels-last store is gathered as the N x H x W x C block it
+    is in memory (one copy per image; images[idx] copies element by element, 3.5x slower)."""
+    if images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last):
+        return images.permute(0, 2, 3, 1).index_select(0, idx).permute(0, 3, 1, 2)
+    return images.index_select(0, idx)
+
+
 def _stamp(path: Path) -> tuple[int, int]:
     st = path.stat()
     return st.st_size, st.st_mtime_ns

@@ -2,8 +2,8 @@
 
 No torch DataLoader: the images are already decoded in one tensor, so a batch is its rows of that
 tensor given to the batched transform (which reads its crops in place, or gathers them first), and a
-couple of background threads keep the next batches ready. Threads, not
-processes: the transforms spend their time in torch kernels, which release the GIL.
+couple of background threads keep the next batches ready. Threads, not processes: the transforms
+spend their time in torch kernels, which release the GIL.
 """
 
 from collections import deque
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .cache import Split
+from .cache import Split, gather
 
 # transform(images, rows, generator) -> float batch of images[rows]. images is the whole decoded
 # store (uint8, on the device), so a transform that can read its crops in place need not gather.
@@ -51,14 +51,6 @@ def epoch_batches(
         starts.pop()  # the remainder joins the previous global batch
     ends = starts[1:] + [n if not drop_last else starts[-1] + step] if starts else []
     return [order[a:b][rank::world_size] for a, b in zip(starts, ends)]
-
-
-def gather(images: Tensor, idx: Tensor) -> Tensor:
-    """images[idx] in the store's layout: a channels-last store is gathered as the N x H x W x C block it
-    is in memory (one copy per image; images[idx] copies element by element, 3.5x slower)."""
-    if images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last):
-        return images.permute(0, 2, 3, 1).index_select(0, idx).permute(0, 3, 1, 2)
-    return images.index_select(0, idx)
 
 
 class Loader:

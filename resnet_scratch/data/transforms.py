@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from .cache import gather
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -103,11 +105,12 @@ def uint8_crops(
     centres map symmetrically) and copies the smaller crop instead of the output. One at a time, so
     that the next step can work on each result while it is still in the cache.
     """
-    source = images.contiguous(memory_format=torch.channels_last)  # a no-op on the store's layout
     flips = flip.tolist() if flip is not None else [False] * len(boxes)
     sources = rows.tolist() if rows is not None else range(len(boxes))
     for i, ((top, left, h, w), k) in enumerate(zip(boxes.tolist(), sources)):
-        crop = source[k : k + 1, :, top : top + h, left : left + w]
+        crop = images[k : k + 1, :, top : top + h, left : left + w]
+        if crop.stride(1) != 1:  # not the store's channels-last layout: copy the crop, not the whole store
+            crop = crop.contiguous(memory_format=torch.channels_last)
         if flips[i]:
             crop = crop.flip(-1)
         yield F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -227,23 +230,27 @@ def train_transform(
 
     One resampling: on a CPU the crops are resampled in uint8 (uint8_crops) and each is normalised
     as it comes, elsewhere in one float grid_sample over the batch (resized_crops); the crop boxes
-    and flips are the same either way. dtype=torch.bfloat16 gives what bf16 autocast feeds the first convolution, at half the bytes.
+    and flips are the same either way. dtype=torch.bfloat16 gives what bf16 autocast feeds the first
+    convolution, at half the bytes.
     """
     n, height, width = len(images) if rows is None else len(rows), images.shape[2], images.shape[3]
     boxes = crop_boxes(n, height, width, scale, (3 / 4, 4 / 3), generator)
     flips = flip_mask(n, flip_p, generator)
     if images.device.type == "cpu" and images.dtype == torch.uint8:
         return normalize_blocks(uint8_crops(images, boxes, size, flips, rows), n, dtype)
-    batch = images if rows is None else images.index_select(0, rows)
+    batch = images if rows is None else gather(images, rows)
     return normalize_pixels(resized_crops(batch.to(torch.float32), boxes, size, flips), dtype)  # 0..255 floats
 
 
-def eval_transform(images: Tensor, size: int, resize_to: int | None = None) -> Tensor:
+def eval_transform(images: Tensor, size: int, resize_to: int | None = None, rows: Tensor | None = None) -> Tensor:
     """uint8 batch -> resize (shorter side) + centre crop + ImageNet normalisation.
 
     resize_to defaults to size * 8 / 7, torchvision's ratio: 256 for 224, 342 for 299 (rounded up).
+    rows: the batch is images[rows], as in train_transform.
     """
     resize_to = resize_to or math.ceil(size * 256 / 224)
+    if rows is not None:
+        images = gather(images, rows)
     if images.device.type != "cpu" or images.dtype != torch.uint8:
         images = images.to(torch.float32)  # 0..255: normalize_pixels divides by 255
     # On a CPU the resize stays in uint8 (torch's fixed-point resampler, rounding like PIL's).
