@@ -34,7 +34,6 @@ from resnet_scratch.data import default_root, load_split  # noqa: E402
 from resnet_scratch.data.loader import Loader  # noqa: E402
 from resnet_scratch.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform  # noqa: E402
 
-
 DTYPES = (torch.bfloat16, torch.float32)
 
 

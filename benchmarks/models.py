@@ -17,7 +17,7 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import interleaved, machine  # noqa: E402
 
-from resnet_scratch.models import INPUT_SIZES, build  # noqa: E402
+from resnet_scratch.models import MODEL_INFO, build  # noqa: E402
 
 REFERENCE = {
     "resnet50": lambda: torchvision.models.resnet50(),
@@ -66,7 +66,7 @@ def main() -> None:
         ours = build(name).to(device).train()
         # Same tensor layout (tests/test_models.py proves it), so the weights copy in order.
         ours.load_state_dict(dict(zip(ours.state_dict(), reference.state_dict().values())))
-        size = args.size or INPUT_SIZES[name]
+        size = args.size or MODEL_INFO[name].input_size
         x = torch.randn(args.batch, 3, size, size, device=device)
         for precision in args.precisions:
             bf16 = precision == "bf16"

@@ -26,7 +26,7 @@ from timing import machine  # noqa: E402
 
 from resnet_scratch.data import default_root  # noqa: E402
 from resnet_scratch.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from resnet_scratch.train import bf16_supported  # noqa: E402
+from resnet_scratch.runtime import bf16_supported  # noqa: E402
 
 
 def main() -> None:

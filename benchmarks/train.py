@@ -28,7 +28,8 @@ from resnet_scratch.data import default_root, load_split  # noqa: E402
 from resnet_scratch.data.loader import Loader  # noqa: E402
 from resnet_scratch.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from resnet_scratch.models import build  # noqa: E402
-from resnet_scratch.train import bf16_supported, train_one_epoch, training_transform  # noqa: E402
+from resnet_scratch.runtime import bf16_supported  # noqa: E402
+from resnet_scratch.train import train_one_epoch, training_transform  # noqa: E402
 
 
 def tutorial_epoch(model, loader, optimizer, device, bf16: bool) -> tuple[int, float]:
@@ -70,10 +71,10 @@ def main() -> None:
     split = load_split(args.root, "Training")
     decode_s = time.perf_counter() - start
     rows = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[: args.limit].numpy()
-    config = Config(model="resnet50", batch_size=args.batch, bf16=bf16, channels_last=True, lr=1e-3)
+    config = Config(model="resnet50", image_size=args.size, batch_size=args.batch, bf16=bf16, channels_last=True, lr=1e-3)
     ours = build("resnet50", num_classes=len(split.classes)).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(ours.parameters(), lr=1e-3, momentum=0.9)
-    loader = Loader(split, args.batch, training_transform(config, args.size, device), device=device,
+    loader = Loader(split, args.batch, training_transform(config, device, IMAGENET_MEAN, IMAGENET_STD), device=device,
                     indices=rows, drop_last=True)
     ours_stats = train_one_epoch(ours, loader, optimizer, config, device)
     ours_ips = ours_stats["images_per_s"]

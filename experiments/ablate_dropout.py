@@ -9,12 +9,22 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 
-from resnet_scratch.report import save_figure
-from resnet_scratch.experiment import (RECIPES, Arm, base_config, experiment_args, model_config, output_dir,
-                                       plot_curves, plot_test_accuracy, run_arms, seed_bars, write_results)
+from resnet_scratch.experiment import (
+    RECIPES,
+    Arm,
+    base_config,
+    experiment_args,
+    model_config,
+    output_dir,
+    plot_curves,
+    plot_test_accuracy,
+    run_arms,
+    seed_bars,
+    write_results,
+)
+from resnet_scratch.report import new_figure, save_figure
 
 NAME = "ablate_dropout"
 ARMS = {  # label: (model, dropout)
@@ -30,7 +40,8 @@ def plot_gap(path: Path, summaries: list[dict]) -> Path:
     """Last-epoch training accuracy minus validation accuracy per arm (the overfitting dropout fights)."""
     done = [s for s in summaries if s["finished"]]
     gaps = [[100 * (t - v) for t, v in zip(s["train_accuracy"]["values"], s["val_accuracy"]["values"])] for s in done]
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig = new_figure(8, 3.6)
+    ax = fig.subplots()
     x = np.arange(len(done))
     seed_bars(ax, x, gaps, 0.6)
     ax.axhline(0, color="black", linewidth=0.8)

@@ -11,18 +11,27 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from resnet_scratch.data import load_split
 from resnet_scratch.data.transforms import train_transform
-from resnet_scratch.report import save_figure
-from resnet_scratch.experiment import (RECIPES, Arm, base_config, experiment_args, mean_std, model_config,
-                                       output_dir, plot_curves, plot_test_accuracy, run_arms, write_results)
+from resnet_scratch.experiment import (
+    RECIPES,
+    Arm,
+    base_config,
+    experiment_args,
+    mean_std,
+    model_config,
+    output_dir,
+    plot_curves,
+    plot_test_accuracy,
+    run_arms,
+    write_results,
+)
 from resnet_scratch.explain import stage_grad_norms
 from resnet_scratch.models import build
-from resnet_scratch.train import model_options
+from resnet_scratch.report import new_figure, save_figure
 
 NAME = "ablate_skip"
 EPOCHS = {"tiny": 1, "cpu": 5, "gpu": 12}  # one more epoch than the shared CPU recipe: the curves are the point
@@ -42,7 +51,7 @@ def grad_norms_at_init(arms: list[Arm], seeds: list[int], batch: int = 64) -> di
         x = train_transform(split.images, size, g, scale=(config.crop_scale_min, 1.0), rows=rows)
         for arm in arms:
             torch.manual_seed(seed)
-            model = build(arm.config.model, num_classes=len(split.classes), **model_options(arm.config))
+            model = build(arm.config.model, num_classes=len(split.classes), **arm.config.model_options())
             for stage, value in stage_grad_norms(model, x, split.labels[rows]).items():
                 norms.setdefault(arm.label, {}).setdefault(stage, []).append(value)
     return {label: {stage: mean_std(v) for stage, v in stages.items()} for label, stages in norms.items()}
@@ -52,7 +61,8 @@ def plot_grad_norms(path: Path, norms: dict[str, dict[str, dict]]) -> Path:
     """Grouped bars, log scale: one group per stage, one bar per network."""
     labels = list(norms)
     stages = list(next(iter(norms.values())))
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig = new_figure(10, 4)
+    ax = fig.subplots()
     width = 0.8 / len(labels)
     for i, label in enumerate(labels):
         means = [norms[label][s]["mean"] for s in stages]

@@ -7,8 +7,19 @@ leak-free subset, per-class recall, parameters, multiply-adds and seconds per ep
 """
 
 import sys
-from resnet_scratch.experiment import (RECIPES, Arm, base_config, experiment_args, model_config, output_dir,
-                                       plot_curves, plot_test_accuracy, run_arms, write_results)
+
+from resnet_scratch.experiment import (
+    RECIPES,
+    Arm,
+    base_config,
+    experiment_args,
+    model_config,
+    output_dir,
+    plot_curves,
+    plot_test_accuracy,
+    run_arms,
+    write_results,
+)
 
 NAME = "compare_models"
 MODELS = {"VGG16": "vgg16", "InceptionV3": "inception_v3", "ResNet50": "resnet50"}

@@ -10,8 +10,9 @@ import json
 import os
 from pathlib import Path
 
-from resnet_scratch.checkpoint import atomic_write_text, read_epochs
+from resnet_scratch.checkpoint import read_epochs
 from resnet_scratch.experiment import mean_std, results_markdown
+from resnet_scratch.files import atomic_write_text
 
 ORDER = ("compare_models", "ablate_skip", "ablate_dropout", "resnet18_cpu_onecycle", "peer_torchvision")  # then by name
 

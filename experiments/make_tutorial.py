@@ -11,20 +11,17 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from resnet_scratch.checkpoint import atomic_write_text  # noqa: E402
-from resnet_scratch.data.transforms import crop_boxes  # noqa: E402
-from resnet_scratch.experiment import results_table  # noqa: E402
-from resnet_scratch.report import save_figure  # noqa: E402
-from resnet_scratch.models import build  # noqa: E402
-from resnet_scratch.models.resnet import RESNET_SPECS, Bottleneck  # noqa: E402
-from resnet_scratch.summary import summarize  # noqa: E402
-from weights_convert import TORCHVISION_FILES  # noqa: E402
+from resnet_scratch import build
+from resnet_scratch.data.transforms import crop_boxes
+from resnet_scratch.experiment import results_table
+from resnet_scratch.files import atomic_write_text
+from resnet_scratch.models import MODEL_INFO
+from resnet_scratch.models.resnet import RESNET_SPECS, Bottleneck
+from resnet_scratch.report import new_figure, save_figure
+from resnet_scratch.summary import summarize
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -66,11 +63,12 @@ def block_walkthrough() -> list[str]:
 
 def plot_crops(path: Path) -> Path:
     """200 crop boxes of RandomResizedCrop at the default scale (0.08, 1) and at the recipes' (0.35, 1)."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
+    fig = new_figure(9, 4.4)
+    axes = fig.subplots(1, 2)
     for ax, low in zip(axes, (0.08, 0.35)):
         boxes = crop_boxes(200, 224, 224, scale=(low, 1.0), generator=torch.Generator().manual_seed(0))
         for top, left, h, w in boxes.tolist():
-            ax.add_patch(plt.Rectangle((left, top), w, h, fill=False, alpha=0.25, linewidth=0.8))
+            ax.add_patch(Rectangle((left, top), w, h, fill=False, alpha=0.25, linewidth=0.8))
         small = (boxes[:, 2] * boxes[:, 3] < 0.2 * 224 * 224).float().mean()
         ax.set(xlim=(0, 224), ylim=(224, 0), aspect="equal",
                title=f"scale ({low}, 1): {100 * small:.0f}% of crops < 20% of the slice")
@@ -98,7 +96,8 @@ def plot_schedules(path: Path, epochs: int = 22, steps: int = 81) -> Path:
             if name == "step":
                 sched.step()
         curves[name] = lrs
-    fig, ax = plt.subplots(figsize=(8, 3.2))
+    fig = new_figure(8, 3.2)
+    ax = fig.subplots()
     x = torch.arange(epochs * steps) / steps
     ax.plot(x, curves["step"], label="StepLR(step_size=7, gamma=0.1), per epoch")
     ax.plot(x, curves["onecycle"], label="OneCycleLR(max_lr=0.1), per batch")
@@ -216,14 +215,14 @@ def main(docs: Path = DOCS) -> Path:
         "",
         "```",
         "# convert once (or let build() find the file in torch's hub cache or $RESNET_SCRATCH_WEIGHTS)",
-        f"python -m weights_convert --arch resnet50 --src {TORCHVISION_FILES['resnet50']} --dst resnet50.safetensors",
+        f"python -m weights_convert --arch resnet50 --src {MODEL_INFO['resnet50'].torchvision_file} --dst resnet50.safetensors",
         "# fine-tune everything, or only the new head",
         "python -m resnet_scratch train --model resnet50 --weights imagenet --lr 0.01 --epochs 10",
         "python -m resnet_scratch train --model resnet50 --weights imagenet --freeze backbone --lr 0.01",
         "```",
         "",
         "```python",
-        "from resnet_scratch.models import build",
+        "from resnet_scratch import build",
         "model = build(\"resnet50\", num_classes=4, weights=\"imagenet\", freeze=\"backbone\")",
         "```",
         "",

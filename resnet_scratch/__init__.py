@@ -1,9 +1,10 @@
 """resnet_scratch: ResNet, VGG16 and InceptionV3 from torch.nn primitives, for brain MRI slices."""
 
-from .models import (
-    INPUT_SIZES,
+__version__ = "0.1.0"
+
+from .models import (  # noqa: E402
+    MODEL_INFO,
     MODELS,
-    build,
     inception_v3,
     resnet18,
     resnet34,
@@ -13,10 +14,9 @@ from .models import (
     vgg16,
     vgg16_bn,
 )
-
-__version__ = "0.1.0"
+from .pretrained import build  # noqa: E402
 
 __all__ = [
-    "MODELS", "INPUT_SIZES", "build",
+    "MODELS", "MODEL_INFO", "build",
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg16", "vgg16_bn", "inception_v3",
 ]

@@ -1,4 +1,8 @@
-"""Command line: `python -m resnet_scratch <command>`; `--help` lists the commands."""
+"""Command line: `python -m resnet_scratch <command>`; `--help` lists the commands, `train --help` every setting.
+
+A user error (a bad flag or value, a missing or foreign file, a folder that cannot be written)
+prints one line starting with "error:" and exits with code 2.
+"""
 
 import argparse
 import json
@@ -6,18 +10,33 @@ import logging
 import sys
 from pathlib import Path
 
+from .data import default_external_root, default_root
+from .data.audit import HAMMING_THRESHOLD
 from .models import MODELS
-from .summary import summarize
+from .runtime import TrainingDiverged
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2), like every other error here."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Print "error: ..." with where to find help, and exit with 2."""
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
     """Print the layer table of one model."""
+    from .summary import summarize
+
     print(summarize(args.model, args.size, args.num_classes))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Print the layer table of every model in the zoo."""
+    from .summary import summarize
+
     for name in MODELS:
         print(summarize(name, None, args.num_classes))
         print()
@@ -25,57 +44,86 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """Audit a dataset folder: counts, duplicates, leakage, label conflicts."""
-    from .data.audit import audit, format_report
+    """Audit a dataset folder: counts, duplicates, leakage, label conflicts; overlap with other
+    collections (--against); the shortcut probe (--probe)."""
+    from .data.audit import audit, audit_against, format_against, format_report
+    from .data.run import write_clean_list
+    from .files import atomic_write_text
 
-    report = audit(args.root, args.threshold, args.cache)
-    print(format_report(report))
+    if args.against:
+        report = audit_against(args.root, args.against, args.threshold, args.cache)
+        print(format_against(report))
+        clean = [p for r in report["against"].values() for p in r["clean"]]
+    else:
+        report = audit(args.root, args.threshold, args.cache)
+        print(format_report(report))
+        clean = report["leak_free_test"]
+        if args.probe:
+            from .data import load_split
+            from .data.probe import shortcut_probe
+
+            train = load_split(args.root, "Training", cache_dir=args.cache)
+            test = load_split(args.root, "Testing", classes=train.classes, cache_dir=args.cache)
+            report["probe"] = shortcut_probe(train, test)
+            print(format_probe(report["probe"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1))
+        atomic_write_text(args.json, json.dumps(report, indent=1))
         print(f"wrote {args.json}")
     if args.write_clean_list:
-        args.write_clean_list.parent.mkdir(parents=True, exist_ok=True)
-        args.write_clean_list.write_text("".join(p + "\n" for p in report["leak_free_test"]))
-        print(f"wrote {args.write_clean_list} ({report['leak_free_test_count']} Testing files)")
+        write_clean_list(args.write_clean_list, clean)
+        print(f"wrote {args.write_clean_list} ({len(clean)} files)")
     return 0
 
 
-def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
-    """Train per defaults < --config TOML < --key value flags; or continue a run with --resume."""
-    from .config import load_config, parse_flags
-    from .train import fit
+def format_probe(probe: dict) -> str:
+    """The shortcut probe's figures as lines."""
+    cv = ", ".join(f"{c} {100 * v:.1f}%" for c, v in probe["cv_recall"].items())
+    lines = [f"  shortcut probe ({probe['features']}, linear): {100 * probe['cv_accuracy']:.1f}% "
+             f"{probe['folds']}-fold on Training (chance {100 * probe['chance']:.1f}%); recall {cv}"]
+    if "test_accuracy" in probe:
+        test = ", ".join(f"{c} {100 * v:.1f}%" for c, v in probe["test_recall"].items())
+        lines.append(f"    fitted on Training, on Testing: {100 * probe['test_accuracy']:.1f}%; recall {test}")
+    return "\n".join(lines)
 
-    flags = parse_flags(rest)
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train per defaults < --config TOML < --key value flags; or continue a run with --resume."""
+    from .config import flags_given, load_config
+    from .train import fit, resume_config
+
+    flags = flags_given(args)
     if args.resume:
-        saved = json.loads((args.resume / "config.json").read_text())["config"]
-        flags = {**saved, **flags, "runs_dir": str(args.resume.parent), "name": args.resume.name}
-    config = load_config(args.config, flags)
+        config = resume_config(args.resume, flags, args.config)
+    else:
+        config = load_config(args.config, flags)
     fit(config, resume=args.resume is not None)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Evaluate a checkpoint on a dataset's Testing split (and its leak-free subset); write a report."""
+    """Evaluate a checkpoint on a dataset's Testing split or on labelled folders; write a report."""
     from .evaluate import evaluate_checkpoint
 
-    evaluate_checkpoint(args.checkpoint, args.data, args.out, args.clean_list)
+    evaluate_checkpoint(args.checkpoint, args.data, args.out, args.clean_list, args.class_map)
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Classify images with a checkpoint; --explain saves Grad-CAM overlays."""
+    """Classify images with a checkpoint; --explain saves Grad-CAM overlays. Exit 2 if any file was skipped."""
     from .predict import predict_files
 
-    predict_files(args.checkpoint, args.images, args.json, args.explain)
-    return 0
+    results = predict_files(args.checkpoint, args.images, args.json, args.explain, args.batch_size)
+    return 2 if any("error" in r for r in results) else 0
 
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per verb."""
-    p = argparse.ArgumentParser(prog="python -m resnet_scratch", description=__doc__)
+    from .config import add_setting_flags
+
+    p = OneLineParser(prog="python -m resnet_scratch", description=__doc__, allow_abbrev=False)
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     s = sub.add_parser("summary", help="layer table of one model: shapes, parameters, multiply-adds")
     s.add_argument("model", choices=list(MODELS))
     s.add_argument("--size", type=int, default=None, help="input height = width (default: the model's)")
@@ -85,54 +133,81 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--num-classes", type=int, default=1000)
     d.set_defaults(func=cmd_demo)
 
-    from .data import default_root
-    from .data.audit import HAMMING_THRESHOLD
-
-    a = sub.add_parser("audit", help="dataset audit: counts, duplicates, Testing/Training leakage")
+    a = sub.add_parser("audit", help="dataset audit: counts, duplicates, Testing/Training leakage, overlap with "
+                                     "other collections, the shortcut probe")
     a.add_argument("root", type=Path, nargs="?", default=default_root(), help="default: %(default)s")
+    a.add_argument("--against", type=Path, nargs="+", metavar="FOLDER",
+                   help="folders of class folders from other collections: their images that duplicate root's")
+    a.add_argument("--probe", action="store_true", help="the shortcut probe: a linear model on 8x8 thumbnails "
+                                                        "and intensity histograms (docs/data.md)")
     a.add_argument("--json", type=Path, help="write the full report here")
-    a.add_argument("--write-clean-list", type=Path, help="write the leak-free Testing files here, one per line")
+    a.add_argument("--write-clean-list", type=Path,
+                   help="write the clean files here, one per line: leak-free Testing, or with --against the "
+                        "other folders' images that duplicate nothing in root")
     a.add_argument("--threshold", type=int, default=HAMMING_THRESHOLD, help="pHash bits for a near duplicate")
     a.add_argument("--cache", type=Path, help="keep decoded images in this folder between runs")
     a.set_defaults(func=cmd_audit)
 
-    t = sub.add_parser("train", help="train a model; any setting of resnet_scratch/config.py as --key value",
-                       description="Settings: defaults < --config file.toml < --key value flags (e.g. --model resnet18 "
-                                   "--image-size 128 --epochs 8 --lr 0.01). See resnet_scratch/config.py for every key.")
+    t = sub.add_parser("train", help="train a model (every setting is a flag: train --help)", allow_abbrev=False,
+                       description="Settings: defaults < --config file.toml < --key value flags. With --resume, a "
+                                   "run continues with its own settings.")
     t.add_argument("--config", type=Path, help="a TOML file of settings")
-    t.add_argument("--resume", type=Path, help="a run folder to continue where it stopped")
+    t.add_argument("--resume", type=Path, metavar="RUN", help="a run folder to continue where it stopped")
+    add_setting_flags(t)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset's Testing split")
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset's Testing split or on labelled folders")
     e.add_argument("--checkpoint", type=Path, required=True)
-    e.add_argument("--data", type=Path, default=default_root(), help="default: %(default)s")
-    e.add_argument("--clean-list", type=Path, help="leak-free Testing files (default: computed as the audit does)")
+    e.add_argument("--data", type=Path, nargs="+", default=[default_root()],
+                   help="dataset roots (their Testing/ is scored, full and leak-free) or folders of class folders; "
+                        f"default: %(default)s; e.g. {default_external_root()}/sartaj")
+    e.add_argument("--class-map", help="rename class folders: old=new,... (new: a checkpoint class, or tumour "
+                                       "for any tumour class)")
+    e.add_argument("--clean-list", type=Path, help="score only the files listed (audit --write-clean-list), paths "
+                                                   "relative to each scored folder's parent")
     e.add_argument("--out", type=Path, help="folder for report.md, metrics.json and plots (default: beside the checkpoint)")
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("predict", help="classify image files (or folders of them) with a checkpoint")
     r.add_argument("--checkpoint", type=Path, required=True)
     r.add_argument("images", type=Path, nargs="+")
-    r.add_argument("--json", action="store_true", help="print JSON for machines")
-    r.add_argument("--explain", type=Path, help="save the images with their Grad-CAM heatmaps to this PNG")
+    r.add_argument("--json", action="store_true", help="one JSON object per image and line, as each is done")
+    r.add_argument("--explain", type=Path, help="a .png: Grad-CAM of the first images in one grid; a folder: "
+                                                "one Grad-CAM image per file")
+    r.add_argument("--batch-size", type=int, default=32, help="images per batch (memory is that of one batch)")
     r.set_defaults(func=cmd_predict)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` and run the command; user errors print one line and exit with code 2."""
-    args, rest = parser().parse_known_args(argv)
-    if rest and args.command != "train":
-        parser().error(f"unrecognized arguments: {' '.join(rest)}")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from .train import TrainingDiverged
-
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "train" in argv:  # settings keep their TOML spelling too: --batch_size as --batch-size
+        argv = [a.split("=", 1)[0].replace("_", "-") + a[len(a.split("=", 1)[0]):] if a.startswith("--") else a
+                for a in argv]
+    p = parser()
     try:
-        return args.func(args, rest) if args.command == "train" else args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged) as e:
-        if getattr(args, "debug", False):
+        args, rest = p.parse_known_args(argv)
+        if rest and args.command == "train":
+            from .config import Config
+
+            known = ", ".join(f"--{f.replace('_', '-')}" for f in Config.__dataclass_fields__)
+            p.error(f"unknown setting {rest[0].lstrip('-').split('=')[0].replace('-', '_')!r}; known: {known}")
+        if rest:
+            p.error(f"unrecognized arguments: {' '.join(rest)}")
+    except SystemExit as e:  # --help (0) or a usage error (2), as a return code
+        return int(e.code or 0)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, OSError, TrainingDiverged) as e:
+        if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        if isinstance(e, OSError) and e.strerror and e.filename:
+            message = f"{e.strerror}: {e.filename}"
+        else:
+            message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 

@@ -1,10 +1,18 @@
 """Checkpoints without pickle: weights and tensors in safetensors, everything else in JSON.
 
 Every file is written to a temporary name and renamed into place, so a crash (even SIGKILL) leaves
-either the previous file or the new one, never half of one.
+either the previous file or the new one, never half of one; a write that fails removes its
+temporary file. A run folder is locked while a process writes it.
+
+The training state commits an epoch: state-<epoch>.safetensors, then state.json naming it. A new
+best model is written beside it first (best.pending.safetensors) and renamed to best.safetensors
+only after state.json has committed its epoch, so best.safetensors never holds an epoch that a
+resume would train again; reconcile_best finishes or discards a rename a kill interrupted.
 """
 
+import fcntl
 import json
+import math
 import os
 from pathlib import Path
 
@@ -13,26 +21,82 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from .files import atomic_write, atomic_write_text
+from .models import MODEL_INFO, build
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def read_epochs(run: Path) -> list[dict]:
-    """The per-epoch lines of a run folder's metrics.jsonl, in order."""
-    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+FORMAT = "resnet_scratch.checkpoint/1"
+PENDING_BEST = "best.pending.safetensors"
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
     """safetensors file with string metadata, written atomically."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    plain = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(plain, str(tmp), metadata=metadata)
+        except OSError:
+            raise
+        except Exception as e:  # safetensors' own error type, e.g. on a full disk
+            raise OSError(f"cannot write {path}: {e}") from None
+
+    atomic_write(path, write)
+
+
+class RunLock:
+    """An exclusive lock on a run folder for as long as the process lives (the kernel drops it when the
+    process dies, however it dies). A second process is refused at once, with the holder's pid."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / ".lock"
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "unknown"
+            self.handle.close()
+            raise FileExistsError(f"{folder} is being written by another process (pid {holder}); "
+                                  "wait for it to finish or stop it") from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(str(os.getpid()))
+        self.handle.flush()
+
+    def release(self) -> None:
+        """Give the lock up (also done by the kernel when the process ends)."""
+        if not self.handle.closed:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+
+
+def read_epochs(run: Path) -> list[dict]:
+    """The per-epoch lines of a run folder's metrics.jsonl, in order."""
+    path = Path(run) / "metrics.jsonl"
+    lines = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}, line {number}: not a JSON record (a torn write?): {line[:60]!r}") from None
+    return lines
+
+
+def encode_metadata(metadata: dict[str, object]) -> dict[str, str]:
+    """Every value as JSON text (safetensors metadata holds strings only)."""
+    return {k: json.dumps(v) for k, v in metadata.items()}
+
+
+def decode_metadata(metadata: dict[str, str]) -> dict[str, object]:
+    """The inverse of encode_metadata; a value that is not JSON (a file written by another tool) stays text."""
+    decoded: dict[str, object] = {}
+    for key, value in metadata.items():
+        try:
+            decoded[key] = json.loads(value)
+        except json.JSONDecodeError:
+            decoded[key] = value
+    return decoded
 
 
 def read_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -55,17 +119,66 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def save_model(path: Path, model: nn.Module, metadata: dict[str, object]) -> None:
     """Model weights + JSON-encoded metadata (arch, classes, input size, normalisation, ...)."""
-    meta = {k: json.dumps(v) for k, v in metadata.items()}
-    atomic_save_tensors(path, unwrap(model).state_dict(), meta)
+    atomic_save_tensors(path, unwrap(model).state_dict(), encode_metadata(metadata))
 
 
 def load_model_file(path: Path) -> tuple[dict[str, Tensor], dict[str, object]]:
     """(state dict, decoded metadata) of a file written by save_model."""
     tensors, meta = read_tensors(path)
+    return tensors, decode_metadata(meta)
+
+
+def checkpoint_metadata(arch: str, classes: list[str], input_size: int, options: dict[str, object],
+                        mean: tuple[float, ...], std: tuple[float, ...], head_crop: bool = False,
+                        **extra: object) -> dict[str, object]:
+    """What a checkpoint needs to be used on its own: architecture and builder options, classes,
+    and the preprocessing its inputs went through (input size, normalisation, head crop)."""
+    return {"format": FORMAT, "arch": arch, "classes": list(classes), "num_classes": len(classes),
+            "input_size": input_size, "mean": list(mean), "std": list(std), "head_crop": head_crop,
+            "options": options, **extra}
+
+
+def check_metadata(path: Path, meta: dict[str, object], state: dict[str, Tensor]) -> None:
+    """Refuse metadata that cannot describe a usable model, before anything is built from it."""
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a resnet_scratch training checkpoint")
+    arch = meta.get("arch")
+    if arch not in MODEL_INFO:
+        raise ValueError(f"{path}: unknown architecture {arch!r}")
+    classes, n = meta.get("classes"), meta.get("num_classes")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
+        raise ValueError(f"{path}: its class list {classes!r} is not a list of distinct names")
+    head = state.get(MODEL_INFO[arch].heads[0] + ".weight")
+    if not isinstance(n, int) or n != len(classes) or head is None or head.shape[0] != n:
+        raise ValueError(f"{path}: num_classes {n!r} does not match its {len(classes)} class names and its "
+                         f"head of {None if head is None else head.shape[0]} outputs")
+    size = meta.get("input_size")
+    if not isinstance(size, int) or not MODEL_INFO[arch].min_size <= size <= 4096:
+        raise ValueError(f"{path}: input_size {size!r} is not a size {arch} can take "
+                         f"({MODEL_INFO[arch].min_size} to 4096)")
+    for key in ("mean", "std"):
+        v = meta.get(key)
+        if not (isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) and math.isfinite(x) for x in v)):
+            raise ValueError(f"{path}: {key} {v!r} is not three numbers")
+    if min(meta["std"]) <= 0:
+        raise ValueError(f"{path}: std {meta['std']} must be positive")
+    if not isinstance(meta.get("options"), dict):
+        raise ValueError(f"{path}: options {meta.get('options')!r} is not a table of builder options")
+
+
+def model_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, object]]:
+    """A model rebuilt from a checkpoint's metadata and loaded with its weights (eval mode)."""
+    state, meta = load_model_file(Path(path))
+    check_metadata(path, meta, state)
+    options = dict(meta["options"])
     try:
-        return tensors, {k: json.loads(v) for k, v in meta.items()}
-    except json.JSONDecodeError:
-        raise ValueError(f"{path} was not written by resnet_scratch (its metadata is not JSON)") from None
+        model = build(meta["arch"], num_classes=meta["num_classes"], **options)
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: weights do not fit {meta['arch']} with {meta['num_classes']} classes: "
+                         f"{str(e).splitlines()[0]}") from None
+    meta.setdefault("head_crop", False)
+    return model.eval(), meta
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, Tensor], dict]:
@@ -100,9 +213,10 @@ def save_training_state(
     epoch: int,
     extra: dict[str, object],
 ) -> None:
-    """Everything needed to continue after `epoch` (completed): state.safetensors + state.json.
+    """Everything needed to continue after `epoch` (completed): state-<epoch>.safetensors + state.json.
 
     The JSON is written last and names the epoch, so a reader that finds it finds matching tensors.
+    A pending best model is promoted to best.safetensors once the JSON has committed the epoch.
     """
     folder = Path(folder)
     opt_tensors, opt_rest = _flatten_optimizer(optimizer.state_dict())
@@ -115,9 +229,39 @@ def save_training_state(
     atomic_save_tensors(folder / f"state-{epoch}.safetensors", tensors, {"epoch": str(epoch)})
     record = {"epoch": epoch, "optimizer": opt_rest, "scheduler": scheduler.state_dict(), **extra}
     atomic_write_text(folder / "state.json", json.dumps(record, indent=1))
+    reconcile_best(folder, record)
     for old in folder.glob("state-*.safetensors"):  # keep only the one state.json names
         if old.name != f"state-{epoch}.safetensors":
             old.unlink(missing_ok=True)
+
+
+def reconcile_best(folder: Path, record: dict) -> None:
+    """Make best.safetensors the best epoch that state.json commits: promote a pending best of that
+    epoch (written, then interrupted before its rename), discard one of an uncommitted epoch."""
+    pending = Path(folder) / PENDING_BEST
+    if not pending.is_file():
+        return
+    _, meta = read_tensors(pending)
+    if decode_metadata(meta).get("epoch") == record.get("best", {}).get("epoch"):
+        os.replace(pending, Path(folder) / "best.safetensors")
+    else:
+        pending.unlink()
+
+
+def read_training_state(folder: Path) -> tuple[dict[str, object], dict[str, Tensor]]:
+    """(state.json's record, the tensors of the epoch it names), best.safetensors reconciled with it."""
+    folder = Path(folder)
+    record_path = folder / "state.json"
+    if not record_path.is_file():
+        raise FileNotFoundError(f"{folder} has no state.json: nothing to resume (did its first epoch finish?)")
+    try:
+        record = json.loads(record_path.read_text())
+        epoch = int(record["epoch"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise ValueError(f"{record_path} is not a training state written by resnet_scratch") from None
+    tensors, _ = read_tensors(folder / f"state-{epoch}.safetensors")
+    reconcile_best(folder, record)
+    return record, tensors
 
 
 def load_training_state(
@@ -127,18 +271,18 @@ def load_training_state(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> dict[str, object]:
     """Restore what save_training_state wrote; returns the JSON record (its "epoch" is done)."""
-    folder = Path(folder)
-    record_path = folder / "state.json"
-    if not record_path.is_file():
-        raise FileNotFoundError(f"{folder} has no state.json: nothing to resume (did its first epoch finish?)")
-    record = json.loads(record_path.read_text())
-    tensors, _ = read_tensors(folder / f"state-{record['epoch']}.safetensors")
-    unwrap(model).load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, record["optimizer"]))
+    record, tensors = read_training_state(folder)
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        unwrap(model).load_state_dict(weights)
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, record["optimizer"]))
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ValueError(f"{folder}: its saved state does not fit this model and optimizer: "
+                         f"{str(e).splitlines()[0]}") from None
     scheduler.load_state_dict(record["scheduler"])
     torch.set_rng_state(tensors["rng.cpu"])
     cuda_keys = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
     cuda_states = [tensors[k] for k in cuda_keys]
     if cuda_states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda_states)
+        torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
     return record

@@ -1,15 +1,19 @@
 """One frozen dataclass of settings per run: defaults < a TOML file (--config) < --key value flags.
 
-Defaults follow the original recipe (torchvision's transfer-learning tutorial): SGD with lr 1e-3 and
-momentum 0.9, StepLR every 7 epochs by 0.1, cross-entropy. Every value is validated where it enters;
-an unknown key or a bad value is an error that names the key.
+Every setting carries its help text and its check, so the command line (`train --help`) is
+generated from the dataclass and lists them all. Defaults follow the original recipe
+(torchvision's transfer-learning tutorial): SGD with lr 1e-3 and momentum 0.9, StepLR every 7
+epochs by 0.1, cross-entropy. An unknown key or a bad value is an error that names the key.
 """
 
+import argparse
 import dataclasses
+import re
 import sys
 import types
 import typing
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 if sys.version_info >= (3, 11):
@@ -17,87 +21,136 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10
     import tomli as tomllib
 
-from .data import default_root
-from .models import MODELS
+from .data import default_external_root, default_root
+from .models import MODEL_INFO, MODELS
+from .models.inception import MIN_SIZE_AUX
 
 
 class ConfigError(ValueError):
     """A setting that does not exist or has a value it cannot take."""
 
 
+def setting(default: object, help: str, check: Callable[[typing.Any], bool] | None = None, expected: str = ""):
+    """A Config field with its help text and its check (`expected` says what the check wants)."""
+    return field(default=default, metadata={"help": help, "check": check, "expected": expected})
+
+
+def _folder_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything a training run depends on. Saved, resolved, as config.json in the run folder."""
 
-    name: str = "run"  # the run folder is runs_dir/name
-    runs_dir: str = "runs"
-    data: str = str(default_root())
-    clean_list: str | None = None  # leak-free Testing files (python -m resnet_scratch audit --write-clean-list)
-    cache_dir: str | None = None  # keep decoded images between runs
+    # The run and its data
+    name: str = setting("run", "the run folder is runs_dir/name", _folder_name, "a folder name, no path")
+    runs_dir: str = setting("runs", "where run folders go")
+    data: str = setting(str(default_root()), "the dataset: a folder with Training/ and Testing/")
+    clean_list: str | None = setting(None, "leak-free Testing files (audit --write-clean-list); none: computed")
+    cache_dir: str | None = setting(None, "keep decoded images here between runs")
+    external: str | None = setting(str(default_external_root()),
+                                   "folders of other collections scored after training, when present")
 
-    model: str = "resnet18"
-    skip: bool = True  # ResNet: False builds the plain network (ablation)
-    dropout: float | None = None  # None: the model's own default
-    stride_on: str = "3x3"  # ResNet bottleneck: "3x3" (v1.5) or "1x1" (v1)
-    weights: str | None = None  # None, "imagenet", or a .pth / .safetensors path
-    freeze: str | None = None  # None (fine-tune everything) or "backbone"
-    aux_logits: bool = True  # InceptionV3's auxiliary head (needs 299 px inputs; False below that)
-    aux_weight: float = 0.4  # InceptionV3's auxiliary loss
+    # The model
+    model: str = setting("resnet18", "the architecture", lambda v: v in MODELS, f"one of {', '.join(MODELS)}")
+    skip: bool = setting(True, "ResNet: false builds the plain network of the same depth (ablation)")
+    shortcut: str = setting("B", "ResNet shortcuts (the paper's Table 3): A zero-padding, B projections where "
+                                 "the shape changes, C projections everywhere", lambda v: v in ("A", "B", "C"),
+                            '"A", "B" or "C"')
+    dropout: float | None = setting(None, "dropout before the classifier; none: the model's own default",
+                                    lambda v: v is None or 0 <= v < 1, "in [0, 1)")
+    stride_on: str = setting("3x3", 'ResNet bottleneck: "3x3" (v1.5) or "1x1" (v1)',
+                             lambda v: v in ("3x3", "1x1"), '"3x3" or "1x1"')
+    weights: str | None = setting(None, 'start from "imagenet" or a .pth / .safetensors file; none: random')
+    freeze: str | None = setting(None, 'none (fine-tune everything) or "backbone" (train the head only)',
+                                 lambda v: v in (None, "backbone"), 'unset or "backbone"')
+    aux_logits: bool = setting(True, "InceptionV3's auxiliary head (needs 299 px inputs)")
+    aux_weight: float = setting(0.4, "InceptionV3's auxiliary loss weight", lambda v: v >= 0, "not negative")
 
-    image_size: int | None = None  # None: the model's (224; 299 for InceptionV3)
-    augment: bool = True  # False: train on resize + centre crop only (no random crops or flips)
-    crop_scale_min: float = 0.08  # RandomResizedCrop's smallest area fraction
-    epochs: int = 25
-    batch_size: int = 32  # the global batch: split evenly across torchrun's processes
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    nesterov: bool = False
-    label_smoothing: float = 0.0
-    schedule: str = "step"  # "step": StepLR per epoch; "onecycle": OneCycleLR per batch, peaking at lr
-    step_size: int = 7  # StepLR
-    gamma: float = 0.1
-    val_fraction: float = 0.1
-    seed: int = 0
+    # What the network sees
+    image_size: int | None = setting(None, "input size in px; none: the model's (224; InceptionV3 299)",
+                                     lambda v: v is None or 32 <= v <= 4096, "from 32 to 4096")
+    augment: bool = setting(True, "false: train on resize + centre crop only (no random crops or flips)")
+    crop_scale_min: float = setting(0.08, "RandomResizedCrop's smallest area fraction",
+                                    lambda v: 0 < v <= 1, "in (0, 1]")
+    photometric: bool = setting(False, "per-image gamma, contrast, brightness, blur and noise in training "
+                                       "(what another scanner changes)")
+    head_crop: bool = setting(False, "crop every image to the head's bounding box before anything else "
+                                     "(training, evaluation and predict alike)")
+    train_fraction: float = setting(1.0, "train on a seeded, class-stratified fraction of the training rows",
+                                    lambda v: 0 < v <= 1, "in (0, 1]")
+    weak_tumour: str | None = setting(None, "a folder holding tumour/ (type unknown): a seeded half of it is "
+                                            "added to training with the partial-label loss")
+    val_fraction: float = setting(0.1, "share of Training held out for validation (groups of near duplicates "
+                                       "kept on one side)", lambda v: 0 < v < 1, "in (0, 1)")
 
-    device: str = "auto"  # "auto": CUDA when present, else CPU
-    bf16: bool = True  # autocast to bfloat16 where the device supports it
-    channels_last: bool = True
-    compile: bool = False  # torch.compile the model
-    deterministic: bool = False  # bit-for-bit repeatable runs (slower kernels on CUDA)
+    # Optimisation
+    epochs: int = setting(25, "training epochs", lambda v: v >= 1, "at least 1")
+    batch_size: int = setting(32, "the global batch: split evenly across torchrun's processes",
+                              lambda v: v >= 1, "at least 1")
+    lr: float = setting(1e-3, "learning rate (the peak of one-cycle)", lambda v: v > 0, "positive")
+    momentum: float = setting(0.9, "SGD momentum", lambda v: 0 <= v < 1, "in [0, 1)")
+    weight_decay: float = setting(0.0, "SGD weight decay", lambda v: v >= 0, "not negative")
+    nesterov: bool = setting(False, "Nesterov momentum")
+    label_smoothing: float = setting(0.0, "cross-entropy label smoothing", lambda v: 0 <= v < 1, "in [0, 1)")
+    schedule: str = setting("step", '"step": StepLR per epoch; "onecycle": OneCycleLR per batch, peaking at lr',
+                            lambda v: v in ("step", "onecycle"), '"step" or "onecycle"')
+    step_size: int = setting(7, "StepLR: epochs between decays", lambda v: v >= 1, "at least 1")
+    gamma: float = setting(0.1, "StepLR: the decay factor", lambda v: 0 < v <= 1, "in (0, 1]")
+    seed: int = setting(0, "seeds the split, the initialisation and the augmentation",
+                        lambda v: 0 <= v < 2**63, "from 0 to 2^63 - 1")
+
+    # Where and how it runs
+    device: str = setting("auto", '"auto": CUDA when present, else the CPU',
+                          lambda v: v == "auto" or re.fullmatch(r"cpu|cuda(:\d+)?", v) is not None,
+                          '"auto", "cpu", "cuda" or "cuda:N"')
+    bf16: bool = setting(True, "autocast to bfloat16 where the device supports it")
+    channels_last: bool = setting(True, "channels-last memory layout")
+    compile: bool = setting(False, "torch.compile the model")
+    deterministic: bool = setting(False, "bit-for-bit repeatable runs (slower kernels on CUDA)")
 
     def __post_init__(self) -> None:
-        checks = {
-            "model": (self.model in MODELS, f"one of {', '.join(MODELS)}"),
-            "stride_on": (self.stride_on in ("3x3", "1x1"), '"3x3" or "1x1"'),
-            "freeze": (self.freeze in (None, "backbone"), 'unset or "backbone"'),
-            "dropout": (self.dropout is None or 0 <= self.dropout < 1, "in [0, 1)"),
-            "epochs": (self.epochs >= 1, "at least 1"),
-            "batch_size": (self.batch_size >= 1, "at least 1"),
-            "lr": (self.lr > 0, "positive"),
-            "momentum": (0 <= self.momentum < 1, "in [0, 1)"),
-            "weight_decay": (self.weight_decay >= 0, "not negative"),
-            "label_smoothing": (0 <= self.label_smoothing < 1, "in [0, 1)"),
-            "step_size": (self.step_size >= 1, "at least 1"),
-            "schedule": (self.schedule in ("step", "onecycle"), '"step" or "onecycle"'),
-            "gamma": (0 < self.gamma <= 1, "in (0, 1]"),
-            "val_fraction": (0 < self.val_fraction < 1, "in (0, 1)"),
-            "crop_scale_min": (0 < self.crop_scale_min <= 1, "in (0, 1]"),
-            "image_size": (self.image_size is None or self.image_size >= 32, "at least 32"),
-            "aux_weight": (self.aux_weight >= 0, "not negative"),
-            "device": (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"), '"auto", "cpu" or "cuda[:N]"'),
-        }
-        for key, (ok, expected) in checks.items():
-            if not ok:
-                raise ConfigError(f"{key} = {getattr(self, key)!r}: must be {expected}")
+        for f in fields(self):
+            check = f.metadata["check"]
+            if check is not None and not check(getattr(self, f.name)):
+                raise ConfigError(f"{f.name} = {getattr(self, f.name)!r}: must be {f.metadata['expected']}")
         if self.freeze and not self.weights:
             raise ConfigError('freeze = "backbone" needs weights (imagenet or a file)')
+        smallest = MODEL_INFO[self.model].min_size
+        if self.image_size is not None and self.image_size < smallest:
+            raise ConfigError(f"image_size = {self.image_size}: {self.model} needs at least {smallest}")
+        if self.model == "inception_v3" and self.aux_logits and self.input_size < MIN_SIZE_AUX:
+            raise ConfigError(f"image_size = {self.input_size}: InceptionV3's auxiliary head needs at least "
+                              f"{MIN_SIZE_AUX}; set aux_logits = false below that")
+
+    def model_options(self) -> dict[str, object]:
+        """The builder options these settings ask for (only those the model takes)."""
+        options: dict[str, object] = {}
+        if self.model.startswith("resnet"):
+            options |= {"skip": self.skip, "shortcut": self.shortcut, "stride_on": self.stride_on}
+        if self.model == "inception_v3":
+            options["aux_logits"] = self.aux_logits
+        if self.dropout is not None:
+            options["dropout"] = self.dropout
+        return options
+
+    @property
+    def input_size(self) -> int:
+        """image_size, or the model's own."""
+        return self.image_size or MODEL_INFO[self.model].input_size
+
+
+def _base_type(annotation: object) -> tuple[type, bool]:
+    """(the type, whether none is allowed) of a field's annotation."""
+    optional = isinstance(annotation, types.UnionType) and type(None) in typing.get_args(annotation)
+    base = next(a for a in typing.get_args(annotation) if a is not type(None)) if optional else annotation
+    return base, optional
 
 
 def _coerce(key: str, value: object, annotation: object) -> object:
     """`value` (from TOML or a flag's text) as the field's type, or a ConfigError naming `key`."""
-    optional = isinstance(annotation, types.UnionType) and type(None) in typing.get_args(annotation)
-    base = next(a for a in typing.get_args(annotation) if a is not type(None)) if optional else annotation
+    base, optional = _base_type(annotation)
     if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
         if optional:
             return None
@@ -120,26 +173,33 @@ def _coerce(key: str, value: object, annotation: object) -> object:
             return float(value)
         if base is str:
             return str(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         pass
     kind = getattr(base, "__name__", str(base))
     raise ConfigError(f"{key} = {value!r}: expected {kind}{' or none' if optional else ''}")
 
 
+def read_toml(path: Path) -> dict[str, object]:
+    """The settings of a TOML file; any problem with it is a ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
 def load_config(path: Path | None = None, overrides: dict[str, object] | None = None) -> Config:
-    """Defaults, then the TOML file at `path`, then `overrides` (e.g. parsed --key value flags)."""
+    """Defaults, then the TOML file at `path`, then `overrides` (e.g. the settings given as flags)."""
     hints = typing.get_type_hints(Config)
     known = {f.name for f in fields(Config)}
     values: dict[str, object] = {}
     sources: list[tuple[str, dict]] = []
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            sources.append((str(path), tomllib.loads(path.read_text())))
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        sources.append((str(path), read_toml(Path(path))))
     sources.append(("flags", overrides or {}))
     for origin, table in sources:
         for key, value in table.items():
@@ -150,24 +210,22 @@ def load_config(path: Path | None = None, overrides: dict[str, object] | None = 
     return Config(**values)
 
 
-def parse_flags(args: list[str]) -> dict[str, str]:
-    """["--lr", "0.01", "--bf16", "false"] -> {"lr": "0.01", "bf16": "false"}; values stay text."""
-    out: dict[str, str] = {}
-    i = 0
-    while i < len(args):
-        flag = args[i]
-        if not flag.startswith("--"):
-            raise ConfigError(f"expected --key value, got {flag!r}")
-        if "=" in flag:
-            key, value = flag[2:].split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(args):
-                raise ConfigError(f"{flag} needs a value")
-            key, value = flag[2:], args[i + 1]
-            i += 2
-        out[key.replace("-", "_")] = value
-    return out
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One --key flag per Config field, with its help, default and check; values stay text until
+    load_config checks them, and a flag not given stays absent (so the TOML file can set it)."""
+    hints = typing.get_type_hints(Config)
+    group = parser.add_argument_group("settings (defaults < --config file < these flags)")
+    for f in fields(Config):
+        base, optional = _base_type(hints[f.name])
+        kind = {bool: "BOOL", int: "INT", float: "FLOAT"}.get(base, "TEXT") + ("|none" if optional else "")
+        text = f.metadata["help"] + f" (default: {f.default}" + (f"; {f.metadata['expected']}" if f.metadata["expected"] else "") + ")"
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, metavar=kind, default=argparse.SUPPRESS,
+                           help=text.replace("%", "%%"))
+
+
+def flags_given(args: argparse.Namespace) -> dict[str, object]:
+    """The settings given as flags in parsed arguments."""
+    return {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
 
 
 def to_dict(config: Config) -> dict[str, object]:

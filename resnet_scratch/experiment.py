@@ -17,20 +17,18 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import matplotlib
+import matplotlib.ticker
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from .checkpoint import atomic_write_text, read_epochs  # noqa: E402
-from .config import Config, load_config, to_dict  # noqa: E402
-from .models import INPUT_SIZES, build  # noqa: E402
-from .report import save_figure  # noqa: E402
-from .summary import count_macs  # noqa: E402
-from .train import TrainingDiverged, fit, git_commit, model_options  # noqa: E402
+from .checkpoint import read_epochs
+from .config import Config, load_config, to_dict
+from .files import atomic_write_text
+from .models import build
+from .report import new_figure, save_figure
+from .runtime import TrainingDiverged, git_commit
+from .summary import count_macs
+from .train import fit
 
 CLASS_ORDER_HINT = ("glioma", "meningioma", "notumor", "pituitary")
 
@@ -83,7 +81,8 @@ def model_config(base: Config, model: str, scale: str) -> Config:
 
 def settings_hash(config: Config) -> str:
     """8 hex digits naming everything a run's result depends on (not its name, folder or seed)."""
-    settings = {k: v for k, v in to_dict(config).items() if k not in ("name", "runs_dir", "seed", "cache_dir")}
+    ignored = ("name", "runs_dir", "seed", "cache_dir", "external")  # where files go and what is scored after
+    settings = {k: v for k, v in to_dict(config).items() if k not in ignored}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -143,9 +142,9 @@ def mean_std(values: list[float]) -> dict[str, object]:
 
 def model_cost(config: Config) -> dict[str, object]:
     """Parameters and forward multiply-adds (eval mode, one image) of the arm's model at its input size."""
-    size = config.image_size or INPUT_SIZES[config.model]
+    size = config.input_size
     with torch.device("meta"):
-        model = build(config.model, num_classes=4, **model_options(config))
+        model = build(config.model, num_classes=4, **config.model_options())
     macs, _ = count_macs(model.eval(), size)
     return {"params": sum(p.numel() for p in model.parameters()), "macs": macs, "input_size": size}
 
@@ -218,7 +217,8 @@ def plot_curves(path: Path, summaries: list[dict[str, object]], groups: dict[str
     row of two panels per group of arms (the ResNet paper's Figure 4 puts plain and residual apart)."""
     by_label = {s["label"]: s for s in summaries if s["finished"]}
     groups = groups or {"": list(by_label)}
-    fig, axes = plt.subplots(len(groups), 2, figsize=(11, 3.6 * len(groups)), squeeze=False)
+    fig = new_figure(11, 3.6 * len(groups))
+    axes = fig.subplots(len(groups), 2, squeeze=False)
     for row, (title, labels) in zip(axes, groups.items()):
         for label in labels:
             if label not in by_label:
@@ -248,7 +248,8 @@ def seed_bars(ax, x: np.ndarray, per_arm: list[list[float]], width: float, label
 def plot_test_accuracy(path: Path, summaries: list[dict[str, object]]) -> Path:
     """Testing accuracy per arm, full split and leak-free subset, each seed a dot on its bar."""
     done = [s for s in summaries if s["finished"]]
-    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(done)), 3.8))
+    fig = new_figure(max(5, 1.6 * len(done)), 3.8)
+    ax = fig.subplots()
     x = np.arange(len(done))
     for offset, key, name in ((-0.2, "test_accuracy", "full Testing"), (0.2, "leak_free_accuracy", "leak-free subset")):
         seed_bars(ax, x + offset, [[100 * v for v in s[key]["values"]] for s in done], 0.38, name)

@@ -1,93 +1,160 @@
-"""Classify image files with a saved checkpoint, optionally with Grad-CAM heatmaps."""
+"""Classify image files with a saved checkpoint, a batch at a time, optionally with Grad-CAM heatmaps.
+
+Memory stays that of one batch however many files are named: each batch is decoded, classified,
+printed and dropped before the next is read. An unreadable file is reported by name and the rest
+go on; so is an image much smaller than the model's input, whose prediction means little.
+"""
 
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from .data.folder import DECODE_ERRORS, EXTENSIONS, decode, hidden
-from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
-from .explain import grad_cam, overlay
-from .train import model_from_checkpoint
+from .checkpoint import model_from_checkpoint
+from .data.folder import DECODE_ERRORS, crop_to_head, decode, image_files
+from .data.transforms import eval_resize, fit_to
+from .explain import grad_cam
+from .inference import Preprocess
+from .report import new_figure, save_figure
+
+# --explain PATH.png draws at most this many images in one grid; a folder gets one file per image.
+GRID_LIMIT = 16
 
 
-def image_files(paths: list[Path]) -> list[Path]:
-    """The files named, with folders expanded to the images inside them (sorted)."""
-    files: list[Path] = []
-    for path in paths:
+def list_images(paths: list[Path]) -> Iterator[Path | tuple[Path, str]]:
+    """The files named, folders expanded to the images inside them (sorted, links not followed out);
+    a folder's skipped entries come as (path, reason)."""
+    for path in map(Path, paths):
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in EXTENSIONS
-                            and not any(hidden(part) for part in p.relative_to(path).parts))
+            files, skipped = image_files(path)
+            yield from files
+            yield from ((Path(s.path), s.reason) for s in skipped)
         elif path.exists():
-            files.append(path)
+            yield path
         else:
             raise FileNotFoundError(f"{path} does not exist")
-    if not files:
-        raise ValueError(f"no images found in {', '.join(map(str, paths))}")
-    return files
 
 
-def predict_files(checkpoint: Path, paths: list[Path], as_json: bool = False, explain: Path | None = None) -> list[dict]:
-    """Print (and return) the class and per-class probabilities of every image."""
+def batches(items: Iterator, size: int) -> Iterator[list]:
+    """Consecutive lists of `size` items (the last may be shorter)."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def predict_files(checkpoint: Path, paths: list[Path], as_json: bool = False, explain: Path | None = None,
+                  batch_size: int = 32) -> list[dict]:
+    """Print (and return) the class and per-class probabilities of every image, as each batch is done.
+
+    as_json prints one JSON object per line (JSON Lines). explain: a .png path gets a grid of the first
+    GRID_LIMIT images with their Grad-CAM heatmaps; any other path is a folder that gets one PNG per image.
+    """
     model, meta = model_from_checkpoint(checkpoint)
-    classes, size = meta["classes"], meta["input_size"]
-    files = image_files(paths)
-    pixels = []
-    for path in files:
-        try:
-            pixels.append(torch.from_numpy(decode(path)).permute(2, 0, 1))
-        except DECODE_ERRORS as e:
-            raise ValueError(f"{path} is not a readable image ({type(e).__name__}: {e})") from None
-    batch = torch.stack([eval_transform(p[None], size)[0] for p in pixels])
-    if explain:
-        heatmaps, logits = grad_cam(model, batch)
-    else:
-        with torch.no_grad():
-            logits = model(batch)
-    probabilities = logits.float().softmax(1)
-    results = [
-        {"path": str(path), "class": classes[int(p.argmax())],
-         "probabilities": {c: round(float(v), 6) for c, v in zip(classes, p)}}
-        for path, p in zip(files, probabilities)
-    ]
-    if as_json:
-        print(json.dumps(results, indent=1))
-    else:
-        for r in results:
-            shown = "  ".join(f"{c} {100 * v:5.1f}%" for c, v in r["probabilities"].items())
-            print(f"{r['path']}: {r['class']}   ({shown})")
-    if explain:
-        save_explanations(explain, files, batch, heatmaps, results)
+    classes = list(meta["classes"])
+    prep = Preprocess.of_checkpoint(meta)
+    names = list(list_images(paths))  # paths only: cheap even for many thousands
+    if not names:
+        raise ValueError(f"no images found in {', '.join(map(str, paths))}")
+    grid: list[tuple[Path, torch.Tensor, torch.Tensor, dict]] = []
+    results: list[dict] = []
+    for group in batches(iter(names), batch_size):
+        ready, pixels = [], []
+        for item in group:
+            if isinstance(item, tuple):
+                results.append(emit({"path": str(item[0]), "error": item[1]}, classes, as_json))
+                continue
+            try:
+                image = decode(item)
+            except DECODE_ERRORS as e:
+                results.append(emit({"path": str(item), "error": f"not a readable image ({type(e).__name__}: {e})"},
+                                    classes, as_json))
+                continue
+            ready.append((item, image.shape[:2]))
+            pixels.append(preprocess(image, prep, bool(meta["head_crop"])))
+        if not ready:
+            continue
+        batch = torch.cat(pixels)
+        if explain:
+            heatmaps, logits = grad_cam(model, batch)
+        else:
+            with torch.no_grad():
+                logits = model(batch)
+        for k, ((path, (h, w)), p) in enumerate(zip(ready, logits.float().softmax(1))):
+            result = {"path": str(path), "class": classes[int(p.argmax())],
+                      "probabilities": {c: round(float(v), 6) for c, v in zip(classes, p)}}
+            if min(h, w) < prep.size // 2:
+                result["warning"] = (f"only {w}x{h} px: enlarged to {prep.size} px, so this prediction means little")
+            results.append(emit(result, classes, as_json))
+            if explain:
+                keep_explanation(Path(explain), grid, path, batch[k], heatmaps[k], result, prep)
+    if explain and Path(explain).suffix.lower() == ".png":
+        save_grid(Path(explain), grid, prep, total=sum(1 for r in results if "class" in r))
         if not as_json:
             print(f"wrote {explain}")
+    elif explain and not as_json:
+        print(f"wrote one Grad-CAM image per file to {explain}/")
     return results
 
 
-def unnormalize(batch: torch.Tensor) -> torch.Tensor:
-    """ImageNet-normalised N x 3 x H x W -> 0..1 pixels, for display."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (batch.float().cpu() * std + mean).clamp(0, 1)
+def preprocess(image: np.ndarray, prep: Preprocess, head_crop: bool) -> torch.Tensor:
+    """One decoded H x W x 3 image -> 1 x 3 x size x size, as evaluation prepares a store's images."""
+    if head_crop:
+        image = crop_to_head(image)
+    side = eval_resize(prep.size)
+    image = fit_to(image, side, side)
+    return prep.batch(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None], torch.tensor([0]))
 
 
-def save_explanations(out: Path, files: list[Path], batch: torch.Tensor, heatmaps: torch.Tensor,
-                      results: list[dict]) -> None:
+def emit(result: dict, classes: list[str], as_json: bool) -> dict:
+    """Print one result as soon as it is known (errors and warnings also to stderr); returns it."""
+    if as_json:
+        print(json.dumps(result), flush=True)
+    elif "error" in result:
+        print(f"{result['path']}: skipped, {result['error']}", flush=True)
+    else:
+        shown = "  ".join(f"{c} {100 * v:5.1f}%" for c, v in result["probabilities"].items())
+        print(f"{result['path']}: {result['class']}   ({shown})", flush=True)
+    for key in ("error", "warning"):
+        if key in result:
+            print(f"{key}: {result['path']}: {result[key]}", file=sys.stderr, flush=True)
+    return result
+
+
+def keep_explanation(explain: Path, grid: list, path: Path, image: torch.Tensor, heatmap: torch.Tensor,
+                     result: dict, prep: Preprocess) -> None:
+    """Keep the image for the grid (at most GRID_LIMIT), or write its own PNG into the folder."""
+    if explain.suffix.lower() == ".png":
+        if len(grid) < GRID_LIMIT:
+            grid.append((path, image, heatmap, result))
+        return
+    explain.mkdir(parents=True, exist_ok=True)
+    save_grid(explain / f"{path.stem}.gradcam.png", [(path, image, heatmap, result)], prep, total=1)
+
+
+def save_grid(out: Path, rows: list[tuple[Path, torch.Tensor, torch.Tensor, dict]], prep: Preprocess, total: int) -> None:
     """One row per image: the preprocessed image and its Grad-CAM overlay."""
-    import matplotlib
+    from .data.transforms import unnormalize
+    from .explain import overlay
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shown = unnormalize(batch)
-    fig, axes = plt.subplots(len(files), 2, figsize=(6, 3 * len(files)), squeeze=False)
-    for row, (path, image, heat, r) in enumerate(zip(files, shown, heatmaps, results)):
-        axes[row, 0].imshow(image.permute(1, 2, 0).numpy())
+    fig = new_figure(6, 3 * max(len(rows), 1))
+    axes = fig.subplots(max(len(rows), 1), 2, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for row, (path, image, heat, r) in enumerate(rows):
+        shown = unnormalize(image[None], prep.mean, prep.std)[0]
+        axes[row, 0].imshow(shown.permute(1, 2, 0).numpy())
         axes[row, 0].set_title(Path(path).name, fontsize=8)
-        axes[row, 1].imshow(overlay(image, heat).numpy())
+        axes[row, 1].imshow(overlay(shown, heat).numpy())
         axes[row, 1].set_title(f"Grad-CAM: {r['class']} {100 * r['probabilities'][r['class']]:.0f}%", fontsize=8)
-        for ax in axes[row]:
-            ax.axis("off")
-    fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    if total > len(rows):
+        fig.suptitle(f"the first {len(rows)} of {total} images; --explain FOLDER writes one file per image", fontsize=9)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_figure(fig, out, dpi=100)

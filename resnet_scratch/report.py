@@ -1,68 +1,88 @@
-"""The run report: report.md with training curves, confusion matrices and a grid of test images.
+"""Reports and their plots: training curves, confusion matrices, image grids (with Grad-CAM), and
+a run's report.md.
 
-Plots are written with matplotlib's Agg backend (no display needed) next to the run's metrics.
+Figures are matplotlib Figure objects saved directly: no pyplot, so importing this module never
+switches the caller's matplotlib backend.
 """
 
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from .checkpoint import read_epochs  # noqa: E402
+from .checkpoint import read_epochs
+from .files import atomic_write, atomic_write_text
+from .inference import Preprocess
 
 
-def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
-    """Lay out, write and close a figure; returns its path."""
+def new_figure(width: float, height: float) -> Figure:
+    """A figure that belongs to no pyplot state (nothing global is touched)."""
+    return Figure(figsize=(width, height))
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
+    """Lay out and write a figure (atomically); returns its path."""
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    return Path(path)
 
 
 def plot_curves(run: Path) -> Path:
     """Loss and accuracy per epoch, train vs validation: curves.png."""
     lines = read_epochs(run)
-    epochs = [l["epoch"] + 1 for l in lines]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax_loss.plot(epochs, [l["train_loss"] for l in lines], "o-", label="train")
-    ax_loss.plot(epochs, [l["val_loss"] for l in lines], "s-", label="validation")
+    epochs = [line["epoch"] + 1 for line in lines]
+    fig = new_figure(10, 3.8)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    ax_loss.plot(epochs, [line["train_loss"] for line in lines], "o-", label="train (label-smoothed, augmented)")
+    ax_loss.plot(epochs, [line["val_loss"] for line in lines], "s-", label="validation (plain cross-entropy)")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
-    ax_acc.plot(epochs, [100 * l["train_accuracy"] for l in lines], "o-", label="train")
-    ax_acc.plot(epochs, [100 * l["val_accuracy"] for l in lines], "s-", label="validation")
+    ax_acc.plot(epochs, [100 * line["train_accuracy"] for line in lines], "o-", label="train (running, augmented)")
+    ax_acc.plot(epochs, [100 * line["val_accuracy"] for line in lines], "s-", label="validation")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     return save_figure(fig, run / "curves.png")
 
 
-def plot_confusion(run: Path, results: dict, classes: list[str]) -> Path:
-    """Confusion matrices on the full Testing split and the leak-free subset: confusion.png."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-    for ax, (key, title) in zip(axes, (("test", "Testing (full)"), ("test_leak_free", "Testing (leak-free)"))):
-        cm = np.array(results[key]["confusion_matrix"], dtype=float)
+def plot_confusion(path: Path, panels: list[tuple[str, list[list[int]], list[str], list[str]]]) -> Path:
+    """Confusion matrices side by side: (title, counts, true-class names, predicted-class names) each;
+    cells are coloured by the share of their row."""
+    fig = new_figure(5.5 * len(panels), 4.6)
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (title, counts, rows, cols) in zip(axes, panels):
+        cm = np.array(counts, dtype=float).reshape(len(rows), len(cols))
         rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
         ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-        for i in range(len(classes)):
-            for j in range(len(classes)):
+        for i in range(len(rows)):
+            for j in range(len(cols)):
                 ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
                         color="white" if rates[i, j] > 0.5 else "black", fontsize=9)
-        ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
-        ax.set_yticks(range(len(classes)), classes)
-        ax.set(xlabel="predicted", ylabel="true",
-               title=f"{title}: {100 * results[key]['accuracy']:.2f}% of {results[key]['samples']}")
-    return save_figure(fig, run / "confusion.png")
+        ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
+        ax.set_yticks(range(len(rows)), rows)
+        ax.set(xlabel="predicted", ylabel="true", title=title)
+    return save_figure(fig, path)
 
 
-def plot_predictions(run: Path, images: Tensor, labels: Tensor, logits: Tensor, classes: list[str],
+def testing_panels(results: dict) -> list[tuple[str, list[list[int]], list[str], list[str]]]:
+    """The confusion panels of the full Testing split and its leak-free subset."""
+    panels = []
+    for key, title in (("test", "Testing (full)"), ("test_leak_free", "Testing (leak-free)")):
+        if key in results:
+            r = results[key]
+            classes = list(r["per_class"])
+            panels.append((f"{title}: {100 * r['accuracy']:.2f}% of {r['samples']}", r["confusion_matrix"],
+                           classes, classes))
+    return panels
+
+
+def plot_predictions(path: Path, images: Tensor, labels: Tensor, logits: Tensor, classes: list[str],
                      count: int = 24) -> Path:
-    """A grid of Testing images with predicted and true class, mistakes first: predictions.png."""
+    """A grid of Testing images with predicted and true class, mistakes first."""
+    labels = labels.cpu()
     probabilities = logits.softmax(1)
     predicted = probabilities.argmax(1)
     confidence = probabilities.max(1).values
@@ -73,70 +93,96 @@ def plot_predictions(run: Path, images: Tensor, labels: Tensor, logits: Tensor, 
     chosen = wrong[:count] + list(generator.permutation(right)[: max(0, count - len(wrong))])
     cols = 6
     rows = max(1, -(-len(chosen) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.5 * rows), squeeze=False)
+    fig = new_figure(2.2 * cols, 2.5 * rows)
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, chosen):
-        ax.imshow(images[i].permute(1, 2, 0).numpy())
+        ax.imshow(images[i].cpu().permute(1, 2, 0).numpy())
         ok = predicted[i] == labels[i]
         ax.set_title(f"{classes[predicted[i]]} {100 * probabilities[i, predicted[i]]:.0f}%\ntrue: {classes[labels[i]]}",
                      fontsize=8, color="green" if ok else "red")
-    fig.suptitle(f"Testing images: {len(wrong)} mistakes of {len(labels)} (red, most confident first), then correct ones", fontsize=10)
-    return save_figure(fig, run / "predictions.png", dpi=100)
+    fig.suptitle(f"Testing images: {len(wrong)} mistakes of {len(labels)} (red, most confident first), "
+                 "then correct ones", fontsize=10)
+    return save_figure(fig, path, dpi=100)
 
 
-def plot_grad_cam(run: Path, model: torch.nn.Module, images: Tensor, labels: Tensor, logits: Tensor,
-                  classes: list[str], size: int, count: int = 4) -> Path:
-    """Grad-CAM overlays of a few correct and a few wrong Testing predictions: gradcam.png."""
-    from .data.transforms import eval_transform
+def plot_grad_cam(path: Path, model: nn.Module, images: Tensor, rows: list[int], captions: list[str],
+                  correct: list[bool], prep: Preprocess, title: str) -> Path:
+    """Chosen images (store rows) over their Grad-CAM overlays, captions green when right, red when wrong."""
+    from .data.transforms import unnormalize
     from .explain import grad_cam, overlay
-    from .predict import unnormalize
 
+    count = max(len(rows), 1)
+    fig = new_figure(2.2 * count, 4.8)
+    axes = fig.subplots(2, count, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    if rows:
+        batch = prep.batch(images, torch.as_tensor(rows, device=images.device))
+        heatmaps, _ = grad_cam(model, batch)
+        shown = unnormalize(batch, prep.mean, prep.std)
+        for col, (caption, ok) in enumerate(zip(captions, correct)):
+            axes[0, col].imshow(shown[col].permute(1, 2, 0).numpy())
+            axes[1, col].imshow(overlay(shown[col], heatmaps[col].cpu()).numpy())
+            axes[0, col].set_title(caption, fontsize=8, color="green" if ok else "red")
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path, dpi=100)
+
+
+def testing_grad_cam(path: Path, model: nn.Module, images: Tensor, labels: Tensor, logits: Tensor,
+                     classes: list[str], prep: Preprocess, count: int = 4) -> Path:
+    """Grad-CAM of a few correct and a few wrong Testing predictions."""
+    labels = labels.cpu()
     predicted = logits.argmax(1)
     wrong = torch.nonzero(predicted != labels).flatten()[:count].tolist()
     right = torch.nonzero(predicted == labels).flatten()
     right = right[torch.randperm(len(right), generator=torch.Generator().manual_seed(0))[:count]].tolist()
     chosen = right + wrong
-    device = next(model.parameters()).device
-    batch = eval_transform(images[chosen].to(device), size)
-    heatmaps, _ = grad_cam(model, batch)
-    shown = unnormalize(batch)
-    fig, axes = plt.subplots(2, max(len(chosen), 1), figsize=(2.2 * max(len(chosen), 1), 4.8), squeeze=False)
-    for col, i in enumerate(chosen):
-        axes[0, col].imshow(shown[col].permute(1, 2, 0).numpy())
-        axes[1, col].imshow(overlay(shown[col], heatmaps[col].cpu()).numpy())
-        ok = predicted[i] == labels[i]
-        axes[0, col].set_title(f"{classes[predicted[i]]}\ntrue: {classes[labels[i]]}", fontsize=8,
-                               color="green" if ok else "red")
-    for ax in axes.flat:
-        ax.axis("off")
-    fig.suptitle("Grad-CAM on the last stage: correct (green) and wrong (red) Testing predictions", fontsize=10)
-    return save_figure(fig, run / "gradcam.png", dpi=100)
+    captions = [f"{classes[predicted[i]]}\ntrue: {classes[labels[i]]}" for i in chosen]
+    return plot_grad_cam(path, model, images, chosen, captions, [bool(predicted[i] == labels[i]) for i in chosen],
+                         prep, "Grad-CAM on the last stage: correct (green) and wrong (red) Testing predictions")
 
 
-def _class_table(result: dict) -> list[str]:
+def class_table(result: dict) -> list[str]:
+    """A markdown table of per-class precision, recall, F1 and support."""
     lines = ["| class | precision | recall | F1 | images |", "|---|---:|---:|---:|---:|"]
     for name, v in result["per_class"].items():
         lines.append(f"| {name} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |")
     return lines
 
 
-def write_report(run: Path, data, logits: Tensor, results: dict, model: torch.nn.Module | None = None) -> Path:
-    """report.md with every number from metrics.json / metrics.jsonl and the three plots."""
-    classes = data.test.classes
-    plot_curves(run)
-    plot_confusion(run, results, classes)
-    plot_predictions(run, data.test.images, data.test.labels, logits, classes)
-    if model is not None:
-        plot_grad_cam(run, model, data.test.images, data.test.labels, logits, classes, results["input_size"])
+def external_lines(external: dict[str, dict]) -> list[str]:
+    """The external sets as a markdown table: images, accuracy where the class is known, per-class
+    recall, tumour sensitivity and specificity."""
+    if not external:
+        return []
+    lines = ["| set | images | accuracy (known class) | recall per class | tumour sensitivity | specificity |",
+             "|---|---:|---:|---|---:|---:|"]
+    for name, r in external.items():
+        recall = ", ".join(f"{c} {v:.3f}" for c, v in r["recall"].items()) or "-"
+        cells = [name, str(r["images"]), fmt_share(r.get("accuracy")), recall, fmt_share(r.get("tumour_sensitivity")),
+                 fmt_share(r.get("specificity"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def fmt_share(value: float | None) -> str:
+    """A fraction as a percentage with two decimals, or "-" where it does not apply."""
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def write_report(run: Path, results: dict, figures: dict[str, str]) -> Path:
+    """report.md with every number from metrics.json / metrics.jsonl and the figures already written
+    ({caption: file name})."""
     config = json.loads((run / "config.json").read_text())
     settings = config["config"]
     epochs = read_epochs(run)
     lines = [
         f"# Run {settings['name']}",
         "",
-        f"{settings['model']} at {results['input_size']} px, "
-        f"{len(epochs)} epochs, batch {settings['batch_size']}, lr {settings['lr']}, weights {settings['weights']}; "
+        f"{settings['model']} at {results['input_size']} px, {len(epochs)} epochs, batch {settings['batch_size']}, "
+        f"lr {settings['lr']} ({settings['schedule']} schedule), weights {settings['weights']}; "
         f"commit `{config['commit']}`, device {config['environment']['device']}, torch {config['environment']['torch']}.",
         f"Data: {config['data']['train']} training and {config['data']['val']} validation images (both from "
         f"Training), {config['data']['test']} Testing images, {config['data']['leak_free_test']} of them leak-free.",
@@ -150,17 +196,25 @@ def write_report(run: Path, data, logits: Tensor, results: dict, model: torch.nn
         r = results[key]
         lines.append(f"| {title} | {r['samples']} | {100 * r['accuracy']:.2f}% | {r['macro_f1']:.4f} | {r['loss']:.4f} |")
     lines += ["", f"Best epoch: {results['best_epoch'] + 1}, validation accuracy {100 * results['val_accuracy']:.2f}%.", ""]
+    if results.get("external"):
+        lines += ["## Other collections (never trained on)", "",
+                  "The same model on MRI slices from collections that share no image with brain-tumor-mri/ "
+                  "(../shared/data/external/README.md). Tumour sensitivity is the share of tumour slices "
+                  "called any tumour class; a set of tumour slices of unknown type has no per-class accuracy.", ""]
+        lines += external_lines(results["external"]) + [""]
     for key, title in (("test", "Full Testing split"), ("test_leak_free", "Leak-free Testing subset")):
-        lines += [f"### {title}", ""] + _class_table(results[key]) + [""]
-    lines += ["![confusion matrices](confusion.png)", "", "## Training", "",
+        lines += [f"### {title}", ""] + class_table(results[key]) + [""]
+    lines += ["## Training", "",
+              "Training loss and accuracy are running figures over each epoch's augmented batches (loss with label "
+              "smoothing); validation is measured after the epoch, in eval mode, on centre crops.", "",
               "| epoch | lr | train loss | train acc | val loss | val acc | img/s | seconds |",
               "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for e in epochs:
         lines.append(f"| {e['epoch'] + 1} | {e['lr']:.1e} | {e['train_loss']:.4f} | {100 * e['train_accuracy']:.2f}% | "
                      f"{e['val_loss']:.4f} | {100 * e['val_accuracy']:.2f}% | {e['images_per_s']:.1f} | {e['seconds']:.1f} |")
-    lines += ["", "![training curves](curves.png)", "", "## Testing images", "", "![predictions](predictions.png)", ""]
-    if model is not None:
-        lines += ["## Where the model looks (Grad-CAM)", "", "![Grad-CAM](gradcam.png)", ""]
+    lines.append("")
+    for caption, file in figures.items():
+        lines += [f"![{caption}]({file})", "", f"*{caption}*", ""]
     path = run / "report.md"
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     return path

@@ -10,18 +10,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import INPUT_SIZES, PAPER_GMACS, build
-from .models.resnet import RESNET_SPECS
-
-# The paper's Table 1, "output size" column, plus the channel count each row ends with.
-PAPER_RESNET_ROWS: dict[str, tuple[int, int, int]] = {
-    # row: (H = W, channels for BasicBlock nets, channels for bottleneck nets)
-    "conv1": (112, 64, 64),
-    "conv2_x": (56, 64, 256),
-    "conv3_x": (28, 128, 512),
-    "conv4_x": (14, 256, 1024),
-    "conv5_x": (7, 512, 2048),
-}
+from .models import MODEL_INFO, build
 
 
 @dataclass(frozen=True)
@@ -79,15 +68,15 @@ def layer_table(model: nn.Module, input_size: int) -> list[Row]:
 
 def summarize(name: str, input_size: int | None = None, num_classes: int = 1000) -> str:
     """The printable layer table of model `name`, with the paper's figures beside ResNet rows."""
-    size = input_size or INPUT_SIZES[name]
+    info = MODEL_INFO[name]
+    size = input_size or info.input_size
     with torch.device("meta"):
         model = build(name, num_classes=num_classes)
     rows = layer_table(model, size)
-    depth = int(name[len("resnet"):]) if name.startswith("resnet") else None
-    bottleneck = depth is not None and RESNET_SPECS[depth][0].expansion == 4
+    paper = info.paper_rows if size == info.input_size else None
     lines = [f"{name} at {size}x{size}, {num_classes} classes"]
     header = f"  {'stage':<14} {'output (C x H x W)':<20} {'params':>13} {'MMACs':>10}"
-    if depth is not None:
+    if info.paper_rows is not None:
         header += "   paper (Table 1)"
     lines.append(header)
     for row in rows:
@@ -95,21 +84,20 @@ def summarize(name: str, input_size: int | None = None, num_classes: int = 1000)
             f"  {row.name:<14} {' x '.join(map(str, row.shape)):<20} "
             f"{row.params:>13,} {row.macs / 1e6:>10,.1f}"
         )
-        if depth is not None and row.name in PAPER_RESNET_ROWS and size == 224:
-            hw, basic_c, bottleneck_c = PAPER_RESNET_ROWS[row.name]
-            line += f"   {bottleneck_c if bottleneck else basic_c} x {hw} x {hw}"
+        if paper is not None and row.name in paper:
+            line += "   " + " x ".join(map(str, paper[row.name]))
         lines.append(line)
     params = sum(p.numel() for p in model.parameters())
     total = sum(r.macs for r in rows)
     lines.append(f"  {'total':<14} {'':<20} {params:>13,} {total / 1e6:>10,.1f}")
-    if depth is not None and size == 224:
+    if info.paper_gmacs is not None and size == info.input_size:
         with torch.device("meta"):
             v1 = build(name, num_classes=num_classes, stride_on="1x1")
         v1_macs, _ = count_macs(v1.eval(), size)
         lines.append(
             f"  multiply-adds: {total / 1e9:.2f} G as built (v1.5, stride on the 3x3); "
             f"{v1_macs / 1e9:.2f} G in the paper's v1 layout, "
-            f"paper's FLOPs row: {PAPER_GMACS[depth]} G"
+            f"paper's FLOPs row: {info.paper_gmacs} G"
         )
     skipped = [n for n, child in model.named_children() if n not in {r.name for r in rows}]
     for n in skipped:  # InceptionV3's AuxLogits: it runs in training mode only

@@ -164,12 +164,10 @@ def broken_dataset(small_dataset: Path) -> Path:
     (a / "empty.jpg").write_bytes(b"")
     (a / "text.jpg").write_text("this is not an image\n")
     (a / "dangling.jpg").symlink_to(a / "does-not-exist.jpg")  # unreadable (root ignores chmod)
-    (small_dataset / "Training" / "d_empty").mkdir()
-    (small_dataset / "Testing" / "d_empty").mkdir()
     return small_dataset
 
 
-BAD = {"truncated.jpg", "empty.jpg", "text.jpg", "dangling.jpg", "d_empty"}
+BAD = {"truncated.jpg", "empty.jpg", "text.jpg", "dangling.jpg"}
 
 
 def test_bad_files_are_skipped_with_a_warning_naming_each(broken_dataset: Path, caplog) -> None:
@@ -180,7 +178,7 @@ def test_bad_files_are_skipped_with_a_warning_naming_each(broken_dataset: Path, 
     for name in BAD:
         assert name in caplog.text
     assert f"skipped {len(split.skipped)} file(s)" in caplog.text
-    assert split.classes == ["a_class", "b_class", "c_class", "d_empty"]
+    assert split.classes == ["a_class", "b_class", "c_class"]
     names = {Path(p).name for p in split.paths}
     assert not names & BAD
     # A corrupt but decodable JPEG is kept only if PIL decodes it; never as grey filler.

@@ -7,7 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resnet_scratch.data.cache import Split
-from resnet_scratch.data.loader import Loader, epoch_batches, gather, train_val_split
+from resnet_scratch.data.loader import Loader, epoch_batches
+from resnet_scratch.data.run import train_val_split
+from resnet_scratch.data.transforms import gather
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)

@@ -82,9 +82,9 @@ def test_uint8_crops_equal_torchvisions_resized_crop() -> None:
     x = torch.from_numpy(np.array(smooth_image(11, (120, 90)))).permute(2, 0, 1)[None].repeat(6, 1, 1, 1)
     boxes = T.crop_boxes(6, 90, 120, generator=torch.Generator().manual_seed(0))
     flips = torch.tensor([True, False] * 3)
-    ours = T.resized_crops_uint8(x, boxes, 64, flips)
+    ours = torch.cat(list(T.uint8_crops(x, boxes, 64, flips)))
     assert ours.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(T.resized_crops_uint8(x.contiguous(memory_format=torch.channels_last), boxes, 64, flips), ours)
+    assert torch.equal(torch.cat(list(T.uint8_crops(x.contiguous(memory_format=torch.channels_last), boxes, 64, flips))), ours)
     for i, (top, left, h, w) in enumerate(boxes.tolist()):
         theirs = tvf.resized_crop(x[i], top, left, h, w, [64, 64], antialias=True)
         theirs = theirs.flip(-1) if flips[i] else theirs
@@ -96,7 +96,7 @@ def test_cpu_and_batched_grid_paths_agree_where_no_antialiasing_is_needed() -> N
     boxes = torch.tensor([[0, 0, 64, 64], [8, 4, 40, 48], [20, 20, 32, 32], [0, 10, 50, 30]])
     flips = torch.tensor([False, True, False, True])
     grid = T.resized_crops(x.float(), boxes, 64, flips)  # every box is enlarged: no aliasing
-    uint8 = T.resized_crops_uint8(x, boxes, 64, flips).float()
+    uint8 = torch.cat(list(T.uint8_crops(x, boxes, 64, flips))).float()
     # At the box's edge grid_sample blends in the pixels just outside the box, where crop-then-
     # resize (torchvision, and the uint8 path) clamps to the crop: compare the interior.
     gap = (grid - uint8).abs()[..., 2:-2, 2:-2]
@@ -137,12 +137,28 @@ def test_rows_of_a_store_equal_the_gathered_batch(uint8: bool) -> None:
     assert direct.shape == (4, 3, 24, 24) and torch.equal(direct, gathered)
 
 
-def test_hflip_mirrors_about_half_of_the_batch() -> None:
-    x = torch.arange(2 * 1 * 1 * 3, dtype=torch.float32).view(2, 1, 1, 3).repeat(500, 1, 1, 1)
-    out = T.hflip(x, generator=torch.Generator().manual_seed(0))
-    flipped = (out != x).any(dim=(1, 2, 3))
-    assert torch.equal(out[flipped], x[flipped].flip(-1))
-    assert 400 < flipped.sum() < 600
+def test_flip_mask_mirrors_about_half_of_the_batch() -> None:
+    flips = T.flip_mask(1000, generator=torch.Generator().manual_seed(0))
+    assert 400 < flips.sum() < 600
+
+
+def test_photometric_jitter_stays_in_range_and_differs_per_image() -> None:
+    x = torch.full((64, 3, 16, 16), 128.0)
+    x[:, :, 4:12, 4:12] = 200.0
+    out = T.photometric_jitter(x.clone(), torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 255
+    means = out.mean(dim=(1, 2, 3))
+    assert means.std() > 3  # gamma, contrast and brightness differ from image to image
+    again = T.photometric_jitter(x.clone(), torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)  # the generator decides everything
+
+
+def test_training_batch_with_photometric_jitter_is_seeded() -> None:
+    x = torch.randint(0, 256, (6, 3, 50, 40), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    a = T.train_transform(x, 32, torch.Generator().manual_seed(3), photometric=True)
+    b = T.train_transform(x, 32, torch.Generator().manual_seed(3), photometric=True)
+    plain = T.train_transform(x, 32, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.shape == plain.shape and not torch.equal(a, plain)
 
 
 def tv_eval(image: Image.Image, resize_to: int, size: int) -> torch.Tensor:

@@ -6,10 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from resnet_scratch.models import INPUT_SIZES, MODELS, PAPER_GMACS, build
-from resnet_scratch.models.inception import MIN_SIZE as INCEPTION_MIN, MIN_SIZE_AUX
-from resnet_scratch.models.resnet import MIN_SIZE as RESNET_MIN
-from resnet_scratch.models.vgg import MIN_SIZE as VGG_MIN
+from resnet_scratch.models import MODEL_INFO, MODELS, build
+from resnet_scratch.models.inception import MIN_SIZE_AUX
 from resnet_scratch.summary import count_macs
 
 from conftest import torchvision_builders
@@ -30,11 +28,9 @@ PARAMS = {
 
 TORCHVISION = torchvision_builders()
 
-MIN_SIZES = {name: RESNET_MIN for name in MODELS if name.startswith("resnet")} | {
-    "vgg16": VGG_MIN,
-    "vgg16_bn": VGG_MIN,
-    "inception_v3": INCEPTION_MIN,
-}
+MIN_SIZES = {name: info.min_size for name, info in MODEL_INFO.items()}
+INPUT_SIZES = {name: info.input_size for name, info in MODEL_INFO.items()}
+PAPER_GMACS = {int(name[6:]): info.paper_gmacs for name, info in MODEL_INFO.items() if info.paper_gmacs}
 
 RESNETS = [n for n in MODELS if n.startswith("resnet")]
 
@@ -84,12 +80,13 @@ def test_tensor_layout_and_macs_equal_torchvision(name: str) -> None:
 def test_resnet_stage_shapes_follow_table_1(name: str, stride_on: str) -> None:
     model = meta(name, stride_on=stride_on)
     rows = model.forward_stages(torch.empty(2, 3, 224, 224, device="meta"))
-    assert list(rows) == ["conv1", "conv2_x", "conv3_x", "conv4_x", "conv5_x", "pool", "fc"]
+    assert list(rows) == ["conv1", "conv2_x", "conv3_x", "conv4_x", "conv5_x", "avgpool", "fc"]
     bottleneck = int(name[len("resnet"):]) >= 50
     for row, (hw, basic_c, bottleneck_c) in TABLE_1.items():
         channels = bottleneck_c if bottleneck else basic_c
         assert tuple(rows[row].shape) == (2, channels, hw, hw), row
-    assert tuple(rows["pool"].shape) == (2, 2048 if bottleneck else 512)
+        assert MODEL_INFO[name].paper_rows[row] == (channels, hw, hw)  # the record states the same table
+    assert tuple(rows["avgpool"].shape) == (2, 2048 if bottleneck else 512, 1, 1)
     assert tuple(rows["fc"].shape) == (2, 1000)
 
 
@@ -100,7 +97,7 @@ def test_stage_shapes_on_real_tensors() -> None:
         rows = model.forward_stages(torch.randn(1, 3, 224, 224))
     assert [tuple(t.shape) for t in rows.values()] == [
         (1, 64, 112, 112), (1, 256, 56, 56), (1, 512, 28, 28), (1, 1024, 14, 14),
-        (1, 2048, 7, 7), (1, 2048), (1, 4),
+        (1, 2048, 7, 7), (1, 2048, 1, 1), (1, 4),
     ]
 
 
@@ -288,3 +285,65 @@ def test_build_rejects_unknown_names_and_options() -> None:
     with pytest.raises(ValueError, match="dropout"):
         build("vgg16", dropout=1.0)
     assert build("resnet18", num_classes=4).fc.out_features == 4
+
+
+def test_forward_keeps_no_stage_alive_and_stages_are_opt_in() -> None:
+    """forward is a straight line: no dict of every stage's output is built unless asked for."""
+    model = build("resnet18", num_classes=3).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        rows = model.forward_stages(x)
+        torch.testing.assert_close(rows["fc"], model(x))
+    assert not model._forward_hooks and all(not m._forward_hooks for m in model.modules())
+
+
+def projection_params(in_c: int, out_c: int) -> int:
+    """A 1x1 convolution without bias, then BatchNorm's weight and bias."""
+    return in_c * out_c + 2 * out_c
+
+
+def shortcut_count(depth: int, option: str) -> int:
+    """Shortcut parameters by the paper's Section 3.3: A has none; B projects where the shape changes
+    (the first block of each stage, and conv2_x's first block in a bottleneck net, 64 -> 256 channels);
+    C projects on every block."""
+    block, counts = {18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]), 50: ("bottleneck", [3, 4, 6, 3])}[depth]
+    e = 4 if block == "bottleneck" else 1
+    total, in_c = 0, 64
+    for stage, (width, n) in enumerate(zip((64, 128, 256, 512), counts)):
+        for i in range(n):
+            out_c = width * e
+            changes = in_c != out_c or (i == 0 and stage > 0)
+            if option == "C" or (option == "B" and changes):
+                total += projection_params(in_c, out_c)
+            in_c = out_c
+    return total
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50])
+@pytest.mark.parametrize("option", ["A", "B", "C"])
+def test_shortcut_options_have_the_papers_parameter_counts(depth: int, option: str) -> None:
+    model = meta(f"resnet{depth}", shortcut=option)
+    plain = meta(f"resnet{depth}", skip=False)
+    shortcuts = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert shortcuts == shortcut_count(depth, option)
+    if option == "B":
+        assert sum(p.numel() for p in model.parameters()) == PARAMS[f"resnet{depth}"]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_option_a_pads_new_channels_with_zeros_and_keeps_every_stride_th_pixel(name: str) -> None:
+    torch.manual_seed(0)
+    model = build(name, shortcut="A").eval()
+    block = model.conv3_x[0]
+    x = torch.randn(2, block.conv1.in_channels, 16, 16)
+    out = block.shortcut(x)
+    assert out.shape == (2, block.bn3.num_features if hasattr(block, "bn3") else block.bn2.num_features, 8, 8)
+    torch.testing.assert_close(out[:, : x.shape[1]], x[:, :, ::2, ::2])
+    assert out[:, x.shape[1]:].abs().sum() == 0
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 64, 64)).shape == (2, 1000)
+
+
+def test_bad_shortcut_option_is_refused() -> None:
+    with pytest.raises(ValueError, match="shortcut must be"):
+        build("resnet18", shortcut="D")

@@ -2,7 +2,6 @@
 
 import hashlib
 import http.server
-import os
 import re
 import socket
 import threading
@@ -14,8 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from resnet_scratch.models import INPUT_SIZES, build
-from resnet_scratch.models.pretrained import FrozenBatchNorm2d
+from resnet_scratch import build
+from resnet_scratch.models import MODEL_INFO
+from resnet_scratch.pretrained import FrozenBatchNorm2d
 from weights_convert import (
     TABLES,
     ConversionError,
@@ -50,7 +50,7 @@ def reference_and_ours(arch: str) -> tuple[nn.Module, nn.Module]:
 
 def batch(arch: str, n: int = 4) -> torch.Tensor:
     generator = torch.Generator().manual_seed(1)
-    size = INPUT_SIZES[arch]
+    size = MODEL_INFO[arch].input_size
     return torch.randn(n, 3, size, size, generator=generator)
 
 
@@ -192,10 +192,10 @@ def test_cli_writes_safetensors_with_metadata(tmp_path: Path, capsys: pytest.Cap
     assert convert_cli(["--arch", "resnet18", "--src", str(src), "--dst", str(dst)]) == 0
     assert "resnet18, 1000 classes" in capsys.readouterr().out
     tensors, meta = load_safetensors(dst)
-    assert meta["arch"] == "resnet18" and meta["num_classes"] == "1000"
+    assert meta["arch"] == "resnet18" and meta["num_classes"] == 1000
     assert meta["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
-    assert meta["input_size"] == "224" and meta["mean"] == "[0.485, 0.456, 0.406]"
-    assert meta["std"] == "[0.229, 0.224, 0.225]"
+    assert meta["input_size"] == 224 and meta["mean"] == [0.485, 0.456, 0.406]
+    assert meta["std"] == [0.229, 0.224, 0.225]
     model = build("resnet18", weights=dst).eval()
     x = batch("resnet18", 2)
     with torch.no_grad():
@@ -225,7 +225,7 @@ def test_inception_conversion_carries_transform_input_and_aux(tmp_path: Path) ->
     dst = tmp_path / "inception_v3.safetensors"
     assert convert_cli(["--arch", "inception_v3", "--src", str(src), "--dst", str(dst)]) == 0
     _, meta = load_safetensors(dst)
-    assert meta["transform_input"] == "true" and meta["aux_logits"] == "true"
+    assert meta["transform_input"] is True and meta["aux_logits"] is True
     for weights in (src, dst):  # from torchvision's file and from ours
         model = build("inception_v3", weights=weights)
         assert model.transform_input and model.AuxLogits is not None

@@ -10,27 +10,28 @@ from pathlib import Path
 
 import torch
 
-from resnet_scratch.models import INPUT_SIZES
+from resnet_scratch.files import atomic_write
+from resnet_scratch.models import MODEL_INFO
 
 from .convert import ConversionError, from_torchvision, to_torchvision
 from .files import load_pth, load_safetensors, save_safetensors, sha256
-from .tables import HEADS, IMAGENET_MEAN, IMAGENET_STD, TABLES
+from .tables import TABLES
 
 
 def convert_file(arch: str, src: Path, dst: Path) -> dict[str, object]:
     """torchvision .pth -> our .safetensors with metadata; returns the metadata written."""
     state, digest = load_pth(src)
     ours = from_torchvision(state, arch)
-    head = ours[HEADS[arch][0] + ".weight"]
+    info = MODEL_INFO[arch]
     metadata: dict[str, object] = {
         "format": "resnet_scratch.weights/1",
         "arch": arch,
-        "num_classes": head.shape[0],
+        "num_classes": ours[info.heads[0] + ".weight"].shape[0],
         "source_file": src.name,
         "source_sha256": digest,
-        "input_size": INPUT_SIZES[arch],
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
+        "input_size": info.input_size,
+        "mean": list(info.mean),
+        "std": list(info.std),
     }
     if arch == "inception_v3":
         # torchvision's Inception weights were trained on [-1, 1] pixels: they need transform_input.
@@ -41,15 +42,22 @@ def convert_file(arch: str, src: Path, dst: Path) -> dict[str, object]:
 
 
 def export_file(arch: str, src: Path, dst: Path) -> None:
-    """Our .safetensors -> a torchvision .pth (a plain state dict, loadable with weights_only=True)."""
+    """Our .safetensors (a run's checkpoint or a converted file) -> a torchvision .pth (a plain state
+    dict, loadable with weights_only=True)."""
     ours, metadata = load_safetensors(src)
     if metadata.get("arch", arch) != arch:
         raise ConversionError(f"{src} holds {metadata['arch']} weights, not {arch}")
     theirs = to_torchvision(ours, arch)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    torch.save(theirs, tmp)
-    tmp.replace(dst)
+    atomic_write(dst, lambda tmp: torch.save(theirs, tmp))
+
+
+def check_paths(src: Path, dst: Path) -> None:
+    """Refuse a destination that is a folder or the source itself, before anything is written."""
+    if dst.is_dir():
+        raise ConversionError(f"--dst {dst} is a folder; give the file to write, e.g. {dst / (src.stem + '.out')}")
+    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+        raise ConversionError(f"--dst {dst} is the source file: write the converted weights elsewhere")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--to-torchvision", action="store_true", help="ours (.safetensors) -> torchvision (.pth)")
     args = p.parse_args(argv)
     try:
+        check_paths(args.src, args.dst)
         if args.to_torchvision:
             export_file(args.arch, args.src, args.dst)
             print(f"wrote {args.dst} (torchvision {args.arch}, SHA-256 {sha256(args.dst)[:16]}...)")
@@ -73,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"wrote {args.dst}: {args.arch}, {meta['num_classes']} classes, "
                 f"from {meta['source_file']} (SHA-256 {str(meta['source_sha256'])[:16]}...)"
             )
-    except ConversionError as e:
+    except (ConversionError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

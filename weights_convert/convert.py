@@ -5,9 +5,9 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from resnet_scratch.models import build
+from resnet_scratch.models import MODEL_INFO, build
 
-from .tables import HEADS, TABLES, Table
+from .tables import TABLES, Table
 
 
 class ConversionError(ValueError):
@@ -56,7 +56,7 @@ def torchvision_layout(arch: str, num_classes: int = 1000, aux_logits: bool = Tr
 
 def _head_shape(state_dict: dict[str, Tensor], arch: str, to_ours: bool) -> tuple[int, bool]:
     """(number of classes, has auxiliary head) as far as the source's keys tell; else (1000, True)."""
-    head = HEADS[arch][0] + ".weight"  # in our naming
+    head = MODEL_INFO[arch].heads[0] + ".weight"  # in our naming
     key = rename(head, TABLES[arch], to_ours=False) if to_ours else head
     weight = state_dict.get(key)
     num_classes = weight.shape[0] if isinstance(weight, Tensor) and weight.dim() == 2 else 1000
@@ -114,6 +114,19 @@ def _convert(state_dict: dict[str, Tensor], arch: str, *, to_ours: bool) -> dict
         if guess is not None and guess != arch:
             lines.append(f"  they look like {guess} weights")
         raise ConversionError("\n".join(lines))
+    bad = []
+    for key, tensor in out.items():
+        name = rename(key, table, to_ours=not to_ours) or key
+        if key.endswith("num_batches_tracked"):
+            if tensor.is_floating_point():
+                bad.append(f"{name}: {tensor.dtype}, expected an integer counter")
+        elif not tensor.is_floating_point():
+            bad.append(f"{name}: {tensor.dtype}, expected floating point")
+        elif tensor.device.type != "meta" and not torch.isfinite(tensor).all():
+            bad.append(f"{name}: holds NaN or infinite values")
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; ... ({len(bad)} in all)" if len(bad) > 5 else "")
+        raise ConversionError(f"these {arch} weights cannot be used: {shown}")
     return out
 
 

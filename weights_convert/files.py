@@ -2,7 +2,6 @@
 hash checks against torchvision's file names, and finding (or downloading) the ImageNet files."""
 
 import hashlib
-import json
 import os
 import re
 import sys
@@ -15,10 +14,11 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
-from resnet_scratch.checkpoint import atomic_save_tensors
+from resnet_scratch.checkpoint import atomic_save_tensors, decode_metadata, encode_metadata
+from resnet_scratch.models import MODEL_INFO
 
 from .convert import ConversionError
-from .tables import TORCHVISION_FILES, TORCHVISION_URL
+from .tables import TORCHVISION_URL
 
 # torchvision names its files <name>-<first hex digits of the SHA-256>.pth; 8 or more hex digits,
 # so that names like "model-a.pth" are not taken for a hash.
@@ -71,15 +71,14 @@ def load_pth(path: Path) -> tuple[dict[str, Tensor], str]:
 
 
 def save_safetensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str, object]) -> None:
-    """Write `tensors` with string metadata (JSON-encoded where not a string), atomically."""
+    """Write `tensors` with their metadata, JSON-encoded as checkpoints are, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
-    atomic_save_tensors(path, tensors, meta)
+    atomic_save_tensors(path, tensors, encode_metadata(metadata))
 
 
-def load_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """(tensors, metadata) of a safetensors file."""
+def load_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, object]]:
+    """(tensors, decoded metadata) of a safetensors file: a training checkpoint or a converted file."""
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"{path}: no such file")
@@ -89,7 +88,7 @@ def load_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except Exception as e:  # safetensors raises its own SafetensorError on a bad header
         raise ConversionError(f"{path}: cannot be read as a safetensors file: {e}") from None
-    return tensors, metadata
+    return tensors, decode_metadata(metadata)
 
 
 def hub_checkpoints() -> Path:
@@ -125,9 +124,9 @@ def download(url: str, dst: Path, timeout: float = 30.0) -> Path:
 def local_imagenet_file(arch: str, *, file_name: str | None = None) -> Path | None:
     """The ImageNet weights of `arch` already on this machine ($RESNET_SCRATCH_WEIGHTS, then torch's
     hub cache), or None; never downloads."""
-    if arch not in TORCHVISION_FILES:
+    if arch not in MODEL_INFO:
         raise ConversionError(f"no ImageNet weights are known for {arch!r}")
-    name = file_name or TORCHVISION_FILES[arch]
+    name = file_name or MODEL_INFO[arch].torchvision_file
     places: list[Path] = []
     env = os.environ.get("RESNET_SCRATCH_WEIGHTS")
     if env:
@@ -149,7 +148,7 @@ def find_imagenet_file(
     local = local_imagenet_file(arch, file_name=file_name)
     if local is not None:
         return local
-    name = file_name or TORCHVISION_FILES[arch]
+    name = file_name or MODEL_INFO[arch].torchvision_file
     cache = hub_checkpoints()
     url = base_url + name
     try:

@@ -7,10 +7,6 @@ order in which modules were registered: every key is renamed by what it is calle
 
 from dataclasses import dataclass, field
 
-# How the ImageNet weights expect their input (the data pipeline's normalisation); InceptionV3's file
-# expects transform_input=True on top of that.
-from resnet_scratch.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401
-
 
 @dataclass(frozen=True)
 class Table:
@@ -116,29 +112,6 @@ TABLES: dict[str, Table] = {
     "inception_v3": INCEPTION_V3,
 }
 
-# The keys of the classification head(s): replaced, not converted, when fine-tuning on new classes.
-HEADS: dict[str, tuple[str, ...]] = {
-    "resnet18": ("fc",),
-    "resnet34": ("fc",),
-    "resnet50": ("fc",),
-    "resnet101": ("fc",),
-    "resnet152": ("fc",),
-    "vgg16": ("classifier.fc8",),
-    "vgg16_bn": ("classifier.fc8",),
-    "inception_v3": ("fc", "AuxLogits.fc"),
-}
-
-# torchvision's ImageNet files (IMAGENET1K_V1, the weights most published fine-tuning starts from).
-# The hex after the dash is the start of the file's SHA-256.
-TORCHVISION_FILES: dict[str, str] = {
-    "resnet18": "resnet18-f37072fd.pth",
-    "resnet34": "resnet34-b627a593.pth",
-    "resnet50": "resnet50-0676ba61.pth",
-    "resnet101": "resnet101-63fe2227.pth",
-    "resnet152": "resnet152-394f9c45.pth",
-    "vgg16": "vgg16-397923af.pth",
-    "vgg16_bn": "vgg16_bn-6c64b313.pth",
-    "inception_v3": "inception_v3_google-0cc3c7bd.pth",
-}
+# Where torchvision's files are published; each model's file name is in its ModelInfo.
 TORCHVISION_URL = "https://download.pytorch.org/models/"
 

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from .cache import Split, load_split
+from .cache import Split, load_folder, load_split
 from .folder import SPLITS, scan_split
 
 # Out of 64 bits (distances between balanced hashes are even). Chosen by looking at Testing/Training
@@ -74,6 +74,17 @@ def near_pairs(a: np.ndarray, b: np.ndarray | None, threshold: int, chunk: int =
     return pairs
 
 
+def hashes_of(split: Split, hashes: dict) -> tuple[list[str], np.ndarray]:
+    """(pixel hashes, pHashes) of `split`, taken from `hashes` ({"exact": {split name: ...}, "phash":
+    {split name: ...}}) where it has them, else computed and added to it."""
+    exact, phash = hashes.setdefault("exact", {}), hashes.setdefault("phash", {})
+    if split.name not in exact:
+        exact[split.name] = split.pixel_hashes()
+    if split.name not in phash:
+        phash[split.name] = perceptual_hashes(split.images)
+    return exact[split.name], phash[split.name]
+
+
 def split_leakage(
     train: Split, test: Split, threshold: int = HAMMING_THRESHOLD, hashes: dict | None = None
 ) -> tuple[dict[str, list[int]], list[int], list[tuple[int, int, int]]]:
@@ -84,19 +95,13 @@ def split_leakage(
     pHashes}}; the rest is computed (and added to it).
     """
     hashes = {} if hashes is None else hashes
-    exact, phash = hashes.setdefault("exact", {}), hashes.setdefault("phash", {})
-    for split in (train, test):
-        if split.name not in exact:
-            exact[split.name] = split.pixel_hashes()
-        if split.name not in phash:
-            phash[split.name] = perceptual_hashes(split.images)
-    train_exact, test_exact = hashes["exact"][train.name], hashes["exact"][test.name]
+    (train_exact, train_phash), (test_exact, test_phash) = hashes_of(train, hashes), hashes_of(test, hashes)
     rows: dict[str, list[int]] = defaultdict(list)
     for i, h in enumerate(train_exact):
         rows[h].append(i)
     leaked = [t for t, h in enumerate(test_exact) if h in rows]
     near = [
-        p for p in near_pairs(hashes["phash"][test.name], hashes["phash"][train.name], threshold)
+        p for p in near_pairs(test_phash, train_phash, threshold)
         if test_exact[p[0]] != train_exact[p[1]]
     ]
     return rows, leaked, near
@@ -109,6 +114,66 @@ def leak_free_indices(
     _, leaked, near = split_leakage(train, test, threshold, hashes)
     tainted = set(leaked) | {t for t, _, _ in near}
     return [t for t in range(len(test)) if t not in tainted]
+
+
+def duplicate_groups(split: Split, threshold: int = HAMMING_THRESHOLD, hashes: dict | None = None) -> list[int]:
+    """A group number per image of `split`: images with identical pixels or pHashes within `threshold`
+    bits share one, transitively (union-find), so a split along groups keeps near duplicates together.
+
+    hashes: as split_leakage's; what is missing is computed and added.
+    """
+    exact, phash = hashes_of(split, {} if hashes is None else hashes)
+    parent = list(range(len(split)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    pairs = [(i, first.setdefault(h, i)) for i, h in enumerate(exact)]
+    pairs += [(i, j) for i, j, _ in near_pairs(phash, None, threshold)]
+    for i, j in pairs:
+        a, b = find(i), find(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    return [find(i) for i in range(len(split))]
+
+
+def audit_against(root: Path, others: list[Path], threshold: int = HAMMING_THRESHOLD,
+                  cache_dir: Path | None = None) -> dict:
+    """Overlap between the collection at root (Training and Testing) and other folders of class
+    folders: images of each other folder that are pixel-identical to one of root's (when stored at
+    the same size) or within `threshold` pHash bits of one (at any size), and the clean rest, named
+    relative to the other folder's parent (the form evaluate --clean-list reads)."""
+    root = Path(root)
+    classes = scan_split(root, SPLITS[0]).classes
+    mine = [load_split(root, name, classes=classes, cache_dir=cache_dir) for name in SPLITS]
+    my_exact = {h for s in mine for h in s.pixel_hashes()}
+    my_phash = np.concatenate([perceptual_hashes(s.images) for s in mine])
+    report: dict = {"root": str(root), "hamming_threshold": threshold, "against": {}}
+    for other in others:
+        other = Path(other)
+        split = load_folder(other, cache_dir=cache_dir)
+        exact = [i for i, h in enumerate(split.pixel_hashes()) if h in my_exact]
+        near = {i for i, _, _ in near_pairs(perceptual_hashes(split.images), my_phash, threshold)} - set(exact)
+        tainted = set(exact) | near
+        report["against"][str(other)] = {
+            "images": len(split), "counts": split.counts(), "identical": len(exact), "near": len(near),
+            "overlapping": sorted(str(Path(split.paths[i]).relative_to(other.parent)) for i in tainted),
+            "clean": [str(Path(p).relative_to(other.parent)) for i, p in enumerate(split.paths) if i not in tainted],
+        }
+    return report
+
+
+def format_against(report: dict) -> str:
+    """audit_against's report as a few lines."""
+    lines = [f"overlap with {report['root']} (Training + Testing; pHash <= {report['hamming_threshold']} bits):"]
+    for other, r in report["against"].items():
+        lines.append(f"  {other}: {r['images']} images {r['counts']}; {r['identical']} identical to one there, "
+                     f"{r['near']} more near duplicates; {len(r['clean'])} clean")
+    return "\n".join(lines)
 
 
 def _modes_and_sizes(paths: list[str]) -> tuple[Counter, Counter]:

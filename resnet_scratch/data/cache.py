@@ -17,22 +17,32 @@ import os
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from .folder import DECODE_ERRORS, DatasetError, Scan, Skipped, decode_hwc, image_size, scan_split
+from ..files import atomic_write
+from .folder import (
+    DECODE_ERRORS,
+    NOT_AN_IMAGE,
+    DatasetError,
+    Scan,
+    Skipped,
+    crop_to_head,
+    decode_hwc,
+    image_size,
+    scan_split,
+)
+from .transforms import fit_to
 
 log = logging.getLogger("resnet_scratch.data")
 
-# The safetensors entry: N x H x W x 3. Caches written before the store became channels-last
-# (entry "images", N x 3 x H x W) lack it, so they are decoded again rather than misread.
+# The safetensors entry names its layout (N x H x W x 3), so a cache of another layout is
+# decoded again rather than misread.
 CACHE_KEY = "pixels_nhwc"
 
 
@@ -60,18 +70,18 @@ class Split:
         with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
             return list(pool.map(digest, range(len(rows))))
 
+    def to(self, device: torch.device | str) -> "Split":
+        """This split with its images and labels on `device`: one copy per run, not per epoch."""
+        device = torch.device(device)
+        here = self.images.device
+        if here.type == device.type and (device.index is None or device.index == here.index):
+            return self
+        return replace(self, images=self.images.to(device), labels=self.labels.to(device))
+
     def counts(self) -> dict[str, int]:
         """Images per class."""
         per_label = Counter(self.labels.tolist())
         return {name: per_label.get(i, 0) for i, name in enumerate(self.classes)}
-
-
-def gather(images: Tensor, idx: Tensor) -> Tensor:
-    """images[idx] in the store's layout: a channels-last store is gathered as the N x H x W x C block it
-    is in memory (one copy per image; images[idx] copies element by element, 3.5x slower)."""
-    if images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last):
-        return images.permute(0, 2, 3, 1).index_select(0, idx).permute(0, 3, 1, 2)
-    return images.index_select(0, idx)
 
 
 def _stamp(path: Path) -> tuple[int, int]:
@@ -79,8 +89,8 @@ def _stamp(path: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def _cache_file(cache_dir: Path, root: Path, split: str, size: tuple[int, int] | None) -> Path:
-    key = hashlib.sha256(f"{root.resolve()}|{split}|{size}".encode()).hexdigest()[:16]
+def _cache_file(cache_dir: Path, root: Path, split: str, size: tuple[int, int] | None, head_crop: bool) -> Path:
+    key = hashlib.sha256(f"{root.resolve()}|{split}|{size}|{'head' if head_crop else 'whole'}".encode()).hexdigest()[:16]
     return cache_dir / f"{split}-{key}.safetensors"
 
 
@@ -96,9 +106,8 @@ def _read_cache(path: Path) -> tuple[Tensor, dict[str, list]] | None:
 
 def _write_cache(path: Path, images: Tensor, index: dict[str, list]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({CACHE_KEY: images.permute(0, 2, 3, 1)}, str(tmp), metadata={"index": json.dumps(index)})
-    os.replace(tmp, path)  # atomic: a crash leaves the old cache or none, never half a file
+    pixels = images.permute(0, 2, 3, 1)
+    atomic_write(path, lambda tmp: save_file({CACHE_KEY: pixels}, str(tmp), metadata={"index": json.dumps(index)}))
 
 
 def load_split(
@@ -110,11 +119,14 @@ def load_split(
     threads: int | None = None,
     cache_dir: Path | None = None,
     strict: bool = False,
+    head_crop: bool = False,
 ) -> Split:
     """Scan and decode root/split into one uint8 tensor.
 
-    size: (H, W) to store at; by default the most common image size, and images of another size
-    are resized to it (bilinear, antialiased, counted in the log). Unreadable files are skipped
+    size: (H, W) to store at; by default the most common image size. An image of another size is
+    resized with its aspect ratio kept so that it covers the store's size, then centre-cropped to it
+    (counted in the log). head_crop: crop every image to the head's bounding box first
+    (folder.crop_to_head), so that framing and borders carry no label. Unreadable files are skipped
     with a warning naming each one; strict=True raises DatasetError listing them instead.
     """
     root = Path(root)
@@ -141,7 +153,7 @@ def load_split(
         h, w = size
 
         cached, index = None, {}
-        cache_path = _cache_file(Path(cache_dir), root, split, size) if cache_dir else None
+        cache_path = _cache_file(Path(cache_dir), root, split, size, head_crop) if cache_dir else None
         if cache_path is not None and cache_path.is_file():
             found = _read_cache(cache_path)
             if found is not None:
@@ -166,9 +178,11 @@ def load_split(
                 pixels = decode_hwc(path)
             except DECODE_ERRORS as e:
                 return f"cannot decode: {type(e).__name__}: {e}"
+            if head_crop:
+                pixels = crop_to_head(pixels)
             resize = pixels.shape[:2] != (h, w)
             if resize:
-                pixels = np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).resize((w, h), Image.BILINEAR))
+                pixels = fit_to(pixels, h, w)
             out[slot] = pixels
             new_index[rel] = [*stamp, slot]
             return resize
@@ -187,7 +201,7 @@ def load_split(
         rows = {old: new for new, old in enumerate(good.tolist())}
         new_index = {rel: [a, b, rows[slot]] for rel, (a, b, slot) in new_index.items() if slot in rows}
 
-    problems = [s for s in skipped if s.reason != "not an image file extension"]
+    problems = [s for s in skipped if s.reason != NOT_AN_IMAGE]
     if problems and strict:
         listing = "\n".join(f"  {s.path}: {s.reason}" for s in problems)
         raise DatasetError(f"{len(problems)} problem(s) in {root / split}:\n{listing}")
@@ -201,3 +215,9 @@ def load_split(
         _write_cache(cache_path, images, new_index)
     log.info("%s: %d images decoded in %.1f s", split, len(labels), time.perf_counter() - started)
     return Split(split, scan.classes, images, labels, paths, skipped)
+
+
+def load_folder(folder: Path, **options: object) -> Split:
+    """A folder of class folders, decoded as load_split decodes a split (options as load_split's)."""
+    folder = Path(folder)
+    return load_split(folder.parent, folder.name, **options)

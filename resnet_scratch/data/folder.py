@@ -25,6 +25,15 @@ def default_root() -> Path:
     return Path(__file__).resolve().parents[3] / "shared" / "data" / "brain-tumor-mri"
 
 
+def default_external_root() -> Path:
+    """Other collections to score on: $RESNET_SCRATCH_EXTERNAL, else ../shared/data/external beside
+    the checkout; each folder in it is a folder of class folders (see its README)."""
+    env = os.environ.get("RESNET_SCRATCH_EXTERNAL")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[3] / "shared" / "data" / "external"
+
+
 class DatasetError(ValueError):
     """A structural problem with a dataset folder, or unreadable files under strict=True."""
 
@@ -59,10 +68,51 @@ def list_classes(split_dir: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not hidden(e.name))
 
 
+NOT_AN_IMAGE = "not an image file extension"
+
+
+def image_files(folder: Path) -> tuple[list[Path], list[Skipped]]:
+    """The image files under `folder` (sorted, hidden names left out) and what was skipped, with why.
+
+    Links are never followed out of `folder`: a linked folder is not entered (a link to `..` would
+    otherwise list every class again under this one), and a linked file counts only if it resolves
+    to a file inside `folder`.
+    """
+    folder = Path(folder)
+    inside = folder.resolve()
+    files: list[Path] = []
+    skipped: list[Skipped] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        here = Path(dirpath)
+        for d in sorted(dirnames):
+            if not hidden(d) and (here / d).is_symlink():
+                skipped.append(Skipped(str(here / d), "a link to a folder: not followed"))
+        dirnames[:] = sorted(d for d in dirnames if not hidden(d) and not (here / d).is_symlink())
+        for filename in sorted(filenames):
+            if hidden(filename):
+                continue
+            path = here / filename
+            if path.is_symlink():
+                target = path.resolve()
+                if not target.is_file():
+                    skipped.append(Skipped(str(path), "a broken link"))
+                    continue
+                if not target.is_relative_to(inside):
+                    skipped.append(Skipped(str(path), f"a link to {target}, outside {folder}: not followed"))
+                    continue
+            if path.suffix.lower() not in EXTENSIONS:
+                skipped.append(Skipped(str(path), NOT_AN_IMAGE))
+                continue
+            files.append(path)
+    return files, skipped
+
+
 def scan_split(root: Path, split: str, classes: list[str] | None = None) -> Scan:
     """List the images of root/split; raise DatasetError on a structural problem.
 
-    `classes`, when given (the training split's), must equal this split's class folders.
+    `classes`, when given (the training split's), must equal this split's class folders. A split
+    that defines the classes (classes=None) must have images in every class folder: an empty one
+    would still be a class of the model.
     """
     root = Path(root)
     if not root.is_dir():
@@ -80,20 +130,14 @@ def scan_split(root: Path, split: str, classes: list[str] | None = None) -> Scan
         )
     scan = Scan(root, split, found_classes, [], [])
     for label, name in enumerate(found_classes):
-        count = 0
-        for dirpath, dirnames, filenames in os.walk(split_dir / name, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not hidden(d))
-            for filename in sorted(filenames):
-                if hidden(filename):
-                    continue
-                path = Path(dirpath) / filename
-                if path.suffix.lower() not in EXTENSIONS:
-                    scan.skipped.append(Skipped(str(path), "not an image file extension"))
-                    continue
-                scan.paths.append(path)
-                scan.labels.append(label)
-                count += 1
-        if count == 0:
+        files, skipped = image_files(split_dir / name)
+        scan.paths += files
+        scan.labels += [label] * len(files)
+        scan.skipped += skipped
+        if not files:
+            if classes is None:
+                raise DatasetError(f"class folder {split_dir / name} has no images: remove it or add images "
+                                   "(every class folder of this split becomes a class of the model)")
             scan.skipped.append(Skipped(str(split_dir / name), "class folder has no images"))
     return scan
 
@@ -147,6 +191,44 @@ def decode_hwc(path: Path) -> np.ndarray:
         if image.mode == "RGB":
             return np.asarray(image)
         return to_rgb(image)
+
+
+# A pixel belongs to the head when it is brighter than this share of the image's 99th percentile;
+# a row or column belongs to it when at least PROFILE_SHARE of its pixels do.
+HEAD_LEVEL, PROFILE_SHARE = 0.1, 0.02
+
+
+def _main_run(profile: np.ndarray) -> tuple[int, int]:
+    """[start, end) of the heaviest run of True in a boolean profile, bridging gaps shorter than 3%
+    of its length (burned-in text beside the head is a separate, lighter run)."""
+    on = np.flatnonzero(profile)
+    if len(on) == 0:
+        return 0, len(profile)
+    gap = max(1, len(profile) * 3 // 100)
+    breaks = np.flatnonzero(np.diff(on) > gap)
+    starts = np.concatenate([[on[0]], on[breaks + 1]])
+    ends = np.concatenate([on[breaks], [on[-1]]]) + 1
+    best = int(np.argmax(ends - starts))
+    return int(starts[best]), int(ends[best])
+
+
+def crop_to_head(pixels: np.ndarray, margin: float = 0.04) -> np.ndarray:
+    """The square around the head's bounding box (with a small margin), padded with black where it
+    leaves the image: every slice is framed the same way, whatever its source's field of view."""
+    grey = pixels.mean(2)
+    level = max(HEAD_LEVEL * float(np.percentile(grey, 99)), 8.0)
+    mask = grey > level
+    top, bottom = _main_run(mask.mean(1) >= PROFILE_SHARE)
+    left, right = _main_run(mask.mean(0) >= PROFILE_SHARE)
+    side = max(bottom - top, right - left)
+    side = max(8, round(side * (1 + 2 * margin)))
+    cy, cx = (top + bottom) // 2, (left + right) // 2
+    y0, x0 = cy - side // 2, cx - side // 2
+    out = np.zeros((side, side, 3), dtype=np.uint8)
+    h, w = grey.shape
+    sy0, sx0, sy1, sx1 = max(y0, 0), max(x0, 0), min(y0 + side, h), min(x0 + side, w)
+    out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = pixels[sy0:sy1, sx0:sx1]
+    return out
 
 
 def image_size(path: Path) -> tuple[int, int]:

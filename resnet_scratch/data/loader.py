@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .cache import Split, gather
+from .cache import Split
+from .transforms import gather
 
 # transform(images, rows, generator) -> float batch of images[rows]. images is the whole decoded
 # store (uint8, on the device), so a transform that can read its crops in place need not gather.
@@ -150,34 +151,3 @@ class Loader:
         finally:  # also when the consumer stops early: drop what was not started, wait for the rest
             pool.shutdown(wait=True, cancel_futures=True)
 
-
-def train_val_split(
-    labels: Tensor, groups: list[str], fraction: float = 0.1, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices, validation indices): stratified by class, seeded, duplicates kept together.
-
-    groups[i] names the exact-duplicate group of sample i (e.g. a hash of its pixels); all members
-    of a group land on the same side, so validation never scores an image the model trained on.
-    Each class gets round(fraction * its size) validation samples, give or take a group.
-    """
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
-    labels_np = labels.cpu().numpy()
-    members: dict[str, list[int]] = {}
-    for i, g in enumerate(groups):
-        members.setdefault(g, []).append(i)
-    rng = np.random.default_rng(seed)
-    val: list[int] = []
-    for label in np.unique(labels_np):
-        # A group belongs to the class of its first member (a label conflict is the audit's to report).
-        class_groups = [m for m in members.values() if labels_np[m[0]] == label]
-        target = round(fraction * sum(len(m) for m in class_groups))
-        taken = 0
-        for k in rng.permutation(len(class_groups)):
-            if taken >= target:
-                break
-            val += class_groups[k]
-            taken += len(class_groups[k])
-    val_idx = np.sort(np.array(val, dtype=np.int64))
-    train_idx = np.setdiff1d(np.arange(len(labels_np)), val_idx)
-    return train_idx, val_idx

@@ -10,14 +10,22 @@ runs last, a cache-sized block at a time, and can round to bfloat16 for autocast
 import math
 from collections.abc import Iterable, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from .cache import gather
+from ..models.common import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+Stats = tuple[float, float, float]
+
+
+def gather(images: Tensor, idx: Tensor) -> Tensor:
+    """images[idx] in the store's layout: a channels-last store is gathered as the N x H x W x C block it
+    is in memory (one copy per image; images[idx] copies element by element, 3.5x slower)."""
+    if images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last):
+        return images.permute(0, 2, 3, 1).index_select(0, idx).permute(0, 3, 1, 2)
+    return images.index_select(0, idx)
 
 
 def crop_boxes(
@@ -116,33 +124,9 @@ def uint8_crops(
         yield F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
-def resized_crops_uint8(images: Tensor, boxes: Tensor, size: int, flip: Tensor | None = None) -> Tensor:
-    """uint8_crops as one N x C x size x size uint8 batch, channels-last."""
-    return torch.cat(list(uint8_crops(images, boxes, size, flip)))
-
-
-def random_resized_crop(
-    images: Tensor,
-    size: int,
-    generator: torch.Generator | None = None,
-    scale: tuple[float, float] = (0.08, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
-) -> Tensor:
-    """RandomResizedCrop of a float batch: N x C x H x W -> N x C x size x size."""
-    n, _, height, width = images.shape
-    boxes = crop_boxes(n, height, width, scale, ratio, generator)
-    return resized_crops(images, boxes, size)
-
-
 def flip_mask(n: int, p: float = 0.5, generator: torch.Generator | None = None) -> Tensor:
     """n booleans, each True with probability p."""
     return torch.rand(n, generator=generator) < p
-
-
-def hflip(images: Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> Tensor:
-    """Mirror each image left-right with probability p."""
-    mask = flip_mask(images.shape[0], p, generator).to(images.device).view(-1, 1, 1, 1)
-    return torch.where(mask, images.flip(-1), images)
 
 
 def resize(images: Tensor, size: int) -> Tensor:
@@ -157,29 +141,37 @@ def resize(images: Tensor, size: int) -> Tensor:
     return F.interpolate(images, size=(out_h, out_w), mode="bilinear", antialias=True, align_corners=False)
 
 
-def center_crop(images: Tensor, size: int) -> Tensor:
-    """The central size x size window (torchvision's rounding of the offsets)."""
-    height, width = images.shape[-2:]
-    if size > height or size > width:
-        raise ValueError(f"center_crop to {size} needs images of at least {size}x{size}, got {height}x{width}")
-    top = int(round((height - size) / 2.0))
-    left = int(round((width - size) / 2.0))
-    return images[..., top : top + size, left : left + size]
+def fit_to(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """One H x W x 3 uint8 image -> height x width x 3: its shorter side resized as `resize` does
+    (so evaluation's stores and predict see the same pixels), then centre-cropped."""
+    x = torch.from_numpy(np.require(pixels, requirements=["C", "W"])).permute(2, 0, 1)[None]
+    return center_crop(resize(x, max(height, width)), height, width)[0].permute(1, 2, 0).numpy()
+
+
+def center_crop(images: Tensor, size: int, width: int | None = None) -> Tensor:
+    """The central size x size (or size x width) window (torchvision's rounding of the offsets)."""
+    out_h, out_w = size, width or size
+    height, full_width = images.shape[-2:]
+    if out_h > height or out_w > full_width:
+        raise ValueError(f"center_crop to {out_h}x{out_w} needs images of at least that, got {height}x{full_width}")
+    top = int(round((height - out_h) / 2.0))
+    left = int(round((full_width - out_w) / 2.0))
+    return images[..., top : top + out_h, left : left + out_w]
 
 
 # Images per block in normalize_pixels: about 1 MB of float32, so a block's intermediate stays in L2.
 BLOCK_ELEMENTS = 1 << 18
 
 
-def normalize_blocks(blocks: Iterable[Tensor], n: int, dtype: torch.dtype = torch.float32) -> Tensor:
+def normalize_blocks(blocks: Iterable[Tensor], n: int, dtype: torch.dtype = torch.float32,
+                     mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> Tensor:
     """A batch of n images that arrives as consecutive blocks (B x C x H x W, pixel values 0..255,
-    uint8 or float) -> (x / 255 - mean) / std with ImageNet's statistics, N x C x H x W channels-last.
+    uint8 or float) -> (x / 255 - mean) / std, N x C x H x W channels-last.
 
     Each block is converted to float32 and normalised (one multiply-add on (W, C) rows, so the
     innermost axis is long and not a broadcast) while it is in the cache, then rounded once to
     `dtype`: a bfloat16 batch is exactly the float32 batch cast to bfloat16, which is what autocast
-    would hand the first convolution. A channels-last float32 batch normalised in place with
-    per-channel constants took 15 ms for 64 images at 224 px on 2 cores; this takes 2.7 ms (bf16).
+    would hand the first convolution.
     """
     out = tmp = scale = shift = None
     start = 0
@@ -187,9 +179,9 @@ def normalize_blocks(blocks: Iterable[Tensor], n: int, dtype: torch.dtype = torc
         b, c, height, width = block.shape
         if out is None:
             out = torch.empty(n, height, width, c, dtype=dtype, device=block.device)
-            std = torch.tensor(IMAGENET_STD, device=block.device)
-            scale = (1.0 / (255.0 * std)).repeat(width, 1)  # W x C
-            shift = (-torch.tensor(IMAGENET_MEAN, device=block.device) / std).repeat(width, 1)
+            std_t = torch.tensor(std, device=block.device)
+            scale = (1.0 / (255.0 * std_t)).repeat(width, 1)  # W x C
+            shift = (-torch.tensor(mean, device=block.device) / std_t).repeat(width, 1)
         if dtype == torch.float32:
             work = out[start : start + b]
         else:
@@ -206,12 +198,53 @@ def normalize_blocks(blocks: Iterable[Tensor], n: int, dtype: torch.dtype = torc
     return out.permute(0, 3, 1, 2)
 
 
-def normalize_pixels(images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Pixel values 0..255 (uint8 or float) -> ImageNet-normalised dtype, channels-last (normalize_blocks
+def normalize_pixels(images: Tensor, dtype: torch.dtype = torch.float32, mean: Stats = IMAGENET_MEAN,
+                     std: Stats = IMAGENET_STD) -> Tensor:
+    """Pixel values 0..255 (uint8 or float) -> normalised dtype, channels-last (normalize_blocks
     over cache-sized blocks on a CPU, the whole batch at once elsewhere)."""
     n, c, height, width = images.shape
     block = max(1, BLOCK_ELEMENTS // (height * width * c)) if images.device.type == "cpu" else n
-    return normalize_blocks((images[i : i + block] for i in range(0, n, block)), n, dtype)
+    return normalize_blocks((images[i : i + block] for i in range(0, n, block)), n, dtype, mean, std)
+
+
+def unnormalize(batch: Tensor, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> Tensor:
+    """Normalised N x 3 x H x W -> 0..1 pixels on the CPU, for display."""
+    mean_t = torch.tensor(mean).view(1, 3, 1, 1)
+    std_t = torch.tensor(std).view(1, 3, 1, 1)
+    return (batch.float().cpu() * std_t + mean_t).clamp(0, 1)
+
+
+def photometric_jitter(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """What another scanner or sequence setting does to a slice's intensities, drawn per image:
+    gamma in [0.7, 1.5] (log-uniform), contrast x[0.7, 1.3] about the image mean, brightness
+    +-10% of the range, a Gaussian blur (sigma 0.3-1.2 px) on 30% of the images, and Gaussian
+    noise up to 4% of the range. images: N x C x H x W float, 0..255 (changed in place and returned).
+    """
+    n = images.shape[0]
+    draw = torch.rand(n, 6, generator=generator, dtype=torch.float64).to(dtype=images.dtype, device=images.device)
+    per_image = (n, 1, 1, 1)
+    gamma = torch.exp(math.log(0.7) + draw[:, 0] * math.log(1.5 / 0.7)).view(per_image)
+    images.div_(255).clamp_(0, 1).pow_(gamma)
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    images.sub_(mean).mul_((0.7 + 0.6 * draw[:, 1]).view(per_image)).add_(mean)
+    images.add_((draw[:, 2] * 0.2 - 0.1).view(per_image))
+    blurred = draw[:, 3] < 0.3
+    if blurred.any():
+        images[blurred] = gaussian_blur(images[blurred], 0.3 + 0.9 * draw[blurred, 4])
+    noise = torch.randn(images.shape, generator=generator).to(images.device, images.dtype)
+    images.add_(noise.mul_((0.04 * draw[:, 5]).view(per_image)))
+    return images.clamp_(0, 1).mul_(255)
+
+
+def gaussian_blur(images: Tensor, sigma: Tensor, radius: int = 2) -> Tensor:
+    """Each image blurred with its own sigma (a (2 radius + 1)^2 Gaussian, reflect-padded)."""
+    n, c, h, w = images.shape
+    x = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    k1 = torch.exp(-(x[None, :] ** 2) / (2 * sigma[:, None].to(images.dtype) ** 2))
+    k1 = k1 / k1.sum(1, keepdim=True)  # n x (2r + 1)
+    kernel = (k1[:, :, None] * k1[:, None, :]).repeat_interleave(c, 0)[:, None]  # n*c x 1 x k x k
+    padded = F.pad(images.reshape(1, n * c, h, w), (radius,) * 4, mode="reflect")
+    return F.conv2d(padded, kernel, groups=n * c).reshape(n, c, h, w)
 
 
 def train_transform(
@@ -222,8 +255,12 @@ def train_transform(
     flip_p: float = 0.5,
     dtype: torch.dtype = torch.float32,
     rows: Tensor | None = None,
+    mean: Stats = IMAGENET_MEAN,
+    std: Stats = IMAGENET_STD,
+    photometric: bool = False,
 ) -> Tensor:
-    """uint8 batch -> random resized crop + horizontal flip + ImageNet normalisation, channels-last.
+    """uint8 batch -> random resized crop + horizontal flip (+ photometric_jitter if `photometric`) +
+    normalisation, channels-last.
 
     rows: the batch is images[rows] (e.g. the whole decoded store and a batch's indices); on a CPU
     the crops are then read straight from the store.
@@ -237,21 +274,34 @@ def train_transform(
     boxes = crop_boxes(n, height, width, scale, (3 / 4, 4 / 3), generator)
     flips = flip_mask(n, flip_p, generator)
     if images.device.type == "cpu" and images.dtype == torch.uint8:
-        return normalize_blocks(uint8_crops(images, boxes, size, flips, rows), n, dtype)
-    batch = images if rows is None else gather(images, rows)
-    return normalize_pixels(resized_crops(batch.to(torch.float32), boxes, size, flips), dtype)  # 0..255 floats
+        crops = uint8_crops(images, boxes, size, flips, rows)
+        if not photometric:
+            return normalize_blocks(crops, n, dtype, mean, std)
+        batch = torch.cat([crop.float() for crop in crops])
+    else:
+        source = images if rows is None else gather(images, rows)
+        batch = resized_crops(source.to(torch.float32), boxes, size, flips)  # 0..255 floats
+    if photometric:
+        batch = photometric_jitter(batch, generator)
+    return normalize_pixels(batch, dtype, mean, std)
 
 
-def eval_transform(images: Tensor, size: int, resize_to: int | None = None, rows: Tensor | None = None) -> Tensor:
-    """uint8 batch -> resize (shorter side) + centre crop + ImageNet normalisation.
+def eval_transform(images: Tensor, size: int, resize_to: int | None = None, rows: Tensor | None = None,
+                   mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> Tensor:
+    """uint8 batch -> resize (shorter side) + centre crop + normalisation.
 
     resize_to defaults to size * 8 / 7, torchvision's ratio: 256 for 224, 342 for 299 (rounded up).
     rows: the batch is images[rows], as in train_transform.
     """
-    resize_to = resize_to or math.ceil(size * 256 / 224)
+    resize_to = resize_to or eval_resize(size)
     if rows is not None:
         images = gather(images, rows)
     if images.device.type != "cpu" or images.dtype != torch.uint8:
         images = images.to(torch.float32)  # 0..255: normalize_pixels divides by 255
     # On a CPU the resize stays in uint8 (torch's fixed-point resampler, rounding like PIL's).
-    return normalize_pixels(center_crop(resize(images, resize_to), size))
+    return normalize_pixels(center_crop(resize(images, resize_to), size), mean=mean, std=std)
+
+
+def eval_resize(size: int) -> int:
+    """The shorter side eval preprocessing resizes to before its centre crop: size * 256 / 224, rounded up."""
+    return math.ceil(size * 256 / 224)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .common import check_input
+from .common import ModelInfo, check_input, record_stages
 
 
 class InceptionOutputs(NamedTuple):
@@ -197,6 +197,10 @@ class InceptionAux(nn.Module):
         return self.fc(x)
 
 
+# The rows whose outputs forward_stages returns, in order.
+STAGES = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+          "maxpool2", "Mixed_5d", "Mixed_6e", "Mixed_7c", "avgpool", "fc")
+
 # Smallest input whose grid survives every unpadded strided layer (1x1 at Mixed_7c) ...
 MIN_SIZE = 75
 # ... and, in training with the auxiliary head, whose 17x17 grid is large enough for the head's
@@ -265,58 +269,40 @@ class InceptionV3(nn.Module):
         ch2 = x[:, 2:3] * (0.225 / 0.5) + (0.406 - 0.5) / 0.5
         return torch.cat([ch0, ch1, ch2], 1)
 
-    def forward_stages(self, x: Tensor) -> "OrderedDict[str, Tensor]":
-        """Run the main path and return the output of every row of the paper's Table 1."""
+    def forward(self, x: Tensor) -> Tensor | InceptionOutputs:
+        """Logits; in training mode with the auxiliary head, InceptionOutputs(logits, aux_logits)."""
         aux_active = self.training and self.AuxLogits is not None
-        min_size = MIN_SIZE_AUX if aux_active else MIN_SIZE
-        check_input(x, channels=3, min_size=min_size, model="InceptionV3")
+        check_input(x, channels=3, min_size=MIN_SIZE_AUX if aux_active else MIN_SIZE, model="InceptionV3")
         if self.transform_input:
             x = self._transform_input(x)
-        rows: OrderedDict[str, Tensor] = OrderedDict()
         x = self.Conv2d_1a_3x3(x)  # N x 32 x 149 x 149   (sizes for a 299 x 299 input)
-        rows["Conv2d_1a_3x3"] = x
         x = self.Conv2d_2a_3x3(x)  # N x 32 x 147 x 147
-        rows["Conv2d_2a_3x3"] = x
         x = self.Conv2d_2b_3x3(x)  # N x 64 x 147 x 147
-        rows["Conv2d_2b_3x3"] = x
         x = self.maxpool1(x)  # N x 64 x 73 x 73
-        rows["maxpool1"] = x
         x = self.Conv2d_3b_1x1(x)  # N x 80 x 73 x 73
-        rows["Conv2d_3b_1x1"] = x
         x = self.Conv2d_4a_3x3(x)  # N x 192 x 71 x 71
-        rows["Conv2d_4a_3x3"] = x
         x = self.maxpool2(x)  # N x 192 x 35 x 35
-        rows["maxpool2"] = x
         x = self.Mixed_5b(x)  # N x 256 x 35 x 35
         x = self.Mixed_5c(x)  # N x 288 x 35 x 35
         x = self.Mixed_5d(x)  # N x 288 x 35 x 35
-        rows["Mixed_5d"] = x
         x = self.Mixed_6a(x)  # N x 768 x 17 x 17
         x = self.Mixed_6b(x)
         x = self.Mixed_6c(x)
         x = self.Mixed_6d(x)
         x = self.Mixed_6e(x)  # N x 768 x 17 x 17
-        rows["Mixed_6e"] = x
+        aux = self.AuxLogits(x) if aux_active else None  # the auxiliary head reads the 17x17 grid
         x = self.Mixed_7a(x)  # N x 1280 x 8 x 8
         x = self.Mixed_7b(x)  # N x 2048 x 8 x 8
         x = self.Mixed_7c(x)  # N x 2048 x 8 x 8
-        rows["Mixed_7c"] = x
         x = self.avgpool(x)  # N x 2048 x 1 x 1
         x = torch.flatten(x, 1)  # N x 2048
-        rows["pool"] = x
         x = self.dropout(x)
         x = self.fc(x)  # N x num_classes
-        rows["fc"] = x
-        return rows
+        return InceptionOutputs(x, aux) if aux is not None else x
 
-    def forward(self, x: Tensor) -> Tensor | InceptionOutputs:
-        """Logits; in training mode with the auxiliary head, InceptionOutputs(logits, aux_logits)."""
-        if not (self.training and self.AuxLogits is not None):
-            return self.forward_stages(x)["fc"]
-        rows = self.forward_stages(x)
-        # The auxiliary head reads the 17x17 grid that the main path has already computed.
-        aux = self.AuxLogits(rows["Mixed_6e"])
-        return InceptionOutputs(rows["fc"], aux)
+    def forward_stages(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        """The output of every row of the paper's Table 1 that has a module, in order."""
+        return record_stages(self, x, STAGES)
 
 
 def inception_v3(
@@ -330,3 +316,10 @@ def inception_v3(
     return InceptionV3(
         num_classes, aux_logits=aux_logits, dropout=dropout, transform_input=transform_input
     )
+
+
+INFO: dict[str, ModelInfo] = {
+    # torchvision's file expects transform_input=True (its weights were trained on [-1, 1] pixels).
+    "inception_v3": ModelInfo(inception_v3, input_size=299, min_size=MIN_SIZE, heads=("fc", "AuxLogits.fc"),
+                              torchvision_file="inception_v3_google-0cc3c7bd.pth"),
+}

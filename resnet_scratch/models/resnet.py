@@ -10,14 +10,49 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-from .common import check_input
+from .common import ModelInfo, check_input, record_stages
 
 StrideOn = Literal["3x3", "1x1"]
+Shortcut = Literal["A", "B", "C"]
 
 # Five stride-2 steps (conv1, max pool, conv3_x, conv4_x, conv5_x): below 32 px they run out of
 # pixels and the later stages only see padding.
 MIN_SIZE = 32
+
+
+class ZeroPadShortcut(nn.Module):
+    """The paper's option A where the shape changes: keep every stride-th pixel, as a strided 1x1
+    convolution would sample them, and fill the new channels with zeros. No parameters."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.extra_channels = out_channels - in_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        """N x C x H x W -> N x C' x H/stride x W/stride, the C' - C new channels all zero."""
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+
+
+def make_shortcut(in_channels: int, out_channels: int, stride: int, option: Shortcut) -> nn.Module | None:
+    """The shortcut of one block, by the paper's options (Section 3.3, Table 3); None is the identity.
+
+    A: identity, and zero-padding where the shape changes (no parameters at all).
+    B: identity, and a 1x1 conv + BN projection where the shape changes (torchvision's layout).
+    C: a projection on every shortcut.
+    """
+    same_shape = stride == 1 and in_channels == out_channels
+    if option == "A":
+        return None if same_shape else ZeroPadShortcut(in_channels, out_channels, stride)
+    if option == "B" and same_shape:
+        return None
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+        nn.BatchNorm2d(out_channels),
+    )
 
 
 class BasicBlock(nn.Module):
@@ -25,7 +60,9 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_channels: int, width: int, stride: int = 1, *, skip: bool = True) -> None:
+    def __init__(
+        self, in_channels: int, width: int, stride: int = 1, *, skip: bool = True, shortcut: Shortcut = "B"
+    ) -> None:
         super().__init__()
         out_channels = width * self.expansion
         self.skip = skip
@@ -34,10 +71,10 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(width, out_channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.shortcut = projection(in_channels, out_channels, stride) if skip else None
+        self.shortcut = make_shortcut(in_channels, out_channels, stride, shortcut) if skip else None
 
     def forward(self, x: Tensor) -> Tensor:
-        """F(x) + x, with a projection shortcut where the shape changes."""
+        """relu(F(x) + shortcut(x)); without skip, relu(F(x))."""
         identity = x
         out = self.conv1(x)  # N x width x H/stride x W/stride
         out = self.bn1(out)
@@ -64,6 +101,7 @@ class Bottleneck(nn.Module):
         stride: int = 1,
         *,
         skip: bool = True,
+        shortcut: Shortcut = "B",
         stride_on: StrideOn = "3x3",
     ) -> None:
         super().__init__()
@@ -80,10 +118,10 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.shortcut = projection(in_channels, out_channels, stride) if skip else None
+        self.shortcut = make_shortcut(in_channels, out_channels, stride, shortcut) if skip else None
 
     def forward(self, x: Tensor) -> Tensor:
-        """F(x) + x, where F squeezes to `width` channels, convolves, and expands back."""
+        """relu(F(x) + shortcut(x)), where F squeezes to `width` channels, convolves, expands back."""
         identity = x
         out = self.conv1(x)  # N x width x H x W (v1: H/stride)
         out = self.bn1(out)
@@ -101,16 +139,6 @@ class Bottleneck(nn.Module):
         return out
 
 
-def projection(in_channels: int, out_channels: int, stride: int) -> nn.Sequential | None:
-    """The paper's option B: a 1x1 conv + BN shortcut where the shape changes, identity elsewhere."""
-    if stride == 1 and in_channels == out_channels:
-        return None
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-        nn.BatchNorm2d(out_channels),
-    )
-
-
 Block = type[BasicBlock] | type[Bottleneck]
 
 # The paper's Table 1: depth -> (block, number of blocks in conv2_x, conv3_x, conv4_x, conv5_x).
@@ -125,6 +153,9 @@ RESNET_SPECS: dict[int, tuple[Block, list[int]]] = {
 # The paper's "FLOPs" row of Table 1 (multiply-adds, v1 layout), in units of 10^9.
 PAPER_GMACS: dict[int, float] = {18: 1.8, 34: 3.6, 50: 3.8, 101: 7.6, 152: 11.3}
 
+# The rows whose outputs forward_stages returns, in order.
+STAGES = ("conv1", "conv2_x", "conv3_x", "conv4_x", "conv5_x", "avgpool", "fc")
+
 
 class ResNet(nn.Module):
     """A residual network (or, with skip=False, the paper's plain network of the same depth)."""
@@ -136,17 +167,21 @@ class ResNet(nn.Module):
         num_classes: int = 1000,
         *,
         skip: bool = True,
+        shortcut: Shortcut = "B",
         dropout: float = 0.0,
         stride_on: StrideOn = "3x3",
     ) -> None:
         super().__init__()
         if stride_on not in ("3x3", "1x1"):
             raise ValueError(f'stride_on must be "3x3" (v1.5) or "1x1" (v1), got {stride_on!r}')
+        if shortcut not in ("A", "B", "C"):
+            raise ValueError(f'shortcut must be "A", "B" or "C" (the paper\'s Table 3), got {shortcut!r}')
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.block = block
         self.depth = 2 + (2 if block is BasicBlock else 3) * sum(blocks_per_stage)  # the paper's count
         self.skip = skip
+        self.shortcut = shortcut
         self.stride_on = stride_on
         self.conv1 = nn.Sequential(
             OrderedDict(
@@ -174,10 +209,11 @@ class ResNet(nn.Module):
             s = stride if i == 0 else 1
             if self.block is Bottleneck:
                 layers.append(
-                    Bottleneck(self.in_channels, width, s, skip=self.skip, stride_on=self.stride_on)
+                    Bottleneck(self.in_channels, width, s, skip=self.skip, shortcut=self.shortcut,
+                               stride_on=self.stride_on)
                 )
             else:  # v1 and v1.5 differ only in the bottleneck: a basic block has no 1x1
-                layers.append(BasicBlock(self.in_channels, width, s, skip=self.skip))
+                layers.append(BasicBlock(self.in_channels, width, s, skip=self.skip, shortcut=self.shortcut))
             self.in_channels = width * self.block.expansion
         return nn.Sequential(*layers)
 
@@ -190,71 +226,78 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward_stages(self, x: Tensor) -> "OrderedDict[str, Tensor]":
-        """Run the network and return the output of every row of Table 1, in order."""
-        check_input(x, channels=3, min_size=MIN_SIZE, model=f"ResNet-{self.depth}")
-        rows: OrderedDict[str, Tensor] = OrderedDict()
-        x = self.conv1(x)  # N x 64 x H/2 x W/2
-        rows["conv1"] = x
-        x = self.maxpool(x)  # N x 64 x H/4 x W/4
-        x = self.conv2_x(x)  # N x 64e x H/4 x W/4   (e = block expansion: 1 or 4)
-        rows["conv2_x"] = x
-        x = self.conv3_x(x)  # N x 128e x H/8 x W/8
-        rows["conv3_x"] = x
-        x = self.conv4_x(x)  # N x 256e x H/16 x W/16
-        rows["conv4_x"] = x
-        x = self.conv5_x(x)  # N x 512e x H/32 x W/32
-        rows["conv5_x"] = x
-        x = self.avgpool(x)  # N x 512e x 1 x 1
-        x = torch.flatten(x, 1)  # N x 512e
-        rows["pool"] = x
-        x = self.dropout(x)
-        x = self.fc(x)  # N x num_classes
-        rows["fc"] = x
-        return rows
-
     def forward(self, x: Tensor) -> Tensor:
         """Logits, N x num_classes."""
-        return self.forward_stages(x)["fc"]
+        check_input(x, channels=3, min_size=MIN_SIZE, model=f"ResNet-{self.depth}")
+        x = self.conv1(x)  # N x 64 x H/2 x W/2
+        x = self.maxpool(x)  # N x 64 x H/4 x W/4
+        x = self.conv2_x(x)  # N x 64e x H/4 x W/4   (e = block expansion: 1 or 4)
+        x = self.conv3_x(x)  # N x 128e x H/8 x W/8
+        x = self.conv4_x(x)  # N x 256e x H/16 x W/16
+        x = self.conv5_x(x)  # N x 512e x H/32 x W/32
+        x = self.avgpool(x)  # N x 512e x 1 x 1
+        x = torch.flatten(x, 1)  # N x 512e
+        x = self.dropout(x)
+        x = self.fc(x)  # N x num_classes
+        return x
+
+    def forward_stages(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        """The output of every row of Table 1 (conv1 ... conv5_x, avgpool, fc), in order."""
+        return record_stages(self, x, STAGES)
 
 
 def _resnet(
-    depth: int, num_classes: int, skip: bool, dropout: float, stride_on: StrideOn
+    depth: int, num_classes: int, skip: bool, shortcut: Shortcut, dropout: float, stride_on: StrideOn
 ) -> ResNet:
     block, counts = RESNET_SPECS[depth]
-    return ResNet(block, counts, num_classes, skip=skip, dropout=dropout, stride_on=stride_on)
+    return ResNet(block, counts, num_classes, skip=skip, shortcut=shortcut, dropout=dropout, stride_on=stride_on)
 
 
-def resnet18(
-    num_classes: int = 1000, *, skip: bool = True, dropout: float = 0.0, stride_on: StrideOn = "3x3"
-) -> ResNet:
+def resnet18(num_classes: int = 1000, *, skip: bool = True, shortcut: Shortcut = "B", dropout: float = 0.0,
+             stride_on: StrideOn = "3x3") -> ResNet:
     """ResNet-18 (BasicBlock, [2, 2, 2, 2])."""
-    return _resnet(18, num_classes, skip, dropout, stride_on)
+    return _resnet(18, num_classes, skip, shortcut, dropout, stride_on)
 
 
-def resnet34(
-    num_classes: int = 1000, *, skip: bool = True, dropout: float = 0.0, stride_on: StrideOn = "3x3"
-) -> ResNet:
+def resnet34(num_classes: int = 1000, *, skip: bool = True, shortcut: Shortcut = "B", dropout: float = 0.0,
+             stride_on: StrideOn = "3x3") -> ResNet:
     """ResNet-34 (BasicBlock, [3, 4, 6, 3])."""
-    return _resnet(34, num_classes, skip, dropout, stride_on)
+    return _resnet(34, num_classes, skip, shortcut, dropout, stride_on)
 
 
-def resnet50(
-    num_classes: int = 1000, *, skip: bool = True, dropout: float = 0.0, stride_on: StrideOn = "3x3"
-) -> ResNet:
+def resnet50(num_classes: int = 1000, *, skip: bool = True, shortcut: Shortcut = "B", dropout: float = 0.0,
+             stride_on: StrideOn = "3x3") -> ResNet:
     """ResNet-50 (Bottleneck, [3, 4, 6, 3])."""
-    return _resnet(50, num_classes, skip, dropout, stride_on)
+    return _resnet(50, num_classes, skip, shortcut, dropout, stride_on)
 
 
-def resnet101(
-    num_classes: int = 1000, *, skip: bool = True, dropout: float = 0.0, stride_on: StrideOn = "3x3"
-) -> ResNet:
+def resnet101(num_classes: int = 1000, *, skip: bool = True, shortcut: Shortcut = "B", dropout: float = 0.0,
+              stride_on: StrideOn = "3x3") -> ResNet:
     """ResNet-101 (Bottleneck, [3, 4, 23, 3])."""
-    return _resnet(101, num_classes, skip, dropout, stride_on)
+    return _resnet(101, num_classes, skip, shortcut, dropout, stride_on)
 
 
-def resnet152(
-    num_classes: int = 1000, *, skip: bool = True, dropout: float = 0.0, stride_on: StrideOn = "3x3"
-) -> ResNet:
+def resnet152(num_classes: int = 1000, *, skip: bool = True, shortcut: Shortcut = "B", dropout: float = 0.0,
+              stride_on: StrideOn = "3x3") -> ResNet:
     """ResNet-152 (Bottleneck, [3, 8, 36, 3])."""
-    return _resnet(152, num_classes, skip, dropout, stride_on)
+    return _resnet(152, num_classes, skip, shortcut, dropout, stride_on)
+
+
+def paper_rows(depth: int) -> dict[str, tuple[int, int, int]]:
+    """Table 1's output of each row at 224 px: (channels, height, width)."""
+    e = RESNET_SPECS[depth][0].expansion
+    return {"conv1": (64, 112, 112), "conv2_x": (64 * e, 56, 56), "conv3_x": (128 * e, 28, 28),
+            "conv4_x": (256 * e, 14, 14), "conv5_x": (512 * e, 7, 7)}
+
+
+# torchvision's IMAGENET1K_V1 files, the weights most published fine-tuning starts from.
+_FILES = {18: "resnet18-f37072fd.pth", 34: "resnet34-b627a593.pth", 50: "resnet50-0676ba61.pth",
+          101: "resnet101-63fe2227.pth", 152: "resnet152-394f9c45.pth"}
+_BUILDERS = {18: resnet18, 34: resnet34, 50: resnet50, 101: resnet101, 152: resnet152}
+
+INFO: dict[str, ModelInfo] = {
+    f"resnet{depth}": ModelInfo(_BUILDERS[depth], input_size=224, min_size=MIN_SIZE, heads=("fc",),
+                                torchvision_file=_FILES[depth], paper_rows=paper_rows(depth),
+                                paper_gmacs=PAPER_GMACS[depth])
+    for depth in RESNET_SPECS
+}

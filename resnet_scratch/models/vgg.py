@@ -8,7 +8,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from .common import check_input
+from .common import ModelInfo, check_input, record_stages
 
 # Table 1 of the paper, column D: output channels of each 3x3 conv, one list per block; every
 # block ends in a 2x2 max pool with stride 2.
@@ -47,6 +47,8 @@ class VGG(nn.Module):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if len(cfg) != 5:  # forward names five blocks, as every configuration of the paper has
+            raise ValueError(f"a VGG configuration has 5 blocks, got {len(cfg)}")
         in_channels = 3
         for i, widths in enumerate(cfg, start=1):
             self.add_module(f"block{i}", conv_block(i, in_channels, widths, batch_norm))
@@ -82,23 +84,22 @@ class VGG(nn.Module):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def forward_stages(self, x: Tensor) -> "OrderedDict[str, Tensor]":
-        """Run the network and return the output of every block, the pooling and the classifier."""
-        check_input(x, channels=3, min_size=MIN_SIZE, model="VGG16")
-        rows: OrderedDict[str, Tensor] = OrderedDict()
-        for i in range(1, self.num_blocks + 1):
-            x = getattr(self, f"block{i}")(x)  # N x C_i x H/2^i x W/2^i
-            rows[f"block{i}"] = x
-        x = self.avgpool(x)  # N x 512 x 7 x 7
-        x = torch.flatten(x, 1)  # N x 25088
-        rows["pool"] = x
-        x = self.classifier(x)  # N x num_classes
-        rows["fc"] = x
-        return rows
-
     def forward(self, x: Tensor) -> Tensor:
         """Logits, N x num_classes."""
-        return self.forward_stages(x)["fc"]
+        check_input(x, channels=3, min_size=MIN_SIZE, model="VGG16")
+        x = self.block1(x)  # N x 64 x H/2 x W/2
+        x = self.block2(x)  # N x 128 x H/4 x W/4
+        x = self.block3(x)  # N x 256 x H/8 x W/8
+        x = self.block4(x)  # N x 512 x H/16 x W/16
+        x = self.block5(x)  # N x 512 x H/32 x W/32
+        x = self.avgpool(x)  # N x 512 x 7 x 7
+        x = torch.flatten(x, 1)  # N x 25088
+        x = self.classifier(x)  # N x num_classes
+        return x
+
+    def forward_stages(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        """The output of every block, the pooling and the classifier, in order."""
+        return record_stages(self, x, [f"block{i}" for i in range(1, self.num_blocks + 1)] + ["avgpool", "classifier"])
 
 
 def vgg16(num_classes: int = 1000, *, dropout: float = 0.5, batch_norm: bool = False) -> VGG:
@@ -109,3 +110,11 @@ def vgg16(num_classes: int = 1000, *, dropout: float = 0.5, batch_norm: bool = F
 def vgg16_bn(num_classes: int = 1000, *, dropout: float = 0.5) -> VGG:
     """VGG16 with batch norm after every conv (not in the paper; torchvision's vgg16_bn)."""
     return vgg16(num_classes, dropout=dropout, batch_norm=True)
+
+
+INFO: dict[str, ModelInfo] = {
+    "vgg16": ModelInfo(vgg16, input_size=224, min_size=MIN_SIZE, heads=("classifier.fc8",),
+                       torchvision_file="vgg16-397923af.pth"),
+    "vgg16_bn": ModelInfo(vgg16_bn, input_size=224, min_size=MIN_SIZE, heads=("classifier.fc8",),
+                          torchvision_file="vgg16_bn-6c64b313.pth"),
+}

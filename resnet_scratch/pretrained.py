@@ -9,22 +9,55 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
+from .checkpoint import decode_metadata, read_tensors
+from .models import MODEL_INFO
+from .models import build as build_fresh
 
-def read_weights(arch: str, weights: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Our state dict and metadata from "imagenet", a torchvision .pth/.pt or our .safetensors."""
-    # weights_convert imports the model zoo, so it is imported here, when weights are asked for.
-    from weights_convert import ConversionError, find_imagenet_file, from_torchvision
-    from weights_convert import load_pth, load_safetensors
+
+def build(name: str, *, weights: str | Path | None = None, freeze: str | None = None, **options: object) -> nn.Module:
+    """Model `name` (see resnet_scratch.models.build for `options`), optionally from pretrained weights.
+
+    weights: None (random init), "imagenet" (torchvision's ImageNet file, found or downloaded by
+    weights_convert.find_imagenet_file), or a path to a torchvision .pth or our .safetensors (a
+    checkpoint of a run, or a converted file). The backbone is loaded; the head keeps its fresh
+    initialisation when num_classes differs from the file's. freeze: None (train everything) or
+    "backbone" (only the head trains; frozen BatchNorm layers stay in eval mode).
+    """
+    if freeze not in (None, "backbone"):
+        raise ValueError(f'freeze must be None or "backbone", got {freeze!r}')
+    if freeze == "backbone" and weights is None:
+        raise ValueError('freeze="backbone" needs pretrained weights: a random backbone cannot be frozen usefully')
+    if weights is None:
+        return build_fresh(name, **options)
+    if name not in MODEL_INFO:
+        build_fresh(name)  # the unknown-name error, with the list of names
+    state, metadata = read_weights(name, weights)
+    if name == "inception_v3" and "transform_input" not in options:
+        options["transform_input"] = bool(metadata.get("transform_input", False))
+    model = build_fresh(name, **options)
+    heads = MODEL_INFO[name].heads
+    transplant(model, state, heads)
+    if freeze == "backbone":
+        freeze_backbone(model, heads)
+    return model
+
+
+def read_weights(arch: str, weights: str | Path) -> tuple[dict[str, Tensor], dict[str, object]]:
+    """Our state dict and decoded metadata from "imagenet", a torchvision .pth/.pt or our .safetensors."""
+    # weights_convert imports the models (conversion depends on them, never the reverse); imported
+    # here, when weights are asked for, so that importing either package first works.
+    from weights_convert import find_imagenet_file, from_torchvision, load_pth
 
     path = find_imagenet_file(arch) if weights == "imagenet" else Path(weights)
     if path.suffix == ".safetensors":
-        state, metadata = load_safetensors(path)
+        state, raw = read_tensors(path)
+        metadata = decode_metadata(raw)
         if metadata.get("arch", arch) != arch:
-            raise ConversionError(f"{path} holds {metadata['arch']} weights, not {arch}")
+            raise ValueError(f"{path} holds {metadata['arch']} weights, not {arch}")
         return state, metadata
     torchvision_state, _ = load_pth(path)
     # torchvision's InceptionV3 weights expect transform_input=True (see weights_convert).
-    metadata = {"transform_input": "true"} if arch == "inception_v3" else {}
+    metadata = {"transform_input": True} if arch == "inception_v3" else {}
     return from_torchvision(torchvision_state, arch), metadata
 
 
@@ -34,7 +67,6 @@ def transplant(model: nn.Module, state: dict[str, Tensor], heads: tuple[str, ...
     Every backbone tensor must be present with the right shape; an auxiliary head the model was
     built without may be left over. Returns the keys that kept their fresh initialisation.
     """
-    from weights_convert import ConversionError
 
     def in_head(key: str) -> bool:
         return any(key.startswith(head + ".") for head in heads)
@@ -55,7 +87,7 @@ def transplant(model: nn.Module, state: dict[str, Tensor], heads: tuple[str, ...
     leftover = [k for k in state if k not in target and not k.startswith("AuxLogits.")]
     problems += [f"unexpected {k}" for k in leftover]
     if problems:
-        raise ConversionError(
+        raise ValueError(
             f"the weights do not fit this {type(model).__name__}: " + "; ".join(problems[:8])
             + (f"; ... ({len(problems)} in all)" if len(problems) > 8 else "")
         )

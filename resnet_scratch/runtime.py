@@ -1,0 +1,128 @@
+"""Where a run executes and what it records about that: the device, torchrun's process group, bf16
+support, the git commit and versions, and the live progress line."""
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import torch
+import torch.distributed as dist
+
+from . import __version__
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when present, else CPU; otherwise the named device, which must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f'device {name!r} is not a device name: "auto", "cpu", "cuda" or "cuda:N"') from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f'device {name!r}: only "auto", "cpu", "cuda" and "cuda:N" are supported')
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but no CUDA device is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Only the main process prints and writes files."""
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Distributed:
+    """Join torchrun's process group (nccl on CUDA, gloo on the CPU) if WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed()
+    place = Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return place
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast is fast here: CUDA with bf16, or a CPU with avx512_bf16 / AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def git_commit() -> str:
+    """The checkout's commit, with "-dirty" if it has uncommitted changes; "unknown" outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def environment(device: torch.device) -> dict[str, str]:
+    """Versions and the device, for config.json."""
+    import numpy
+    import PIL
+
+    env = {"resnet_scratch": __version__, "python": platform.python_version(), "torch": torch.__version__,
+           "numpy": numpy.__version__, "pillow": PIL.__version__, "device": str(device),
+           "threads": str(torch.get_num_threads()), "processor": platform.processor() or platform.machine()}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+class Progress:
+    """One live line per epoch: batches, loss, accuracy, images/s, ETA. In a plain log (not a
+    terminal) it prints a line at every tenth of the epoch instead of redrawing."""
+
+    def __init__(self, epoch: int, epochs: int, batches: int, stream: TextIO | None = None) -> None:
+        self.epoch, self.epochs, self.batches = epoch, epochs, batches
+        self.stream = stream if stream is not None else sys.stdout  # the stream of the moment, not of import
+        self.live = self.stream.isatty()
+        self.start = time.perf_counter()
+        self.next_report = 0
+
+    def update(self, done: int, loss: float, accuracy: float, images: int) -> None:
+        """Report after `done` batches."""
+        if not self.live and done < self.next_report and done != self.batches:
+            return
+        self.next_report = done + max(1, self.batches // 10)
+        elapsed = time.perf_counter() - self.start
+        per_batch = elapsed / max(done, 1)
+        eta = per_batch * (self.batches - done) + per_batch * self.batches * (self.epochs - self.epoch - 1)
+        line = (
+            f"epoch {self.epoch + 1}/{self.epochs} [{done}/{self.batches}] loss {loss:.4f} "
+            f"acc {accuracy:.4f} {images / max(elapsed, 1e-9):.0f} img/s ETA {eta / 60:.1f} min"
+        )
+        print(("\r" + line) if self.live else line, end="" if self.live and done < self.batches else "\n",
+              file=self.stream, flush=True)
