@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: train demo test install install-dev bench
+.PHONY: train demo test lint format install install-dev bench
 
 install:
 	$(PIP) -e .
@@ -18,9 +18,18 @@ train: install
 demo: install
 	$(PYTHON) -m resnet_scratch demo
 
-## the whole test suite (what CI runs)
-test: install-dev
+## the formatter and linter, then the whole test suite (what CI runs)
+test: install-dev lint
 	$(PYTHON) -m pytest -q
+
+## ruff: one format and one line length (120) everywhere; `make format` applies them
+lint: install-dev
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m ruff check .
+
+format: install-dev
+	$(PYTHON) -m ruff format .
+	$(PYTHON) -m ruff check --fix .
 
 ## throughput of our models against torchvision's (not a test; see docs/benchmarks.md)
 bench: install-dev

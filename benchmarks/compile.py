@@ -16,9 +16,9 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import interleaved, machine  # noqa: E402
-
 from resnet_scratch.models import build  # noqa: E402
+
+from timing import interleaved, machine  # noqa: E402
 
 
 def training_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device):

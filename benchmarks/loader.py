@@ -28,11 +28,11 @@ import torchvision
 from torchvision import transforms as tvt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import machine  # noqa: E402
-
 from resnet_scratch.data import default_root, load_split  # noqa: E402
 from resnet_scratch.data.loader import Loader  # noqa: E402
 from resnet_scratch.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform  # noqa: E402
+
+from timing import machine  # noqa: E402
 
 DTYPES = (torch.bfloat16, torch.float32)
 
@@ -64,21 +64,30 @@ def main() -> None:
     print(f"# {machine()}")
     print(f"# {args.root / args.split}, {args.size} px, batch {args.batch}, {args.epochs} epochs each")
 
-    tf = tvt.Compose([
-        tvt.RandomResizedCrop(args.size), tvt.RandomHorizontalFlip(), tvt.ToTensor(),
-        tvt.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    tf = tvt.Compose(
+        [
+            tvt.RandomResizedCrop(args.size),
+            tvt.RandomHorizontalFlip(),
+            tvt.ToTensor(),
+            tvt.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
     folder = torchvision.datasets.ImageFolder(str(args.root / args.split), tf)
     if args.limit:
         folder.samples = folder.samples[: args.limit]
     reference = torch.utils.data.DataLoader(
-        folder, batch_size=args.batch, shuffle=True, num_workers=args.workers,
-        pin_memory=device.type == "cuda", persistent_workers=False,
+        folder,
+        batch_size=args.batch,
+        shuffle=True,
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
     )
 
     def transform_as(dtype: torch.dtype):
         def transform(images: torch.Tensor, rows: torch.Tensor, g: torch.Generator) -> torch.Tensor:
             return train_transform(images, args.size, g, dtype=dtype, rows=rows)
+
         return transform
 
     # Ours, first epoch: decoding (threads) + one pass of the loader, in the training configuration.
@@ -123,8 +132,10 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         rate = reps * args.batch / (time.perf_counter() - start)
-        print(f"augmentation alone on {device.type}, one thread, {str(dtype).removeprefix('torch.')}: "
-              f"{rate:,.0f} img/s (crop + flip + normalise, {args.size} px)")
+        print(
+            f"augmentation alone on {device.type}, one thread, {str(dtype).removeprefix('torch.')}: "
+            f"{rate:,.0f} img/s (crop + flip + normalise, {args.size} px)"
+        )
 
 
 if __name__ == "__main__":

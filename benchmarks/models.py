@@ -15,9 +15,9 @@ import torch
 import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import interleaved, machine  # noqa: E402
-
 from resnet_scratch.models import MODEL_INFO, build  # noqa: E402
+
+from timing import interleaved, machine  # noqa: E402
 
 REFERENCE = {
     "resnet50": lambda: torchvision.models.resnet50(),

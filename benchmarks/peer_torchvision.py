@@ -22,11 +22,11 @@ from torch.nn import functional as F
 from torchvision import transforms as tvt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import machine  # noqa: E402
-
 from resnet_scratch.data import default_root  # noqa: E402
 from resnet_scratch.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from resnet_scratch.runtime import bf16_supported  # noqa: E402
+
+from timing import machine  # noqa: E402
 
 
 def main() -> None:
@@ -45,25 +45,32 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = bf16_supported(device)
     print(f"# {machine()}")
-    print(f"# torchvision resnet18, {args.size} px, batch {args.batch}, {args.epochs} epochs, one-cycle lr {args.lr}, "
-          f"{'bf16' if bf16 else 'fp32'}", flush=True)
+    print(
+        f"# torchvision resnet18, {args.size} px, batch {args.batch}, {args.epochs} epochs, one-cycle lr {args.lr}, "
+        f"{'bf16' if bf16 else 'fp32'}",
+        flush=True,
+    )
 
     normalize = tvt.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     train_tf = tvt.Compose([tvt.RandomResizedCrop(args.size), tvt.RandomHorizontalFlip(), tvt.ToTensor(), normalize])
-    test_tf = tvt.Compose([tvt.Resize(round(args.size * 256 / 224)), tvt.CenterCrop(args.size), tvt.ToTensor(), normalize])
+    test_tf = tvt.Compose(
+        [tvt.Resize(round(args.size * 256 / 224)), tvt.CenterCrop(args.size), tvt.ToTensor(), normalize]
+    )
     train_set = torchvision.datasets.ImageFolder(str(args.root / "Training"), train_tf)
     test_set = torchvision.datasets.ImageFolder(str(args.root / "Testing"), test_tf)
     if args.limit:
         train_set = torch.utils.data.Subset(train_set, torch.randperm(len(train_set))[: args.limit].tolist())
         test_set = torch.utils.data.Subset(test_set, list(range(min(args.limit, len(test_set)))))
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch, shuffle=True,
-                                               num_workers=args.workers, drop_last=True)
+    train_loader = torch.utils.data.DataLoader(
+        train_set, batch_size=args.batch, shuffle=True, num_workers=args.workers, drop_last=True
+    )
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=128, num_workers=args.workers)
 
     model = torchvision.models.resnet18(num_classes=4).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, epochs=args.epochs,
-                                                    steps_per_epoch=len(train_loader))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=len(train_loader)
+    )
     trained_s = 0.0
     start = time.perf_counter()
     print(f"{'epoch':>5} {'train min':>9} {'wall min':>8} {'train loss':>10} {'test acc':>8}", flush=True)
@@ -90,8 +97,11 @@ def main() -> None:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
                 count += len(y)
-        print(f"{epoch + 1:>5} {trained_s / 60:>9.2f} {(time.perf_counter() - start) / 60:>8.2f} "
-              f"{total / seen:>10.4f} {correct / count:>8.4f}", flush=True)
+        print(
+            f"{epoch + 1:>5} {trained_s / 60:>9.2f} {(time.perf_counter() - start) / 60:>8.2f} "
+            f"{total / seen:>10.4f} {correct / count:>8.4f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

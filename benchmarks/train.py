@@ -21,8 +21,6 @@ from torch.nn import functional as F
 from torchvision import transforms as tvt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import machine  # noqa: E402
-
 from resnet_scratch.config import Config  # noqa: E402
 from resnet_scratch.data import default_root, load_split  # noqa: E402
 from resnet_scratch.data.loader import Loader  # noqa: E402
@@ -30,6 +28,8 @@ from resnet_scratch.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: 
 from resnet_scratch.models import build  # noqa: E402
 from resnet_scratch.runtime import bf16_supported  # noqa: E402
 from resnet_scratch.train import train_one_epoch, training_transform  # noqa: E402
+
+from timing import machine  # noqa: E402
 
 
 def tutorial_epoch(model, loader, optimizer, device, bf16: bool) -> tuple[int, float]:
@@ -63,28 +63,50 @@ def main() -> None:
     device = torch.device(args.device)
     bf16 = bf16_supported(device)
     print(f"# {machine()}")
-    print(f"# ResNet50, {args.size} px, batch {args.batch}, {'bf16' if bf16 else 'fp32'}, "
-          f"{args.limit or 'all'} Training images, one epoch each")
+    print(
+        f"# ResNet50, {args.size} px, batch {args.batch}, {'bf16' if bf16 else 'fp32'}, "
+        f"{args.limit or 'all'} Training images, one epoch each"
+    )
 
     torch.manual_seed(0)
     start = time.perf_counter()
     split = load_split(args.root, "Training")
     decode_s = time.perf_counter() - start
     rows = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[: args.limit].numpy()
-    config = Config(model="resnet50", image_size=args.size, batch_size=args.batch, bf16=bf16, channels_last=True, lr=1e-3)
+    config = Config(
+        model="resnet50", image_size=args.size, batch_size=args.batch, bf16=bf16, channels_last=True, lr=1e-3
+    )
     ours = build("resnet50", num_classes=len(split.classes)).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(ours.parameters(), lr=1e-3, momentum=0.9)
-    loader = Loader(split, args.batch, training_transform(config, device, IMAGENET_MEAN, IMAGENET_STD), device=device,
-                    indices=rows, drop_last=True)
+    loader = Loader(
+        split,
+        args.batch,
+        training_transform(config, device, IMAGENET_MEAN, IMAGENET_STD),
+        device=device,
+        indices=rows,
+        drop_last=True,
+    )
     ours_stats = train_one_epoch(ours, loader, optimizer, config, device)
     ours_ips = ours_stats["images_per_s"]
 
-    tf = tvt.Compose([tvt.RandomResizedCrop(args.size), tvt.RandomHorizontalFlip(), tvt.ToTensor(),
-                      tvt.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    tf = tvt.Compose(
+        [
+            tvt.RandomResizedCrop(args.size),
+            tvt.RandomHorizontalFlip(),
+            tvt.ToTensor(),
+            tvt.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
     folder = torchvision.datasets.ImageFolder(str(args.root / "Training"), tf)
     subset = torch.utils.data.Subset(folder, rows.tolist())
-    reference_loader = torch.utils.data.DataLoader(subset, batch_size=args.batch, shuffle=True, drop_last=True,
-                                                   num_workers=args.workers, pin_memory=device.type == "cuda")
+    reference_loader = torch.utils.data.DataLoader(
+        subset,
+        batch_size=args.batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+    )
     reference = torchvision.models.resnet50(num_classes=len(folder.classes)).to(device)
     reference_optimizer = torch.optim.SGD(reference.parameters(), lr=1e-3, momentum=0.9)
     seen, seconds = tutorial_epoch(reference, reference_loader, reference_optimizer, device, bf16)

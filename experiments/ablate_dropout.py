@@ -46,7 +46,10 @@ def plot_gap(path: Path, summaries: list[dict]) -> Path:
     seed_bars(ax, x, gaps, 0.6)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(x, [s["label"] for s in done], rotation=15, ha="right")
-    ax.set(ylabel="train acc - val acc (points)", title="Generalisation gap at the last epoch (bars: mean ± std, dots: seeds)")
+    ax.set(
+        ylabel="train acc - val acc (points)",
+        title="Generalisation gap at the last epoch (bars: mean ± std, dots: seeds)",
+    )
     ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
 
@@ -59,21 +62,34 @@ def main(argv: list[str]) -> None:
     summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir)
     out = output_dir(NAME, args)
     out.mkdir(parents=True, exist_ok=True)
-    groups = {"ResNet-18": [a for a in ARMS if a.startswith("ResNet")], "VGG16": [a for a in ARMS if a.startswith("VGG")]}
+    groups = {
+        "ResNet-18": [a for a in ARMS if a.startswith("ResNet")],
+        "VGG16": [a for a in ARMS if a.startswith("VGG")],
+    }
     plot_curves(out / "curves.png", summaries, groups)
     plot_gap(out / "gap.png", summaries)
     plot_test_accuracy(out / "test_accuracy.png", summaries)
-    write_results(out, NAME, "Dropout: ResNet-18's fc and VGG16's classifier",
-                  "Dropout before ResNet-18's fc at p = 0, 0.2, 0.5 (the ResNet paper uses none), and VGG16 "
-                  "with its classifier dropout (p = 0.5, the paper's) and without; everything else the same.",
-                  args, argv, summaries,
-                  [("Training loss and error per epoch", "curves.png"),
-                   ("Train/validation gap at the last epoch", "gap.png"),
-                   ("Testing accuracy, full split and leak-free subset", "test_accuracy.png")],
-                  ["Training accuracy is the running figure of the epoch on augmented crops with dropout on, "
-                   "validation accuracy is measured afterwards on centre crops in eval mode; a gap below zero "
-                   "means the network is still underfitting at this budget, the regime where dropout can only "
-                   "slow learning down. Dropout is meant for runs long enough to overfit, which these are not."])
+    write_results(
+        out,
+        NAME,
+        "Dropout: ResNet-18's fc and VGG16's classifier",
+        "Dropout before ResNet-18's fc at p = 0, 0.2, 0.5 (the ResNet paper uses none), and VGG16 "
+        "with its classifier dropout (p = 0.5, the paper's) and without; everything else the same.",
+        args,
+        argv,
+        summaries,
+        [
+            ("Training loss and error per epoch", "curves.png"),
+            ("Train/validation gap at the last epoch", "gap.png"),
+            ("Testing accuracy, full split and leak-free subset", "test_accuracy.png"),
+        ],
+        [
+            "Training accuracy is the running figure of the epoch on augmented crops with dropout on, "
+            "validation accuracy is measured afterwards on centre crops in eval mode; a gap below zero "
+            "means the network is still underfitting at this budget, the regime where dropout can only "
+            "slow learning down. Dropout is meant for runs long enough to overfit, which these are not."
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -68,11 +68,22 @@ def plot_grad_norms(path: Path, norms: dict[str, dict[str, dict]]) -> Path:
         means = [norms[label][s]["mean"] for s in stages]
         stds = [norms[label][s]["std"] for s in stages]
         hatch = "//" if label.startswith("plain") else None
-        ax.bar(np.arange(len(stages)) + (i - (len(labels) - 1) / 2) * width, means, width, yerr=stds,
-               capsize=2, label=label, hatch=hatch, alpha=0.85)
+        ax.bar(
+            np.arange(len(stages)) + (i - (len(labels) - 1) / 2) * width,
+            means,
+            width,
+            yerr=stds,
+            capsize=2,
+            label=label,
+            hatch=hatch,
+            alpha=0.85,
+        )
     ax.set_yscale("log")
     ax.set_xticks(range(len(stages)), stages)
-    ax.set(ylabel="gradient L2 norm (log)", title="Gradient norm per stage at initialisation (one batch of Training images)")
+    ax.set(
+        ylabel="gradient L2 norm (log)",
+        title="Gradient norm per stage at initialisation (one batch of Training images)",
+    )
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
@@ -82,8 +93,14 @@ def main(argv: list[str]) -> None:
     """Train residual and plain networks at every seed, then write docs/results/ablate_skip/."""
     args = experiment_args(__doc__, argv)
     base = replace(base_config(args, RECIPES[args.scale]), epochs=EPOCHS[args.scale])
-    arms = [Arm(f"{'residual' if skip else 'plain'}-{depth}", replace(model_config(base, f"resnet{depth}", args.scale), skip=skip))
-            for skip in (False, True) for depth in DEPTHS[args.scale]]
+    arms = [
+        Arm(
+            f"{'residual' if skip else 'plain'}-{depth}",
+            replace(model_config(base, f"resnet{depth}", args.scale), skip=skip),
+        )
+        for skip in (False, True)
+        for depth in DEPTHS[args.scale]
+    ]
     seeds = list(range(args.seeds))
     norms = grad_norms_at_init(arms, seeds)
     summaries = run_arms(arms, seeds, args.runs_dir)
@@ -94,16 +111,32 @@ def main(argv: list[str]) -> None:
     plot_grad_norms(out / "grad_norms.png", norms)
     plot_test_accuracy(out / "test_accuracy.png", summaries)
     first, last = next(iter(norms[arms[0].label])), "fc"
-    notes = ["Gradient norm at initialisation, first stage (conv1) over the last (fc), mean over seeds: " + ", ".join(
-        f"{label} {stages[first]['mean'] / stages[last]['mean']:.3g}" for label, stages in norms.items()) + "."]
-    write_results(out, NAME, "Skip connections: residual vs plain networks",
-                  "The same layers with and without identity shortcuts (plain = skip=False; projection "
-                  "shortcuts where the shape changes are removed too), same recipe and seeds.",
-                  args, argv, summaries,
-                  [("Training loss and error per epoch, plain (top) and residual (bottom), as in the ResNet paper's Figure 4", "curves.png"),
-                   ("Gradient norm per stage at initialisation", "grad_norms.png"),
-                   ("Testing accuracy, full split and leak-free subset", "test_accuracy.png")],
-                  notes, {"grad_norms_at_init": norms})
+    notes = [
+        "Gradient norm at initialisation, first stage (conv1) over the last (fc), mean over seeds: "
+        + ", ".join(f"{label} {stages[first]['mean'] / stages[last]['mean']:.3g}" for label, stages in norms.items())
+        + "."
+    ]
+    write_results(
+        out,
+        NAME,
+        "Skip connections: residual vs plain networks",
+        "The same layers with and without identity shortcuts (plain = skip=False; projection "
+        "shortcuts where the shape changes are removed too), same recipe and seeds.",
+        args,
+        argv,
+        summaries,
+        [
+            (
+                "Training loss and error per epoch, plain (top) and residual (bottom), "
+                "as in the ResNet paper's Figure 4",
+                "curves.png",
+            ),
+            ("Gradient norm per stage at initialisation", "grad_norms.png"),
+            ("Testing accuracy, full split and leak-free subset", "test_accuracy.png"),
+        ],
+        notes,
+        {"grad_norms_at_init": norms},
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Regenerate docs/results.md, one page with every result's table and plots, from the files the
 experiments and runs wrote under docs/results/ (results.json of an experiment; config.json,
-metrics.jsonl and metrics.json of a single run, or of one run per seed in seed0/, seed1/ ...). No number on that page is typed by hand.
+metrics.jsonl and metrics.json of a single run, or of one run per seed in seed0/, seed1/ ...).
+No number on that page is typed by hand.
 
     python experiments/make_results_page.py [--results docs/results] [--out docs/results.md]
 """
@@ -30,45 +31,64 @@ def single_run_markdown(folder: Path, prefix: str) -> list[str]:
     settings = config["config"]
     classes = list(results["test"]["per_class"])
     minutes = sum(e["seconds"] for e in epochs) / 60
-    lines = [f"{settings['model']} at {results['input_size']} px, {len(epochs)} epochs, {settings['schedule']} schedule, "
-             f"lr {settings['lr']}, batch {settings['batch_size']}, seed {settings['seed']}; device "
-             f"{config['environment'].get('gpu', config['environment']['device'])}, torch {config['environment']['torch']}, "
-             f"commit `{config['commit'][:12]}`. {minutes:.1f} minutes of training epochs; best validation epoch "
-             f"{results['best_epoch'] + 1} ({100 * results['val_accuracy']:.2f}%).", "",
-             "| Testing | images | accuracy | macro F1 | " + " | ".join(f"recall {c}" for c in classes) + " |",
-             "|---|---:|---:|---:|" + "---:|" * len(classes)]
+    lines = [
+        f"{settings['model']} at {results['input_size']} px, {len(epochs)} epochs, {settings['schedule']} schedule, "
+        f"lr {settings['lr']}, batch {settings['batch_size']}, seed {settings['seed']}; device "
+        f"{config['environment'].get('gpu', config['environment']['device'])}, torch {config['environment']['torch']}, "
+        f"commit `{config['commit'][:12]}`. {minutes:.1f} minutes of training epochs; best validation epoch "
+        f"{results['best_epoch'] + 1} ({100 * results['val_accuracy']:.2f}%).",
+        "",
+        "| Testing | images | accuracy | macro F1 | " + " | ".join(f"recall {c}" for c in classes) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(classes),
+    ]
     for key, name in (("test", "full"), ("test_leak_free", "leak-free")):
         r = results[key]
-        lines.append(f"| {name} | {r['samples']} | {100 * r['accuracy']:.2f}% | {r['macro_f1']:.4f} | "
-                     + " | ".join(f"{r['per_class'][c]['recall']:.3f}" for c in classes) + " |")
+        lines.append(
+            f"| {name} | {r['samples']} | {100 * r['accuracy']:.2f}% | {r['macro_f1']:.4f} | "
+            + " | ".join(f"{r['per_class'][c]['recall']:.3f}" for c in classes)
+            + " |"
+        )
     return lines + [""] + figure_lines(folder, prefix)
 
 
 def seeds_markdown(folders: list[Path], prefix: str) -> list[str]:
     """One setting run once per seed (folders seed0, seed1, ...): a row per seed, then mean +- std."""
-    runs = [(json.loads((f / "config.json").read_text()), json.loads((f / "metrics.json").read_text())) for f in folders]
+    runs = [
+        (json.loads((f / "config.json").read_text()), json.loads((f / "metrics.json").read_text())) for f in folders
+    ]
     settings = runs[0][0]["config"]
-    lines = [f"{settings['model']} at {runs[0][1]['input_size']} px, {settings['epochs']} epochs, {settings['schedule']} "
-             f"schedule, lr {settings['lr']}, batch {settings['batch_size']}; commit `{runs[0][0]['commit'][:12]}`.", "",
-             "| seed | Testing, full | Testing, leak-free | macro F1 full / leak-free | best epoch (val acc) | training min |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"{settings['model']} at {runs[0][1]['input_size']} px, {settings['epochs']} epochs, {settings['schedule']} "
+        f"schedule, lr {settings['lr']}, batch {settings['batch_size']}; commit `{runs[0][0]['commit'][:12]}`.",
+        "",
+        "| seed | Testing, full | Testing, leak-free | macro F1 full / leak-free | best epoch (val acc) "
+        "| training min |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for folder, (config, results) in zip(folders, runs):
         minutes = sum(e["seconds"] for e in read_epochs(folder)) / 60
-        lines.append(f"| {config['config']['seed']} | {100 * results['test']['accuracy']:.2f}% | "
-                     f"{100 * results['test_leak_free']['accuracy']:.2f}% | {results['test']['macro_f1']:.3f} / "
-                     f"{results['test_leak_free']['macro_f1']:.3f} | {results['best_epoch'] + 1} "
-                     f"({100 * results['val_accuracy']:.2f}%) | {minutes:.1f} |")
+        lines.append(
+            f"| {config['config']['seed']} | {100 * results['test']['accuracy']:.2f}% | "
+            f"{100 * results['test_leak_free']['accuracy']:.2f}% | {results['test']['macro_f1']:.3f} / "
+            f"{results['test_leak_free']['macro_f1']:.3f} | {results['best_epoch'] + 1} "
+            f"({100 * results['val_accuracy']:.2f}%) | {minutes:.1f} |"
+        )
     full = mean_std([r["test"]["accuracy"] * 100 for _, r in runs])
     leak_free = mean_std([r["test_leak_free"]["accuracy"] * 100 for _, r in runs])
-    lines += [f"| **mean +- std** | **{full['mean']:.2f} +- {full['std']:.2f}%** | "
-              f"**{leak_free['mean']:.2f} +- {leak_free['std']:.2f}%** | | | |", ""]
+    lines += [
+        f"| **mean +- std** | **{full['mean']:.2f} +- {full['std']:.2f}%** | "
+        f"**{leak_free['mean']:.2f} +- {leak_free['std']:.2f}%** | | | |",
+        "",
+    ]
     return lines + figure_lines(folders[0].parent, prefix)
 
 
 def build_page(results: Path, page: Path) -> str:
     """The markdown of the results page; image links are relative to the page's folder."""
-    folders = sorted((f for f in results.iterdir() if f.is_dir()),
-                     key=lambda f: (ORDER.index(f.name) if f.name in ORDER else len(ORDER), f.name))
+    folders = sorted(
+        (f for f in results.iterdir() if f.is_dir()),
+        key=lambda f: (ORDER.index(f.name) if f.name in ORDER else len(ORDER), f.name),
+    )
     rel = Path(os.path.relpath(results.resolve(), page.parent.resolve())).as_posix()
     body: list[str] = []
     index: list[str] = []
@@ -89,10 +109,14 @@ def build_page(results: Path, page: Path) -> str:
         anchor = folder.name.replace("_", "-")
         index.append(f"- [{title}](#{anchor})")
         body += [f'<a id="{anchor}"></a>', "", f"## {title}", "", f"Folder: [{prefix}]({prefix})", ""] + lines + [""]
-    head = ["# Results", "",
-            "Generated by `python experiments/make_results_page.py` from the files under docs/results/; "
-            "do not edit by hand. Every experiment reports the full Testing split and the leak-free subset "
-            "(Testing images with no exact or near copy in Training; see [data.md](data.md)).", ""]
+    head = [
+        "# Results",
+        "",
+        "Generated by `python experiments/make_results_page.py` from the files under docs/results/; "
+        "do not edit by hand. Every experiment reports the full Testing split and the leak-free subset "
+        "(Testing images with no exact or near copy in Training; see [data.md](data.md)).",
+        "",
+    ]
     return "\n".join(head + index + [""] + body)
 
 

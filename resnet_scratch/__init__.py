@@ -17,6 +17,15 @@ from .models import (  # noqa: E402
 from .pretrained import build  # noqa: E402
 
 __all__ = [
-    "MODELS", "MODEL_INFO", "build",
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg16", "vgg16_bn", "inception_v3",
+    "MODELS",
+    "MODEL_INFO",
+    "build",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "vgg16",
+    "vgg16_bn",
+    "inception_v3",
 ]

@@ -79,8 +79,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def format_probe(probe: dict) -> str:
     """The shortcut probe's figures as lines."""
     cv = ", ".join(f"{c} {100 * v:.1f}%" for c, v in probe["cv_recall"].items())
-    lines = [f"  shortcut probe ({probe['features']}, linear): {100 * probe['cv_accuracy']:.1f}% "
-             f"{probe['folds']}-fold on Training (chance {100 * probe['chance']:.1f}%); recall {cv}"]
+    lines = [
+        f"  shortcut probe ({probe['features']}, linear): {100 * probe['cv_accuracy']:.1f}% "
+        f"{probe['folds']}-fold on Training (chance {100 * probe['chance']:.1f}%); recall {cv}"
+    ]
     if "test_accuracy" in probe:
         test = ", ".join(f"{c} {100 * v:.1f}%" for c, v in probe["test_recall"].items())
         lines.append(f"    fitted on Training, on Testing: {100 * probe['test_accuracy']:.1f}%; recall {test}")
@@ -133,24 +135,42 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--num-classes", type=int, default=1000)
     d.set_defaults(func=cmd_demo)
 
-    a = sub.add_parser("audit", help="dataset audit: counts, duplicates, Testing/Training leakage, overlap with "
-                                     "other collections, the shortcut probe")
+    a = sub.add_parser(
+        "audit",
+        help="dataset audit: counts, duplicates, Testing/Training leakage, overlap with "
+        "other collections, the shortcut probe",
+    )
     a.add_argument("root", type=Path, nargs="?", default=default_root(), help="default: %(default)s")
-    a.add_argument("--against", type=Path, nargs="+", metavar="FOLDER",
-                   help="folders of class folders from other collections: their images that duplicate root's")
-    a.add_argument("--probe", action="store_true", help="the shortcut probe: a linear model on 8x8 thumbnails "
-                                                        "and intensity histograms (docs/data.md)")
+    a.add_argument(
+        "--against",
+        type=Path,
+        nargs="+",
+        metavar="FOLDER",
+        help="folders of class folders from other collections: their images that duplicate root's",
+    )
+    a.add_argument(
+        "--probe",
+        action="store_true",
+        help="the shortcut probe: a linear model on 8x8 thumbnails and intensity histograms (docs/data.md)",
+    )
     a.add_argument("--json", type=Path, help="write the full report here")
-    a.add_argument("--write-clean-list", type=Path,
-                   help="write the clean files here, one per line: leak-free Testing, or with --against the "
-                        "other folders' images that duplicate nothing in root")
+    a.add_argument(
+        "--write-clean-list",
+        type=Path,
+        help="write the clean files here, one per line: leak-free Testing, or with --against the "
+        "other folders' images that duplicate nothing in root",
+    )
     a.add_argument("--threshold", type=int, default=HAMMING_THRESHOLD, help="pHash bits for a near duplicate")
     a.add_argument("--cache", type=Path, help="keep decoded images in this folder between runs")
     a.set_defaults(func=cmd_audit)
 
-    t = sub.add_parser("train", help="train a model (every setting is a flag: train --help)", allow_abbrev=False,
-                       description="Settings: defaults < --config file.toml < --key value flags. With --resume, a "
-                                   "run continues with its own settings.")
+    t = sub.add_parser(
+        "train",
+        help="train a model (every setting is a flag: train --help)",
+        allow_abbrev=False,
+        description="Settings: defaults < --config file.toml < --key value flags. With --resume, a "
+        "run continues with its own settings.",
+    )
     t.add_argument("--config", type=Path, help="a TOML file of settings")
     t.add_argument("--resume", type=Path, metavar="RUN", help="a run folder to continue where it stopped")
     add_setting_flags(t)
@@ -158,22 +178,37 @@ def parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset's Testing split or on labelled folders")
     e.add_argument("--checkpoint", type=Path, required=True)
-    e.add_argument("--data", type=Path, nargs="+", default=[default_root()],
-                   help="dataset roots (their Testing/ is scored, full and leak-free) or folders of class folders; "
-                        f"default: %(default)s; e.g. {default_external_root()}/sartaj")
-    e.add_argument("--class-map", help="rename class folders: old=new,... (new: a checkpoint class, or tumour "
-                                       "for any tumour class)")
-    e.add_argument("--clean-list", type=Path, help="score only the files listed (audit --write-clean-list), paths "
-                                                   "relative to each scored folder's parent")
-    e.add_argument("--out", type=Path, help="folder for report.md, metrics.json and plots (default: beside the checkpoint)")
+    e.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        default=[default_root()],
+        help="dataset roots (their Testing/ is scored, full and leak-free) or folders of class folders; "
+        f"default: %(default)s; e.g. {default_external_root()}/sartaj",
+    )
+    e.add_argument(
+        "--class-map",
+        help="rename class folders: old=new,... (new: a checkpoint class, or tumour for any tumour class)",
+    )
+    e.add_argument(
+        "--clean-list",
+        type=Path,
+        help="score only the files listed (audit --write-clean-list), paths relative to each scored folder's parent",
+    )
+    e.add_argument(
+        "--out", type=Path, help="folder for report.md, metrics.json and plots (default: beside the checkpoint)"
+    )
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("predict", help="classify image files (or folders of them) with a checkpoint")
     r.add_argument("--checkpoint", type=Path, required=True)
     r.add_argument("images", type=Path, nargs="+")
     r.add_argument("--json", action="store_true", help="one JSON object per image and line, as each is done")
-    r.add_argument("--explain", type=Path, help="a .png: Grad-CAM of the first images in one grid; a folder: "
-                                                "one Grad-CAM image per file")
+    r.add_argument(
+        "--explain",
+        type=Path,
+        help="a .png: Grad-CAM of the first images in one grid; a folder: one Grad-CAM image per file",
+    )
     r.add_argument("--batch-size", type=int, default=32, help="images per batch (memory is that of one batch)")
     r.set_defaults(func=cmd_predict)
     return p
@@ -183,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     """Parse `argv` and run the command; user errors print one line and exit with code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "train" in argv:  # settings keep their TOML spelling too: --batch_size as --batch-size
-        argv = [a.split("=", 1)[0].replace("_", "-") + a[len(a.split("=", 1)[0]):] if a.startswith("--") else a
-                for a in argv]
+        argv = [
+            a.split("=", 1)[0].replace("_", "-") + a[len(a.split("=", 1)[0]) :] if a.startswith("--") else a
+            for a in argv
+        ]
     p = parser()
     try:
         args, rest = p.parse_known_args(argv)

@@ -57,8 +57,9 @@ class RunLock:
             self.handle.seek(0)
             holder = self.handle.read().strip() or "unknown"
             self.handle.close()
-            raise FileExistsError(f"{folder} is being written by another process (pid {holder}); "
-                                  "wait for it to finish or stop it") from None
+            raise FileExistsError(
+                f"{folder} is being written by another process (pid {holder}); wait for it to finish or stop it"
+            ) from None
         self.handle.seek(0)
         self.handle.truncate()
         self.handle.write(str(os.getpid()))
@@ -128,14 +129,30 @@ def load_model_file(path: Path) -> tuple[dict[str, Tensor], dict[str, object]]:
     return tensors, decode_metadata(meta)
 
 
-def checkpoint_metadata(arch: str, classes: list[str], input_size: int, options: dict[str, object],
-                        mean: tuple[float, ...], std: tuple[float, ...], head_crop: bool = False,
-                        **extra: object) -> dict[str, object]:
+def checkpoint_metadata(
+    arch: str,
+    classes: list[str],
+    input_size: int,
+    options: dict[str, object],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    head_crop: bool = False,
+    **extra: object,
+) -> dict[str, object]:
     """What a checkpoint needs to be used on its own: architecture and builder options, classes,
     and the preprocessing its inputs went through (input size, normalisation, head crop)."""
-    return {"format": FORMAT, "arch": arch, "classes": list(classes), "num_classes": len(classes),
-            "input_size": input_size, "mean": list(mean), "std": list(std), "head_crop": head_crop,
-            "options": options, **extra}
+    return {
+        "format": FORMAT,
+        "arch": arch,
+        "classes": list(classes),
+        "num_classes": len(classes),
+        "input_size": input_size,
+        "mean": list(mean),
+        "std": list(std),
+        "head_crop": head_crop,
+        "options": options,
+        **extra,
+    }
 
 
 def check_metadata(path: Path, meta: dict[str, object], state: dict[str, Tensor]) -> None:
@@ -146,19 +163,28 @@ def check_metadata(path: Path, meta: dict[str, object], state: dict[str, Tensor]
     if arch not in MODEL_INFO:
         raise ValueError(f"{path}: unknown architecture {arch!r}")
     classes, n = meta.get("classes"), meta.get("num_classes")
-    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
+    if (
+        not isinstance(classes, list)
+        or not all(isinstance(c, str) for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
         raise ValueError(f"{path}: its class list {classes!r} is not a list of distinct names")
     head = state.get(MODEL_INFO[arch].heads[0] + ".weight")
     if not isinstance(n, int) or n != len(classes) or head is None or head.shape[0] != n:
-        raise ValueError(f"{path}: num_classes {n!r} does not match its {len(classes)} class names and its "
-                         f"head of {None if head is None else head.shape[0]} outputs")
+        raise ValueError(
+            f"{path}: num_classes {n!r} does not match its {len(classes)} class names and its "
+            f"head of {None if head is None else head.shape[0]} outputs"
+        )
     size = meta.get("input_size")
     if not isinstance(size, int) or not MODEL_INFO[arch].min_size <= size <= 4096:
-        raise ValueError(f"{path}: input_size {size!r} is not a size {arch} can take "
-                         f"({MODEL_INFO[arch].min_size} to 4096)")
+        raise ValueError(
+            f"{path}: input_size {size!r} is not a size {arch} can take ({MODEL_INFO[arch].min_size} to 4096)"
+        )
     for key in ("mean", "std"):
         v = meta.get(key)
-        if not (isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) and math.isfinite(x) for x in v)):
+        if not (
+            isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) and math.isfinite(x) for x in v)
+        ):
             raise ValueError(f"{path}: {key} {v!r} is not three numbers")
     if min(meta["std"]) <= 0:
         raise ValueError(f"{path}: std {meta['std']} must be positive")
@@ -175,8 +201,9 @@ def model_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, object]]:
         model = build(meta["arch"], num_classes=meta["num_classes"], **options)
         model.load_state_dict(state)
     except (RuntimeError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: weights do not fit {meta['arch']} with {meta['num_classes']} classes: "
-                         f"{str(e).splitlines()[0]}") from None
+        raise ValueError(
+            f"{path}: weights do not fit {meta['arch']} with {meta['num_classes']} classes: {str(e).splitlines()[0]}"
+        ) from None
     meta.setdefault("head_crop", False)
     return model.eval(), meta
 
@@ -272,13 +299,14 @@ def load_training_state(
 ) -> dict[str, object]:
     """Restore what save_training_state wrote; returns the JSON record (its "epoch" is done)."""
     record, tensors = read_training_state(folder)
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         unwrap(model).load_state_dict(weights)
         optimizer.load_state_dict(_unflatten_optimizer(tensors, record["optimizer"]))
     except (RuntimeError, ValueError, KeyError) as e:
-        raise ValueError(f"{folder}: its saved state does not fit this model and optimizer: "
-                         f"{str(e).splitlines()[0]}") from None
+        raise ValueError(
+            f"{folder}: its saved state does not fit this model and optimizer: {str(e).splitlines()[0]}"
+        ) from None
     scheduler.load_state_dict(record["scheduler"])
     torch.set_rng_state(tensors["rng.cpu"])
     cuda_keys = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))

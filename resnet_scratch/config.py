@@ -49,62 +49,100 @@ class Config:
     data: str = setting(str(default_root()), "the dataset: a folder with Training/ and Testing/")
     clean_list: str | None = setting(None, "leak-free Testing files (audit --write-clean-list); none: computed")
     cache_dir: str | None = setting(None, "keep decoded images here between runs")
-    external: str | None = setting(str(default_external_root()),
-                                   "folders of other collections scored after training, when present")
+    external: str | None = setting(
+        str(default_external_root()), "folders of other collections scored after training, when present"
+    )
 
     # The model
     model: str = setting("resnet18", "the architecture", lambda v: v in MODELS, f"one of {', '.join(MODELS)}")
     skip: bool = setting(True, "ResNet: false builds the plain network of the same depth (ablation)")
-    shortcut: str = setting("B", "ResNet shortcuts (the paper's Table 3): A zero-padding, B projections where "
-                                 "the shape changes, C projections everywhere", lambda v: v in ("A", "B", "C"),
-                            '"A", "B" or "C"')
-    dropout: float | None = setting(None, "dropout before the classifier; none: the model's own default",
-                                    lambda v: v is None or 0 <= v < 1, "in [0, 1)")
-    stride_on: str = setting("3x3", 'ResNet bottleneck: "3x3" (v1.5) or "1x1" (v1)',
-                             lambda v: v in ("3x3", "1x1"), '"3x3" or "1x1"')
+    shortcut: str = setting(
+        "B",
+        "ResNet shortcuts (the paper's Table 3): A zero-padding, B projections where "
+        "the shape changes, C projections everywhere",
+        lambda v: v in ("A", "B", "C"),
+        '"A", "B" or "C"',
+    )
+    dropout: float | None = setting(
+        None,
+        "dropout before the classifier; none: the model's own default",
+        lambda v: v is None or 0 <= v < 1,
+        "in [0, 1)",
+    )
+    stride_on: str = setting(
+        "3x3", 'ResNet bottleneck: "3x3" (v1.5) or "1x1" (v1)', lambda v: v in ("3x3", "1x1"), '"3x3" or "1x1"'
+    )
     weights: str | None = setting(None, 'start from "imagenet" or a .pth / .safetensors file; none: random')
-    freeze: str | None = setting(None, 'none (fine-tune everything) or "backbone" (train the head only)',
-                                 lambda v: v in (None, "backbone"), 'unset or "backbone"')
+    freeze: str | None = setting(
+        None,
+        'none (fine-tune everything) or "backbone" (train the head only)',
+        lambda v: v in (None, "backbone"),
+        'unset or "backbone"',
+    )
     aux_logits: bool = setting(True, "InceptionV3's auxiliary head (needs 299 px inputs)")
     aux_weight: float = setting(0.4, "InceptionV3's auxiliary loss weight", lambda v: v >= 0, "not negative")
 
     # What the network sees
-    image_size: int | None = setting(None, "input size in px; none: the model's (224; InceptionV3 299)",
-                                     lambda v: v is None or 32 <= v <= 4096, "from 32 to 4096")
+    image_size: int | None = setting(
+        None,
+        "input size in px; none: the model's (224; InceptionV3 299)",
+        lambda v: v is None or 32 <= v <= 4096,
+        "from 32 to 4096",
+    )
     augment: bool = setting(True, "false: train on resize + centre crop only (no random crops or flips)")
-    crop_scale_min: float = setting(0.08, "RandomResizedCrop's smallest area fraction",
-                                    lambda v: 0 < v <= 1, "in (0, 1]")
-    photometric: bool = setting(False, "per-image gamma, contrast, brightness, blur and noise in training "
-                                       "(what another scanner changes)")
-    head_crop: bool = setting(False, "crop every image to the head's bounding box before anything else "
-                                     "(training, evaluation and predict alike)")
-    train_fraction: float = setting(1.0, "train on a seeded, class-stratified fraction of the training rows",
-                                    lambda v: 0 < v <= 1, "in (0, 1]")
-    weak_tumour: str | None = setting(None, "a folder holding tumour/ (type unknown): a seeded half of it is "
-                                            "added to training with the partial-label loss")
-    val_fraction: float = setting(0.1, "share of Training held out for validation (groups of near duplicates "
-                                       "kept on one side)", lambda v: 0 < v < 1, "in (0, 1)")
+    crop_scale_min: float = setting(
+        0.08, "RandomResizedCrop's smallest area fraction", lambda v: 0 < v <= 1, "in (0, 1]"
+    )
+    photometric: bool = setting(
+        False, "per-image gamma, contrast, brightness, blur and noise in training (what another scanner changes)"
+    )
+    head_crop: bool = setting(
+        False,
+        "crop every image to the head's bounding box before anything else (training, evaluation and predict alike)",
+    )
+    train_fraction: float = setting(
+        1.0, "train on a seeded, class-stratified fraction of the training rows", lambda v: 0 < v <= 1, "in (0, 1]"
+    )
+    weak_tumour: str | None = setting(
+        None,
+        "a folder holding tumour/ (type unknown): a seeded half of it is added to training with the partial-label loss",
+    )
+    val_fraction: float = setting(
+        0.1,
+        "share of Training held out for validation (groups of near duplicates kept on one side)",
+        lambda v: 0 < v < 1,
+        "in (0, 1)",
+    )
 
     # Optimisation
     epochs: int = setting(25, "training epochs", lambda v: v >= 1, "at least 1")
-    batch_size: int = setting(32, "the global batch: split evenly across torchrun's processes",
-                              lambda v: v >= 1, "at least 1")
+    batch_size: int = setting(
+        32, "the global batch: split evenly across torchrun's processes", lambda v: v >= 1, "at least 1"
+    )
     lr: float = setting(1e-3, "learning rate (the peak of one-cycle)", lambda v: v > 0, "positive")
     momentum: float = setting(0.9, "SGD momentum", lambda v: 0 <= v < 1, "in [0, 1)")
     weight_decay: float = setting(0.0, "SGD weight decay", lambda v: v >= 0, "not negative")
     nesterov: bool = setting(False, "Nesterov momentum")
     label_smoothing: float = setting(0.0, "cross-entropy label smoothing", lambda v: 0 <= v < 1, "in [0, 1)")
-    schedule: str = setting("step", '"step": StepLR per epoch; "onecycle": OneCycleLR per batch, peaking at lr',
-                            lambda v: v in ("step", "onecycle"), '"step" or "onecycle"')
+    schedule: str = setting(
+        "step",
+        '"step": StepLR per epoch; "onecycle": OneCycleLR per batch, peaking at lr',
+        lambda v: v in ("step", "onecycle"),
+        '"step" or "onecycle"',
+    )
     step_size: int = setting(7, "StepLR: epochs between decays", lambda v: v >= 1, "at least 1")
     gamma: float = setting(0.1, "StepLR: the decay factor", lambda v: 0 < v <= 1, "in (0, 1]")
-    seed: int = setting(0, "seeds the split, the initialisation and the augmentation",
-                        lambda v: 0 <= v < 2**63, "from 0 to 2^63 - 1")
+    seed: int = setting(
+        0, "seeds the split, the initialisation and the augmentation", lambda v: 0 <= v < 2**63, "from 0 to 2^63 - 1"
+    )
 
     # Where and how it runs
-    device: str = setting("auto", '"auto": CUDA when present, else the CPU',
-                          lambda v: v == "auto" or re.fullmatch(r"cpu|cuda(:\d+)?", v) is not None,
-                          '"auto", "cpu", "cuda" or "cuda:N"')
+    device: str = setting(
+        "auto",
+        '"auto": CUDA when present, else the CPU',
+        lambda v: v == "auto" or re.fullmatch(r"cpu|cuda(:\d+)?", v) is not None,
+        '"auto", "cpu", "cuda" or "cuda:N"',
+    )
     bf16: bool = setting(True, "autocast to bfloat16 where the device supports it")
     channels_last: bool = setting(True, "channels-last memory layout")
     compile: bool = setting(False, "torch.compile the model")
@@ -121,8 +159,10 @@ class Config:
         if self.image_size is not None and self.image_size < smallest:
             raise ConfigError(f"image_size = {self.image_size}: {self.model} needs at least {smallest}")
         if self.model == "inception_v3" and self.aux_logits and self.input_size < MIN_SIZE_AUX:
-            raise ConfigError(f"image_size = {self.input_size}: InceptionV3's auxiliary head needs at least "
-                              f"{MIN_SIZE_AUX}; set aux_logits = false below that")
+            raise ConfigError(
+                f"image_size = {self.input_size}: InceptionV3's auxiliary head needs at least "
+                f"{MIN_SIZE_AUX}; set aux_logits = false below that"
+            )
 
     def model_options(self) -> dict[str, object]:
         """The builder options these settings ask for (only those the model takes)."""
@@ -218,9 +258,19 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     for f in fields(Config):
         base, optional = _base_type(hints[f.name])
         kind = {bool: "BOOL", int: "INT", float: "FLOAT"}.get(base, "TEXT") + ("|none" if optional else "")
-        text = f.metadata["help"] + f" (default: {f.default}" + (f"; {f.metadata['expected']}" if f.metadata["expected"] else "") + ")"
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, metavar=kind, default=argparse.SUPPRESS,
-                           help=text.replace("%", "%%"))
+        text = (
+            f.metadata["help"]
+            + f" (default: {f.default}"
+            + (f"; {f.metadata['expected']}" if f.metadata["expected"] else "")
+            + ")"
+        )
+        group.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f.name,
+            metavar=kind,
+            default=argparse.SUPPRESS,
+            help=text.replace("%", "%%"),
+        )
 
 
 def flags_given(args: argparse.Namespace) -> dict[str, object]:

@@ -68,8 +68,11 @@ def summarize(scored: Scored, classes: list[str]) -> dict[str, object]:
     return {
         "images": len(truth),
         "accuracy": share(known, lambda i: predicted[i] == truth[i]),
-        "recall": {c: share([i for i in known if truth[i] == c], lambda i: predicted[i] == truth[i])
-                   for c in classes if c in set(truth)},
+        "recall": {
+            c: share([i for i in known if truth[i] == c], lambda i: predicted[i] == truth[i])
+            for c in classes
+            if c in set(truth)
+        },
         "tumour_images": len(is_tumour),
         "tumour_sensitivity": share(is_tumour, lambda i: predicted[i] in tumours),
         "no_tumour_images": len(healthy),
@@ -78,10 +81,18 @@ def summarize(scored: Scored, classes: list[str]) -> dict[str, object]:
     }
 
 
-def score_folder(model: nn.Module, meta: dict[str, object], folder: Path, device: torch.device, *,
-                 class_map: dict[str, str] | None = None, clean_list: Path | None = None,
-                 keep: Callable[[str], bool] | None = None, cache_dir: str | None = None,
-                 bf16: bool = False) -> Scored:
+def score_folder(
+    model: nn.Module,
+    meta: dict[str, object],
+    folder: Path,
+    device: torch.device,
+    *,
+    class_map: dict[str, str] | None = None,
+    clean_list: Path | None = None,
+    keep: Callable[[str], bool] | None = None,
+    cache_dir: str | None = None,
+    bf16: bool = False,
+) -> Scored:
     """A folder of class folders through the checkpoint's preprocessing; clean_list or keep(path)
     choose the images scored (e.g. those with no duplicate in the training collection)."""
     folder = Path(folder)
@@ -104,8 +115,11 @@ def worst_errors(scored: Scored, classes: list[str], count: int = 8) -> list[int
     when called no tumour)."""
     probabilities = scored.logits.softmax(1)
     predicted = probabilities.argmax(1).tolist()
-    wrong = [i for i, (t, p) in enumerate(zip(scored.truth, predicted))
-             if (t == ANY_TUMOUR and classes[p] == NO_TUMOUR) or (t in classes and classes[p] != t)]
+    wrong = [
+        i
+        for i, (t, p) in enumerate(zip(scored.truth, predicted))
+        if (t == ANY_TUMOUR and classes[p] == NO_TUMOUR) or (t in classes and classes[p] != t)
+    ]
     return sorted(wrong, key=lambda i: -float(probabilities[i].max()))[:count]
 
 
@@ -113,24 +127,43 @@ def plot_errors(path: Path, model: nn.Module, scored: Scored, classes: list[str]
     """The most confident mistakes of a set, with Grad-CAM."""
     chosen = worst_errors(scored, classes)
     probabilities = scored.logits.softmax(1)
-    captions = [f"{classes[int(probabilities[i].argmax())]} {100 * float(probabilities[i].max()):.0f}%\n"
-                f"true: {scored.truth[i]}\n{Path(scored.split.paths[scored.rows[i]]).name[:18]}" for i in chosen]
+    captions = [
+        f"{classes[int(probabilities[i].argmax())]} {100 * float(probabilities[i].max()):.0f}%\n"
+        f"true: {scored.truth[i]}\n{Path(scored.split.paths[scored.rows[i]]).name[:18]}"
+        for i in chosen
+    ]
     rows = [int(scored.rows[i]) for i in chosen]
     images = scored.split.images.to(next(model.parameters()).device)
-    return plot_grad_cam(path, model, images, rows, captions, [False] * len(rows), prep,
-                         f"{scored.name}: the most confident mistakes, with Grad-CAM")
+    return plot_grad_cam(
+        path,
+        model,
+        images,
+        rows,
+        captions,
+        [False] * len(rows),
+        prep,
+        f"{scored.name}: the most confident mistakes, with Grad-CAM",
+    )
 
 
 def external_sets(root: str | Path | None) -> list[Path]:
     """The folders of class folders in an external root (none when it is unset or absent)."""
     if not root or not Path(root).is_dir():
         return []
-    return sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")
-                  and any(q.is_dir() for q in p.iterdir()))
+    return sorted(
+        p
+        for p in Path(root).iterdir()
+        if p.is_dir() and not p.name.startswith(".") and any(q.is_dir() for q in p.iterdir())
+    )
 
 
-def evaluate_checkpoint(checkpoint: Path, data: list[Path], out: Path | None = None, clean_list: Path | None = None,
-                        class_map: str | None = None) -> dict:
+def evaluate_checkpoint(
+    checkpoint: Path,
+    data: list[Path],
+    out: Path | None = None,
+    clean_list: Path | None = None,
+    class_map: str | None = None,
+) -> dict:
     """Score a checkpoint on each of `data` (a dataset root with Testing/, or a folder of class
     folders); write metrics.json, report.md and plots to `out` (default: beside the checkpoint)."""
     model, meta = model_from_checkpoint(checkpoint)
@@ -142,8 +175,12 @@ def evaluate_checkpoint(checkpoint: Path, data: list[Path], out: Path | None = N
     prep = Preprocess.of_checkpoint(meta, bf16)
     out = Path(out) if out else Path(checkpoint).parent / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
-    results: dict = {"checkpoint": str(checkpoint), "input_size": meta["input_size"], "head_crop": meta["head_crop"],
-                     "sets": {}}
+    results: dict = {
+        "checkpoint": str(checkpoint),
+        "input_size": meta["input_size"],
+        "head_crop": meta["head_crop"],
+        "sets": {},
+    }
     panels, figures = [], {}
     for path in map(Path, data):
         if (path / "Testing").is_dir():
@@ -163,7 +200,8 @@ def evaluate_checkpoint(checkpoint: Path, data: list[Path], out: Path | None = N
         confusion = results["sets"][name]["confusion"]
         panels.append((name, confusion["counts"], confusion["rows"], confusion["columns"]))
         figures[f"{name}: the most confident mistakes, with Grad-CAM"] = plot_errors(
-            out / f"errors-{scored.name}.png", model, scored, classes, prep).name
+            out / f"errors-{scored.name}.png", model, scored, classes, prep
+        ).name
     atomic_write_text(out / "metrics.json", json.dumps(results, indent=1))
     plot_confusion(out / "confusion.png", panels)
     write_evaluation_report(out, results, {"Confusion matrices": "confusion.png", **figures})
@@ -173,15 +211,18 @@ def evaluate_checkpoint(checkpoint: Path, data: list[Path], out: Path | None = N
     return results
 
 
-def dataset_testing(root: Path, classes: list[str], mapping: dict[str, str], clean_list: Path | None,
-                    head_crop: bool) -> tuple[Split, np.ndarray | None]:
+def dataset_testing(
+    root: Path, classes: list[str], mapping: dict[str, str], clean_list: Path | None, head_crop: bool
+) -> tuple[Split, np.ndarray | None]:
     """A dataset's Testing split (its class names matched to the checkpoint's) and its leak-free rows:
     from the clean list, or computed against its Training split when it has one."""
     test = load_split(root, "Testing", head_crop=head_crop)
     names = [resolve_class(c, classes, mapping) for c in test.classes]
     if ANY_TUMOUR in names:
-        raise ValueError(f"{root}/Testing: a {ANY_TUMOUR!r} class cannot be scored as a dataset split; "
-                         "pass the folder itself to score it as a set")
+        raise ValueError(
+            f"{root}/Testing: a {ANY_TUMOUR!r} class cannot be scored as a dataset split; "
+            "pass the folder itself to score it as a set"
+        )
     test.classes = names
     if clean_list:
         return test, clean_rows(test, root / "Testing", clean_list)
@@ -197,7 +238,9 @@ def evaluation_lines(results: dict) -> list[str]:
     for key, title in (("test", "Testing (full)"), ("test_leak_free", "Testing (leak-free)")):
         if key in results:
             r = results[key]
-            lines.append(f"{title}: accuracy {r['accuracy']:.4f} on {r['samples']} images, macro F1 {r['macro_f1']:.4f}")
+            lines.append(
+                f"{title}: accuracy {r['accuracy']:.4f} on {r['samples']} images, macro F1 {r['macro_f1']:.4f}"
+            )
     for name, r in results["sets"].items():
         recall = ", ".join(f"{c} {v:.3f}" for c, v in r["recall"].items())
         parts = [f"{name}: {r['images']} images"]
@@ -213,12 +256,19 @@ def evaluation_lines(results: dict) -> list[str]:
 
 def write_evaluation_report(out: Path, results: dict, figures: dict[str, str]) -> Path:
     """report.md of an evaluation: Testing tables, the other sets, the figures."""
-    lines = [f"# Evaluation of {results['checkpoint']}", "",
-             f"Input {results['input_size']} px{', head-cropped' if results['head_crop'] else ''}.", ""]
+    lines = [
+        f"# Evaluation of {results['checkpoint']}",
+        "",
+        f"Input {results['input_size']} px{', head-cropped' if results['head_crop'] else ''}.",
+        "",
+    ]
     for key, title in (("test", "Testing (full)"), ("test_leak_free", "Testing (leak-free)")):
         if key in results:
             r = results[key]
-            lines += [f"## {title}: {fmt_share(r['accuracy'])} of {r['samples']} images, macro F1 {r['macro_f1']:.4f}", ""]
+            lines += [
+                f"## {title}: {fmt_share(r['accuracy'])} of {r['samples']} images, macro F1 {r['macro_f1']:.4f}",
+                "",
+            ]
     if results["sets"]:
         lines += ["## Labelled folders", ""] + external_lines(results["sets"]) + [""]
     for caption, file in figures.items():

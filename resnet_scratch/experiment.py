@@ -39,17 +39,35 @@ RECIPES: dict[str, dict[str, object]] = {
     "tiny": {"image_size": 32, "epochs": 1, "batch_size": 4, "lr": 0.01, "val_fraction": 0.2},
     # The 2-core CPU: 64 px (InceptionV3: its 75 px minimum) and bf16 autocast keep every
     # experiment, all arms and three seeds, under an hour here.
-    "cpu": {"image_size": 64, "epochs": 4, "batch_size": 64, "schedule": "onecycle", "lr": 0.05,
-            "weight_decay": 5e-4, "nesterov": True, "label_smoothing": 0.1, "crop_scale_min": 0.35},
+    "cpu": {
+        "image_size": 64,
+        "epochs": 4,
+        "batch_size": 64,
+        "schedule": "onecycle",
+        "lr": 0.05,
+        "weight_decay": 5e-4,
+        "nesterov": True,
+        "label_smoothing": 0.1,
+        "crop_scale_min": 0.35,
+    },
     # Full resolution (the model's own: 224, InceptionV3 299 with its auxiliary loss).
-    "gpu": {"image_size": None, "epochs": 12, "batch_size": 64, "schedule": "onecycle", "lr": 0.05,
-            "weight_decay": 5e-4, "nesterov": True, "label_smoothing": 0.1, "crop_scale_min": 0.25},
+    "gpu": {
+        "image_size": None,
+        "epochs": 12,
+        "batch_size": 64,
+        "schedule": "onecycle",
+        "lr": 0.05,
+        "weight_decay": 5e-4,
+        "nesterov": True,
+        "label_smoothing": 0.1,
+        "crop_scale_min": 0.25,
+    },
 }
 SCALES = tuple(RECIPES)
 
 
 def imagenet_if_present(model: str) -> str | None:
-    """"imagenet" when torchvision's file for `model` is already on this machine, else None
+    """ "imagenet" when torchvision's file for `model` is already on this machine, else None
     (train from scratch): the GPU presets fine-tune where they can, and never download."""
     from weights_convert import local_imagenet_file
 
@@ -91,8 +109,9 @@ def run_seed(arm: Arm, seed: int, runs_dir: Path) -> Path:
 
     A run that diverges leaves diverged.txt in its folder with the reason, and is reported, not retried.
     """
-    config = replace(arm.config, seed=seed, runs_dir=str(runs_dir),
-                     name=f"{arm.config.model}-{settings_hash(arm.config)}-seed{seed}")
+    config = replace(
+        arm.config, seed=seed, runs_dir=str(runs_dir), name=f"{arm.config.model}-{settings_hash(arm.config)}-seed{seed}"
+    )
     run = runs_dir / config.name
     if (run / "metrics.json").is_file() or (run / "diverged.txt").is_file():
         print(f"[{arm.label} seed {seed}] reusing {run}", flush=True)
@@ -113,24 +132,35 @@ def summarize_run(run: Path) -> dict[str, object]:
     config = json.loads((run / "config.json").read_text())
     environment = config["environment"]
     device = environment.get("gpu", environment["device"])
-    base = {"run": run.name, "seed": config["config"]["seed"], "commit": config["commit"], "device": device,
-            "torch": environment["torch"]}
+    base = {
+        "run": run.name,
+        "seed": config["config"]["seed"],
+        "commit": config["commit"],
+        "device": device,
+        "torch": environment["torch"],
+    }
     if (run / "diverged.txt").is_file():
         return base | {"diverged": (run / "diverged.txt").read_text().strip()}
     epochs = read_epochs(run)
     results = json.loads((run / "metrics.json").read_text())
     last = epochs[-1]
     return base | {
-        "train_accuracy": last["train_accuracy"], "train_loss": last["train_loss"],
-        "val_accuracy": last["val_accuracy"], "val_loss": last["val_loss"],
-        "best_epoch": results["best_epoch"] + 1, "best_val_accuracy": results["val_accuracy"],
-        "test_accuracy": results["test"]["accuracy"], "leak_free_accuracy": results["test_leak_free"]["accuracy"],
+        "train_accuracy": last["train_accuracy"],
+        "train_loss": last["train_loss"],
+        "val_accuracy": last["val_accuracy"],
+        "val_loss": last["val_loss"],
+        "best_epoch": results["best_epoch"] + 1,
+        "best_val_accuracy": results["val_accuracy"],
+        "test_accuracy": results["test"]["accuracy"],
+        "leak_free_accuracy": results["test_leak_free"]["accuracy"],
         "test_macro_f1": results["test"]["macro_f1"],
         "recall": {c: v["recall"] for c, v in results["test"]["per_class"].items()},
         "leak_free_recall": {c: v["recall"] for c, v in results["test_leak_free"]["per_class"].items()},
         "seconds_per_epoch": float(np.mean([e["seconds"] for e in epochs])),
         "images_per_s": float(np.mean([e["images_per_s"] for e in epochs])),
-        "curves": {key: [e[key] for e in epochs] for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")},
+        "curves": {
+            key: [e[key] for e in epochs] for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+        },
     }
 
 
@@ -149,16 +179,32 @@ def model_cost(config: Config) -> dict[str, object]:
     return {"params": sum(p.numel() for p in model.parameters()), "macs": macs, "input_size": size}
 
 
-SCALAR_METRICS = ("train_accuracy", "train_loss", "val_accuracy", "val_loss", "best_val_accuracy",
-                  "test_accuracy", "leak_free_accuracy", "test_macro_f1", "seconds_per_epoch", "images_per_s")
+SCALAR_METRICS = (
+    "train_accuracy",
+    "train_loss",
+    "val_accuracy",
+    "val_loss",
+    "best_val_accuracy",
+    "test_accuracy",
+    "leak_free_accuracy",
+    "test_macro_f1",
+    "seconds_per_epoch",
+    "images_per_s",
+)
 
 
 def summarize_arm(arm: Arm, runs: list[Path]) -> dict[str, object]:
     """Per-seed summaries and their mean +- std."""
     seeds = [summarize_run(run) for run in runs]
     done = [s for s in seeds if "diverged" not in s]
-    summary: dict[str, object] = {"label": arm.label, "settings": to_dict(arm.config), **model_cost(arm.config),
-                                  "seeds": seeds, "finished": len(done), "diverged": len(seeds) - len(done)}
+    summary: dict[str, object] = {
+        "label": arm.label,
+        "settings": to_dict(arm.config),
+        **model_cost(arm.config),
+        "seeds": seeds,
+        "finished": len(done),
+        "diverged": len(seeds) - len(done),
+    }
     if done:
         summary |= {key: mean_std([s[key] for s in done]) for key in SCALAR_METRICS}
         for key in ("recall", "leak_free_recall"):
@@ -178,7 +224,7 @@ def run_arms(arms: list[Arm], seeds: list[int], runs_dir: Path) -> list[dict[str
 
 
 def pm(stat: dict | None, percent: bool = True, digits: int = 2) -> str:
-    """"mean +- std" text of a mean_std dict; percentages for fractions."""
+    """ "mean +- std" text of a mean_std dict; percentages for fractions."""
     if stat is None:
         return "-"
     scale = 100 if percent else 1
@@ -188,16 +234,41 @@ def pm(stat: dict | None, percent: bool = True, digits: int = 2) -> str:
 def results_table(summaries: list[dict[str, object]]) -> list[str]:
     """The markdown table: one row per arm, mean ± std over seeds."""
     classes = next((list(s["recall"]) for s in summaries if "recall" in s), list(CLASS_ORDER_HINT))
-    header = ["arm", "params (M)", "GMACs", "s / epoch", "train acc %", "train loss", "val acc %", "val loss",
-              "test acc %", "leak-free acc %"] + [f"recall {c} %" for c in classes] + ["seeds"]
+    header = (
+        [
+            "arm",
+            "params (M)",
+            "GMACs",
+            "s / epoch",
+            "train acc %",
+            "train loss",
+            "val acc %",
+            "val loss",
+            "test acc %",
+            "leak-free acc %",
+        ]
+        + [f"recall {c} %" for c in classes]
+        + ["seeds"]
+    )
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for s in summaries:
         if not s["finished"]:
-            lines.append(f"| {s['label']} | " + " | ".join(["-"] * (len(header) - 2)) + f" | 0 of {s['diverged']} (diverged) |")
+            lines.append(
+                f"| {s['label']} | " + " | ".join(["-"] * (len(header) - 2)) + f" | 0 of {s['diverged']} (diverged) |"
+            )
             continue
-        cells = [s["label"], f"{s['params'] / 1e6:.1f}", f"{s['macs'] / 1e9:.2f}", pm(s["seconds_per_epoch"], False, 1),
-                 pm(s["train_accuracy"]), pm(s["train_loss"], False, 3), pm(s["val_accuracy"]), pm(s["val_loss"], False, 3),
-                 pm(s["test_accuracy"]), pm(s["leak_free_accuracy"])] + [pm(s["recall"][c], digits=1) for c in classes]
+        cells = [
+            s["label"],
+            f"{s['params'] / 1e6:.1f}",
+            f"{s['macs'] / 1e9:.2f}",
+            pm(s["seconds_per_epoch"], False, 1),
+            pm(s["train_accuracy"]),
+            pm(s["train_loss"], False, 3),
+            pm(s["val_accuracy"]),
+            pm(s["val_loss"], False, 3),
+            pm(s["test_accuracy"]),
+            pm(s["leak_free_accuracy"]),
+        ] + [pm(s["recall"][c], digits=1) for c in classes]
         cells.append(f"{s['finished']}" + (f" ({s['diverged']} diverged)" if s["diverged"] else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -208,7 +279,9 @@ def _band(ax, x: np.ndarray, runs: list[list[float]], style: str, label: str, co
     mean = values.mean(0)
     line = ax.plot(x, mean, style, label=label, color=color, linewidth=width)[0]
     if len(values) > 1:
-        ax.fill_between(x, mean - values.std(0, ddof=1), mean + values.std(0, ddof=1), color=line.get_color(), alpha=0.15)
+        ax.fill_between(
+            x, mean - values.std(0, ddof=1), mean + values.std(0, ddof=1), color=line.get_color(), alpha=0.15
+        )
     return line.get_color()
 
 
@@ -226,8 +299,24 @@ def plot_curves(path: Path, summaries: list[dict[str, object]], groups: dict[str
             curves = [s["curves"] for s in by_label[label]["seeds"] if "curves" in s]
             x = np.arange(1, len(curves[0]["train_loss"]) + 1)
             color = _band(row[0], x, [c["train_loss"] for c in curves], "o-", label)
-            _band(row[1], x, [[100 * (1 - a) for a in c["train_accuracy"]] for c in curves], "--", f"{label} (train)", color, 1.0)
-            _band(row[1], x, [[100 * (1 - a) for a in c["val_accuracy"]] for c in curves], "s-", f"{label} (validation)", color, 2.0)
+            _band(
+                row[1],
+                x,
+                [[100 * (1 - a) for a in c["train_accuracy"]] for c in curves],
+                "--",
+                f"{label} (train)",
+                color,
+                1.0,
+            )
+            _band(
+                row[1],
+                x,
+                [[100 * (1 - a) for a in c["val_accuracy"]] for c in curves],
+                "s-",
+                f"{label} (validation)",
+                color,
+                2.0,
+            )
         row[0].set(xlabel="epoch", ylabel="training loss", title=f"{title} training loss".strip())
         row[1].set(xlabel="epoch", ylabel="error (%)", title=f"{title} error: validation bold, training dashed".strip())
         for ax in row:
@@ -253,7 +342,9 @@ def plot_test_accuracy(path: Path, summaries: list[dict[str, object]]) -> Path:
     x = np.arange(len(done))
     for offset, key, name in ((-0.2, "test_accuracy", "full Testing"), (0.2, "leak_free_accuracy", "leak-free subset")):
         seed_bars(ax, x + offset, [[100 * v for v in s[key]["values"]] for s in done], 0.38, name)
-    low = min([100 * v for s in done for key in ("test_accuracy", "leak_free_accuracy") for v in s[key]["values"]], default=0)
+    low = min(
+        [100 * v for s in done for key in ("test_accuracy", "leak_free_accuracy") for v in s[key]["values"]], default=0
+    )
     ax.set_ylim(max(0, low - 5), 100)
     ax.set_xticks(x, [s["label"] for s in done], rotation=15, ha="right")
     ax.set(ylabel="accuracy (%)", title="Testing accuracy (bars: mean ± std, dots: seeds)")
@@ -265,11 +356,17 @@ def plot_test_accuracy(path: Path, summaries: list[dict[str, object]]) -> Path:
 def experiment_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
     """The command line every experiment script shares."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scale", choices=SCALES, default="cpu",
-                   help="cpu: this 2-core machine in under an hour; gpu: full resolution; tiny: a smoke test")
+    p.add_argument(
+        "--scale",
+        choices=SCALES,
+        default="cpu",
+        help="cpu: this 2-core machine in under an hour; gpu: full resolution; tiny: a smoke test",
+    )
     p.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 (default 3)")
     p.add_argument("--data", type=Path, help="dataset root (default: the training default, $RESNET_SCRATCH_DATA)")
-    p.add_argument("--out", type=Path, help="results folder (default docs/results/<experiment>, or <experiment>-<scale> off cpu)")
+    p.add_argument(
+        "--out", type=Path, help="results folder (default docs/results/<experiment>, or <experiment>-<scale> off cpu)"
+    )
     p.add_argument("--runs-dir", type=Path, default=Path("runs/experiments"), help="where the runs' checkpoints go")
     p.add_argument("--cache-dir", type=Path, default=Path("runs/cache"), help="decoded-image cache shared by the runs")
     p.add_argument("--device", default="auto", help='"auto", "cpu" or "cuda[:N]"')
@@ -297,12 +394,21 @@ def output_dir(name: str, args: argparse.Namespace) -> Path:
 def results_markdown(record: dict[str, object], figure_dir: str = "") -> list[str]:
     """An experiment's results.json as markdown: what and how, the table, notes, figures (their
     paths prefixed with figure_dir, so docs/results.md can point into the experiment's folder)."""
-    lines = [record["about"], "", "```", record["command"], "```", "",
-             f"Scale preset `{record['scale']}`, {record['seeds']} seed(s) per arm; device {', '.join(record['devices'])}; "
-             f"runs trained at commit(s) {', '.join(f'`{c[:12]}`' for c in record['run_commits'])}; written {record['written_at']}. "
-             "Each arm's settings are in results.json. Percentages are mean ± sample std over seeds; "
-             "training and validation figures are the last epoch's (the reference paper's Table III), "
-             "Testing is evaluated once per run on the checkpoint with the best validation accuracy.", ""]
+    lines = [
+        record["about"],
+        "",
+        "```",
+        record["command"],
+        "```",
+        "",
+        f"Scale preset `{record['scale']}`, {record['seeds']} seed(s) per arm; device {', '.join(record['devices'])}; "
+        f"runs trained at commit(s) {', '.join(f'`{c[:12]}`' for c in record['run_commits'])}; "
+        f"written {record['written_at']}. "
+        "Each arm's settings are in results.json. Percentages are mean ± sample std over seeds; "
+        "training and validation figures are the last epoch's (the reference paper's Table III), "
+        "Testing is evaluated once per run on the checkpoint with the best validation accuracy.",
+        "",
+    ]
     lines += results_table(record["arms"]) + [""]
     lines += [note + "\n" for note in record["notes"]]
     for figure in record["figures"]:
@@ -310,20 +416,40 @@ def results_markdown(record: dict[str, object], figure_dir: str = "") -> list[st
     return lines
 
 
-def write_results(out: Path, name: str, title: str, about: str, args: argparse.Namespace, argv: list[str],
-                  summaries: list[dict[str, object]], figures: list[tuple[str, str]], notes: list[str] | None = None,
-                  extra: dict[str, object] | None = None) -> Path:
+def write_results(
+    out: Path,
+    name: str,
+    title: str,
+    about: str,
+    args: argparse.Namespace,
+    argv: list[str],
+    summaries: list[dict[str, object]],
+    figures: list[tuple[str, str]],
+    notes: list[str] | None = None,
+    extra: dict[str, object] | None = None,
+) -> Path:
     """results.json and README.md: the command, commits, devices, the table and the figures."""
     out.mkdir(parents=True, exist_ok=True)
     seeds = [s for arm in summaries for s in arm["seeds"]]
     commits = sorted({s["commit"] for s in seeds})
     devices = sorted({f"{s['device']} (torch {s['torch']})" for s in seeds})
     command = " ".join(["python", f"experiments/{name}.py", *argv])
-    record = {"experiment": name, "title": title, "scale": args.scale, "command": command,
-              "written_at": time.strftime("%Y-%m-%d %H:%M"), "commit_at_write": git_commit(),
-              "run_commits": commits, "devices": devices, "seeds": args.seeds, "arms": summaries,
-              "about": about, "notes": notes or [], "figures": [{"caption": c, "file": f} for c, f in figures],
-              "extra": extra or {}}
+    record = {
+        "experiment": name,
+        "title": title,
+        "scale": args.scale,
+        "command": command,
+        "written_at": time.strftime("%Y-%m-%d %H:%M"),
+        "commit_at_write": git_commit(),
+        "run_commits": commits,
+        "devices": devices,
+        "seeds": args.seeds,
+        "arms": summaries,
+        "about": about,
+        "notes": notes or [],
+        "figures": [{"caption": c, "file": f} for c, f in figures],
+        "extra": extra or {},
+    }
     atomic_write_text(out / "results.json", json.dumps(record, indent=1))
     path = out / "README.md"
     atomic_write_text(path, "\n".join([f"# {title}", ""] + results_markdown(record)))

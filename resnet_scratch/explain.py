@@ -23,8 +23,9 @@ def last_stage(model: nn.Module) -> nn.Module:
     raise ValueError(f"no default Grad-CAM layer for {type(model).__name__}; pass layer=")
 
 
-def grad_cam(model: nn.Module, images: Tensor, target: Tensor | None = None,
-             layer: nn.Module | None = None) -> tuple[Tensor, Tensor]:
+def grad_cam(
+    model: nn.Module, images: Tensor, target: Tensor | None = None, layer: nn.Module | None = None
+) -> tuple[Tensor, Tensor]:
     """(heatmaps N x H x W in [0, 1], logits N x C) for a normalised batch; target defaults to the
     predicted class. The model is run in eval mode; its parameters' gradients are left untouched."""
     layer = layer or last_stage(model)
@@ -69,7 +70,8 @@ def stage_grad_norms(model: nn.Module, images: Tensor, target: Tensor) -> dict[s
 
     The ResNet paper (Section 4.1) argues that with BatchNorm a plain deep network's gradients do
     not vanish, and that its worse training is an optimisation difficulty instead; this measures the
-    first half of that claim per stage, with and without identity shortcuts. The model's .grad fields are cleared before and after; BatchNorm runs in training mode, as in
+    first half of that claim per stage, with and without identity shortcuts. The model's .grad
+    fields are cleared before and after; BatchNorm runs in training mode, as in
     the first step of training (so this batch also moves the running statistics).
     """
     was_training = model.training

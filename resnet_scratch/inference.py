@@ -36,8 +36,9 @@ class Preprocess:
 
 
 @torch.no_grad()
-def logits_of(model: nn.Module, images: Tensor, rows: np.ndarray | Tensor, prep: Preprocess,
-              batch_size: int = 128) -> Tensor:
+def logits_of(
+    model: nn.Module, images: Tensor, rows: np.ndarray | Tensor, prep: Preprocess, batch_size: int = 128
+) -> Tensor:
     """Logits (float32, on the CPU) of images[rows], in order. `images` (a decoded uint8 store) lives
     where the model does: batches are read from it there, and only the logits come back."""
     model.eval()
@@ -66,5 +67,6 @@ def report_on(logits: Tensor, target: Tensor, classes: list[str]) -> dict[str, o
 def evaluate(model: nn.Module, split: Split, rows: np.ndarray, prep: Preprocess) -> dict[str, object]:
     """Loss and the classification report on split rows `rows`."""
     logits = logits_of(model, split.images, rows, prep)
-    return report_on(logits, split.labels[torch.as_tensor(rows, dtype=torch.long, device=split.labels.device)],
-                     split.classes)
+    return report_on(
+        logits, split.labels[torch.as_tensor(rows, dtype=torch.long, device=split.labels.device)], split.classes
+    )

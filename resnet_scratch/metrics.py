@@ -19,15 +19,26 @@ def classification_report(logits: Tensor, target: Tensor, classes: list[str]) ->
     true_positive = cm.diag()
     support = cm.sum(1)
     predicted_count = cm.sum(0)
-    precision = torch.where(predicted_count > 0, true_positive / predicted_count.clamp(min=1), torch.zeros(n, dtype=torch.float64))
+    precision = torch.where(
+        predicted_count > 0, true_positive / predicted_count.clamp(min=1), torch.zeros(n, dtype=torch.float64)
+    )
     recall = torch.where(support > 0, true_positive / support.clamp(min=1), torch.zeros(n, dtype=torch.float64))
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), torch.zeros(n, dtype=torch.float64))
+    f1 = torch.where(
+        precision + recall > 0,
+        2 * precision * recall / (precision + recall).clamp(min=1e-12),
+        torch.zeros(n, dtype=torch.float64),
+    )
     report: dict[str, object] = {
         "samples": int(len(target)),
         "accuracy": float(true_positive.sum() / max(len(target), 1)),
         "macro_f1": float(f1.mean()),
         "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, name in enumerate(classes)
         },
         "confusion_matrix": cm.long().tolist(),

@@ -50,8 +50,9 @@ def batches(items: Iterator, size: int) -> Iterator[list]:
         yield batch
 
 
-def predict_files(checkpoint: Path, paths: list[Path], as_json: bool = False, explain: Path | None = None,
-                  batch_size: int = 32) -> list[dict]:
+def predict_files(
+    checkpoint: Path, paths: list[Path], as_json: bool = False, explain: Path | None = None, batch_size: int = 32
+) -> list[dict]:
     """Print (and return) the class and per-class probabilities of every image, as each batch is done.
 
     as_json prints one JSON object per line (JSON Lines). explain: a .png path gets a grid of the first
@@ -74,8 +75,13 @@ def predict_files(checkpoint: Path, paths: list[Path], as_json: bool = False, ex
             try:
                 image = decode(item)
             except DECODE_ERRORS as e:
-                results.append(emit({"path": str(item), "error": f"not a readable image ({type(e).__name__}: {e})"},
-                                    classes, as_json))
+                results.append(
+                    emit(
+                        {"path": str(item), "error": f"not a readable image ({type(e).__name__}: {e})"},
+                        classes,
+                        as_json,
+                    )
+                )
                 continue
             ready.append((item, image.shape[:2]))
             pixels.append(preprocess(image, prep, bool(meta["head_crop"])))
@@ -88,10 +94,13 @@ def predict_files(checkpoint: Path, paths: list[Path], as_json: bool = False, ex
             with torch.no_grad():
                 logits = model(batch)
         for k, ((path, (h, w)), p) in enumerate(zip(ready, logits.float().softmax(1))):
-            result = {"path": str(path), "class": classes[int(p.argmax())],
-                      "probabilities": {c: round(float(v), 6) for c, v in zip(classes, p)}}
+            result = {
+                "path": str(path),
+                "class": classes[int(p.argmax())],
+                "probabilities": {c: round(float(v), 6) for c, v in zip(classes, p)},
+            }
             if min(h, w) < prep.size // 2:
-                result["warning"] = (f"only {w}x{h} px: enlarged to {prep.size} px, so this prediction means little")
+                result["warning"] = f"only {w}x{h} px: enlarged to {prep.size} px, so this prediction means little"
             results.append(emit(result, classes, as_json))
             if explain:
                 keep_explanation(Path(explain), grid, path, batch[k], heatmaps[k], result, prep)
@@ -128,8 +137,9 @@ def emit(result: dict, classes: list[str], as_json: bool) -> dict:
     return result
 
 
-def keep_explanation(explain: Path, grid: list, path: Path, image: torch.Tensor, heatmap: torch.Tensor,
-                     result: dict, prep: Preprocess) -> None:
+def keep_explanation(
+    explain: Path, grid: list, path: Path, image: torch.Tensor, heatmap: torch.Tensor, result: dict, prep: Preprocess
+) -> None:
     """Keep the image for the grid (at most GRID_LIMIT), or write its own PNG into the folder."""
     if explain.suffix.lower() == ".png":
         if len(grid) < GRID_LIMIT:
@@ -139,7 +149,9 @@ def keep_explanation(explain: Path, grid: list, path: Path, image: torch.Tensor,
     save_grid(explain / f"{path.stem}.gradcam.png", [(path, image, heatmap, result)], prep, total=1)
 
 
-def save_grid(out: Path, rows: list[tuple[Path, torch.Tensor, torch.Tensor, dict]], prep: Preprocess, total: int) -> None:
+def save_grid(
+    out: Path, rows: list[tuple[Path, torch.Tensor, torch.Tensor, dict]], prep: Preprocess, total: int
+) -> None:
     """One row per image: the preprocessed image and its Grad-CAM overlay."""
     from .data.transforms import unnormalize
     from .explain import overlay

@@ -88,7 +88,8 @@ def transplant(model: nn.Module, state: dict[str, Tensor], heads: tuple[str, ...
     problems += [f"unexpected {k}" for k in leftover]
     if problems:
         raise ValueError(
-            f"the weights do not fit this {type(model).__name__}: " + "; ".join(problems[:8])
+            f"the weights do not fit this {type(model).__name__}: "
+            + "; ".join(problems[:8])
             + (f"; ... ({len(problems)} in all)" if len(problems) > 8 else "")
         )
     model.load_state_dict(merged)
@@ -110,8 +111,11 @@ def freeze_backbone(model: nn.Module, heads: tuple[str, ...]) -> None:
     for name, module in list(model.named_modules()):
         if type(module) is nn.BatchNorm2d and not any(name.startswith(h + ".") for h in heads):
             frozen = FrozenBatchNorm2d(
-                module.num_features, eps=module.eps, momentum=module.momentum,
-                affine=module.affine, track_running_stats=module.track_running_stats,
+                module.num_features,
+                eps=module.eps,
+                momentum=module.momentum,
+                affine=module.affine,
+                track_running_stats=module.track_running_stats,
             ).to(device=module.weight.device, dtype=module.weight.dtype)
             frozen.load_state_dict(module.state_dict())
             frozen.requires_grad_(False)

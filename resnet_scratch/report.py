@@ -59,8 +59,15 @@ def plot_confusion(path: Path, panels: list[tuple[str, list[list[int]], list[str
         ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
         for i in range(len(rows)):
             for j in range(len(cols)):
-                ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
-                        color="white" if rates[i, j] > 0.5 else "black", fontsize=9)
+                ax.text(
+                    j,
+                    i,
+                    f"{int(cm[i, j])}",
+                    ha="center",
+                    va="center",
+                    color="white" if rates[i, j] > 0.5 else "black",
+                    fontsize=9,
+                )
         ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
         ax.set_yticks(range(len(rows)), rows)
         ax.set(xlabel="predicted", ylabel="true", title=title)
@@ -74,13 +81,15 @@ def testing_panels(results: dict) -> list[tuple[str, list[list[int]], list[str],
         if key in results:
             r = results[key]
             classes = list(r["per_class"])
-            panels.append((f"{title}: {100 * r['accuracy']:.2f}% of {r['samples']}", r["confusion_matrix"],
-                           classes, classes))
+            panels.append(
+                (f"{title}: {100 * r['accuracy']:.2f}% of {r['samples']}", r["confusion_matrix"], classes, classes)
+            )
     return panels
 
 
-def plot_predictions(path: Path, images: Tensor, labels: Tensor, logits: Tensor, classes: list[str],
-                     count: int = 24) -> Path:
+def plot_predictions(
+    path: Path, images: Tensor, labels: Tensor, logits: Tensor, classes: list[str], count: int = 24
+) -> Path:
     """A grid of Testing images with predicted and true class, mistakes first."""
     labels = labels.cpu()
     probabilities = logits.softmax(1)
@@ -100,15 +109,28 @@ def plot_predictions(path: Path, images: Tensor, labels: Tensor, logits: Tensor,
     for ax, i in zip(axes.flat, chosen):
         ax.imshow(images[i].cpu().permute(1, 2, 0).numpy())
         ok = predicted[i] == labels[i]
-        ax.set_title(f"{classes[predicted[i]]} {100 * probabilities[i, predicted[i]]:.0f}%\ntrue: {classes[labels[i]]}",
-                     fontsize=8, color="green" if ok else "red")
-    fig.suptitle(f"Testing images: {len(wrong)} mistakes of {len(labels)} (red, most confident first), "
-                 "then correct ones", fontsize=10)
+        ax.set_title(
+            f"{classes[predicted[i]]} {100 * probabilities[i, predicted[i]]:.0f}%\ntrue: {classes[labels[i]]}",
+            fontsize=8,
+            color="green" if ok else "red",
+        )
+    fig.suptitle(
+        f"Testing images: {len(wrong)} mistakes of {len(labels)} (red, most confident first), then correct ones",
+        fontsize=10,
+    )
     return save_figure(fig, path, dpi=100)
 
 
-def plot_grad_cam(path: Path, model: nn.Module, images: Tensor, rows: list[int], captions: list[str],
-                  correct: list[bool], prep: Preprocess, title: str) -> Path:
+def plot_grad_cam(
+    path: Path,
+    model: nn.Module,
+    images: Tensor,
+    rows: list[int],
+    captions: list[str],
+    correct: list[bool],
+    prep: Preprocess,
+    title: str,
+) -> Path:
     """Chosen images (store rows) over their Grad-CAM overlays, captions green when right, red when wrong."""
     from .data.transforms import unnormalize
     from .explain import grad_cam, overlay
@@ -130,8 +152,16 @@ def plot_grad_cam(path: Path, model: nn.Module, images: Tensor, rows: list[int],
     return save_figure(fig, path, dpi=100)
 
 
-def testing_grad_cam(path: Path, model: nn.Module, images: Tensor, labels: Tensor, logits: Tensor,
-                     classes: list[str], prep: Preprocess, count: int = 4) -> Path:
+def testing_grad_cam(
+    path: Path,
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    logits: Tensor,
+    classes: list[str],
+    prep: Preprocess,
+    count: int = 4,
+) -> Path:
     """Grad-CAM of a few correct and a few wrong Testing predictions."""
     labels = labels.cpu()
     predicted = logits.argmax(1)
@@ -140,8 +170,16 @@ def testing_grad_cam(path: Path, model: nn.Module, images: Tensor, labels: Tenso
     right = right[torch.randperm(len(right), generator=torch.Generator().manual_seed(0))[:count]].tolist()
     chosen = right + wrong
     captions = [f"{classes[predicted[i]]}\ntrue: {classes[labels[i]]}" for i in chosen]
-    return plot_grad_cam(path, model, images, chosen, captions, [bool(predicted[i] == labels[i]) for i in chosen],
-                         prep, "Grad-CAM on the last stage: correct (green) and wrong (red) Testing predictions")
+    return plot_grad_cam(
+        path,
+        model,
+        images,
+        chosen,
+        captions,
+        [bool(predicted[i] == labels[i]) for i in chosen],
+        prep,
+        "Grad-CAM on the last stage: correct (green) and wrong (red) Testing predictions",
+    )
 
 
 def class_table(result: dict) -> list[str]:
@@ -157,12 +195,20 @@ def external_lines(external: dict[str, dict]) -> list[str]:
     recall, tumour sensitivity and specificity."""
     if not external:
         return []
-    lines = ["| set | images | accuracy (known class) | recall per class | tumour sensitivity | specificity |",
-             "|---|---:|---:|---|---:|---:|"]
+    lines = [
+        "| set | images | accuracy (known class) | recall per class | tumour sensitivity | specificity |",
+        "|---|---:|---:|---|---:|---:|",
+    ]
     for name, r in external.items():
         recall = ", ".join(f"{c} {v:.3f}" for c, v in r["recall"].items()) or "-"
-        cells = [name, str(r["images"]), fmt_share(r.get("accuracy")), recall, fmt_share(r.get("tumour_sensitivity")),
-                 fmt_share(r.get("specificity"))]
+        cells = [
+            name,
+            str(r["images"]),
+            fmt_share(r.get("accuracy")),
+            recall,
+            fmt_share(r.get("tumour_sensitivity")),
+            fmt_share(r.get("specificity")),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -183,7 +229,8 @@ def write_report(run: Path, results: dict, figures: dict[str, str]) -> Path:
         "",
         f"{settings['model']} at {results['input_size']} px, {len(epochs)} epochs, batch {settings['batch_size']}, "
         f"lr {settings['lr']} ({settings['schedule']} schedule), weights {settings['weights']}; "
-        f"commit `{config['commit']}`, device {config['environment']['device']}, torch {config['environment']['torch']}.",
+        f"commit `{config['commit']}`, device {config['environment']['device']}, "
+        f"torch {config['environment']['torch']}.",
         f"Data: {config['data']['train']} training and {config['data']['val']} validation images (both from "
         f"Training), {config['data']['test']} Testing images, {config['data']['leak_free_test']} of them leak-free.",
         "",
@@ -194,24 +241,40 @@ def write_report(run: Path, results: dict, figures: dict[str, str]) -> Path:
     ]
     for key, title in (("test", "full"), ("test_leak_free", "leak-free")):
         r = results[key]
-        lines.append(f"| {title} | {r['samples']} | {100 * r['accuracy']:.2f}% | {r['macro_f1']:.4f} | {r['loss']:.4f} |")
-    lines += ["", f"Best epoch: {results['best_epoch'] + 1}, validation accuracy {100 * results['val_accuracy']:.2f}%.", ""]
+        lines.append(
+            f"| {title} | {r['samples']} | {100 * r['accuracy']:.2f}% | {r['macro_f1']:.4f} | {r['loss']:.4f} |"
+        )
+    lines += [
+        "",
+        f"Best epoch: {results['best_epoch'] + 1}, validation accuracy {100 * results['val_accuracy']:.2f}%.",
+        "",
+    ]
     if results.get("external"):
-        lines += ["## Other collections (never trained on)", "",
-                  "The same model on MRI slices from collections that share no image with brain-tumor-mri/ "
-                  "(../shared/data/external/README.md). Tumour sensitivity is the share of tumour slices "
-                  "called any tumour class; a set of tumour slices of unknown type has no per-class accuracy.", ""]
+        lines += [
+            "## Other collections (never trained on)",
+            "",
+            "The same model on MRI slices from collections that share no image with brain-tumor-mri/ "
+            "(../shared/data/external/README.md). Tumour sensitivity is the share of tumour slices "
+            "called any tumour class; a set of tumour slices of unknown type has no per-class accuracy.",
+            "",
+        ]
         lines += external_lines(results["external"]) + [""]
     for key, title in (("test", "Full Testing split"), ("test_leak_free", "Leak-free Testing subset")):
         lines += [f"### {title}", ""] + class_table(results[key]) + [""]
-    lines += ["## Training", "",
-              "Training loss and accuracy are running figures over each epoch's augmented batches (loss with label "
-              "smoothing); validation is measured after the epoch, in eval mode, on centre crops.", "",
-              "| epoch | lr | train loss | train acc | val loss | val acc | img/s | seconds |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "## Training",
+        "",
+        "Training loss and accuracy are running figures over each epoch's augmented batches (loss with label "
+        "smoothing); validation is measured after the epoch, in eval mode, on centre crops.",
+        "",
+        "| epoch | lr | train loss | train acc | val loss | val acc | img/s | seconds |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for e in epochs:
-        lines.append(f"| {e['epoch'] + 1} | {e['lr']:.1e} | {e['train_loss']:.4f} | {100 * e['train_accuracy']:.2f}% | "
-                     f"{e['val_loss']:.4f} | {100 * e['val_accuracy']:.2f}% | {e['images_per_s']:.1f} | {e['seconds']:.1f} |")
+        lines.append(
+            f"| {e['epoch'] + 1} | {e['lr']:.1e} | {e['train_loss']:.4f} | {100 * e['train_accuracy']:.2f}% | "
+            f"{e['val_loss']:.4f} | {100 * e['val_accuracy']:.2f}% | {e['images_per_s']:.1f} | {e['seconds']:.1f} |"
+        )
     lines.append("")
     for caption, file in figures.items():
         lines += [f"![{caption}]({file})", "", f"*{caption}*", ""]

@@ -21,7 +21,7 @@ class TrainingDiverged(RuntimeError):
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> CUDA when present, else CPU; otherwise the named device, which must exist."""
+    """ "auto" -> CUDA when present, else CPU; otherwise the named device, which must exist."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -79,10 +79,16 @@ def git_commit() -> str:
     """The checkout's commit, with "-dirty" if it has uncommitted changes; "unknown" outside git."""
     here = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
@@ -93,9 +99,16 @@ def environment(device: torch.device) -> dict[str, str]:
     import numpy
     import PIL
 
-    env = {"resnet_scratch": __version__, "python": platform.python_version(), "torch": torch.__version__,
-           "numpy": numpy.__version__, "pillow": PIL.__version__, "device": str(device),
-           "threads": str(torch.get_num_threads()), "processor": platform.processor() or platform.machine()}
+    env = {
+        "resnet_scratch": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
+        "device": str(device),
+        "threads": str(torch.get_num_threads()),
+        "processor": platform.processor() or platform.machine(),
+    }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
@@ -124,5 +137,9 @@ class Progress:
             f"epoch {self.epoch + 1}/{self.epochs} [{done}/{self.batches}] loss {loss:.4f} "
             f"acc {accuracy:.4f} {images / max(elapsed, 1e-9):.0f} img/s ETA {eta / 60:.1f} min"
         )
-        print(("\r" + line) if self.live else line, end="" if self.live and done < self.batches else "\n",
-              file=self.stream, flush=True)
+        print(
+            ("\r" + line) if self.live else line,
+            end="" if self.live and done < self.batches else "\n",
+            file=self.stream,
+            flush=True,
+        )

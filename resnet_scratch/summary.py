@@ -35,10 +35,7 @@ def count_macs(model: nn.Module, input_size: int) -> tuple[int, dict[str, int]]:
         model(x)
     root = type(model).__name__
     per_module = counter.get_flop_counts()
-    per_child = {
-        name: sum(per_module.get(f"{root}.{name}", {}).values()) // 2
-        for name, _ in model.named_children()
-    }
+    per_child = {name: sum(per_module.get(f"{root}.{name}", {}).values()) // 2 for name, _ in model.named_children()}
     return counter.get_total_flops() // 2, per_child
 
 
@@ -80,10 +77,7 @@ def summarize(name: str, input_size: int | None = None, num_classes: int = 1000)
         header += "   paper (Table 1)"
     lines.append(header)
     for row in rows:
-        line = (
-            f"  {row.name:<14} {' x '.join(map(str, row.shape)):<20} "
-            f"{row.params:>13,} {row.macs / 1e6:>10,.1f}"
-        )
+        line = f"  {row.name:<14} {' x '.join(map(str, row.shape)):<20} {row.params:>13,} {row.macs / 1e6:>10,.1f}"
         if paper is not None and row.name in paper:
             line += "   " + " x ".join(map(str, paper[row.name]))
         lines.append(line)

@@ -55,8 +55,9 @@ from .runtime import (
 RESUMABLE_CHANGES = frozenset({"device", "cache_dir", "compile", "data", "external", "clean_list"})
 
 
-def loss_of(output: Tensor | InceptionOutputs, target: Tensor, config: Config,
-            tumour: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def loss_of(
+    output: Tensor | InceptionOutputs, target: Tensor, config: Config, tumour: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """(loss, logits): cross-entropy, plus InceptionV3's weighted auxiliary loss in training.
 
     tumour (the tumour classes' indices) turns on the partial-label loss for weakly labelled images
@@ -102,16 +103,30 @@ def training_transform(config: Config, device: torch.device, mean: tuple, std: t
     def transform(images: Tensor, rows: Tensor, g: torch.Generator) -> Tensor:
         if not config.augment:
             return eval_transform(images, size, rows=rows, mean=mean, std=std)
-        return train_transform(images, size, g, scale=(config.crop_scale_min, 1.0), dtype=dtype, rows=rows,
-                               mean=mean, std=std, photometric=config.photometric)
+        return train_transform(
+            images,
+            size,
+            g,
+            scale=(config.crop_scale_min, 1.0),
+            dtype=dtype,
+            rows=rows,
+            mean=mean,
+            std=std,
+            photometric=config.photometric,
+        )
 
     return transform
 
 
 def train_one_epoch(
-    model: nn.Module, loader: Loader, optimizer: torch.optim.Optimizer, config: Config,
-    device: torch.device, progress: Progress | None = None,
-    batch_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, tumour: Tensor | None = None,
+    model: nn.Module,
+    loader: Loader,
+    optimizer: torch.optim.Optimizer,
+    config: Config,
+    device: torch.device,
+    progress: Progress | None = None,
+    batch_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    tumour: Tensor | None = None,
 ) -> dict[str, float]:
     """One pass over the training loader; raises TrainingDiverged on a non-finite loss.
 
@@ -157,9 +172,12 @@ def train_one_epoch(
     if dist.is_initialized():  # every rank's share of the epoch
         dist.all_reduce(totals)
     total_loss, right, seen_all = totals.tolist()
-    return {"loss": total_loss / max(seen_all, 1), "accuracy": right / max(seen_all, 1),
-            "images_per_s": seen_all / seconds, "seconds": seconds}
-
+    return {
+        "loss": total_loss / max(seen_all, 1),
+        "accuracy": right / max(seen_all, 1),
+        "images_per_s": seen_all / seconds,
+        "seconds": seconds,
+    }
 
 
 def resume_config(run: Path, flags: dict[str, object], config_file: Path | None = None) -> Config:
@@ -181,7 +199,8 @@ def resume_config(run: Path, flags: dict[str, object], config_file: Path | None 
         raise ConfigError(
             f"--resume continues {run} with its own settings, and {k} = {getattr(asked, k)!r} differs from its "
             f"{getattr(base, k)!r}: to train with other settings start a new run (another --name), from this "
-            f"run's weights if you like (--weights {Path(run) / 'last.safetensors'})")
+            f"run's weights if you like (--weights {Path(run) / 'last.safetensors'})"
+        )
     return asked
 
 
@@ -223,34 +242,58 @@ def _fit(config: Config, resume: bool, run: Path, device: torch.device, place: D
     torch.manual_seed(config.seed)
     say = print if place.main else (lambda *args, **kwargs: None)
     use_bf16 = config.bf16 and bf16_supported(device)
-    say(f"run {run} on {device} x {place.world_size} ({'bf16' if use_bf16 else 'fp32'}), "
-        f"{config.model}, commit {git_commit()}", flush=True)
+    say(
+        f"run {run} on {device} x {place.world_size} ({'bf16' if use_bf16 else 'fp32'}), "
+        f"{config.model}, commit {git_commit()}",
+        flush=True,
+    )
 
-    data = load_run_data(Path(config.data), val_fraction=config.val_fraction, seed=config.seed,
-                         cache_dir=config.cache_dir, clean_list=config.clean_list, head_crop=config.head_crop,
-                         train_fraction=config.train_fraction, weak_tumour=config.weak_tumour)
+    data = load_run_data(
+        Path(config.data),
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        cache_dir=config.cache_dir,
+        clean_list=config.clean_list,
+        head_crop=config.head_crop,
+        train_fraction=config.train_fraction,
+        weak_tumour=config.weak_tumour,
+    )
     if resume and place.main:
         check_same_data(run, data)
     classes = data.train.classes
     weak = f" + {data.weak_count} weakly labelled" if data.weak_count else ""
-    say(f"data: {len(data.train_rows) - data.weak_count}{weak} train / {len(data.val_rows)} val (from Training), "
-        f"{len(data.test)} test ({len(data.leak_free_rows)} leak-free)", flush=True)
+    say(
+        f"data: {len(data.train_rows) - data.weak_count}{weak} train / {len(data.val_rows)} val (from Training), "
+        f"{len(data.test)} test ({len(data.leak_free_rows)} leak-free)",
+        flush=True,
+    )
     data.train = data.train.to(device)  # once per run: every epoch and every validation reads it there
 
     info = MODEL_INFO[config.model]  # its normalisation: what pretrained weights expect
-    model = build(config.model, num_classes=len(classes), weights=config.weights, freeze=config.freeze,
-                  **config.model_options()).to(device)
+    model = build(
+        config.model, num_classes=len(classes), weights=config.weights, freeze=config.freeze, **config.model_options()
+    ).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loader = Loader(data.train, config.batch_size // place.world_size, training_transform(config, device, info.mean, info.std),
-                    device=device, seed=config.seed, indices=data.train_rows, rank=place.rank, world_size=place.world_size)
+    loader = Loader(
+        data.train,
+        config.batch_size // place.world_size,
+        training_transform(config, device, info.mean, info.std),
+        device=device,
+        seed=config.seed,
+        indices=data.train_rows,
+        rank=place.rank,
+        world_size=place.world_size,
+    )
     tumour = torch.tensor(tumour_classes(classes), device=device) if data.weak_count else None
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay, nesterov=config.nesterov)
+    optimizer = torch.optim.SGD(
+        trainable, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=config.nesterov
+    )
     if config.schedule == "onecycle":  # warm up to lr, then anneal to ~0, stepped every batch
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=len(loader))
+            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=len(loader)
+        )
     else:
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
 
@@ -267,7 +310,8 @@ def _fit(config: Config, resume: bool, run: Path, device: torch.device, place: D
         if device.type == "cuda":  # BN statistics over the global batch (torch's is CUDA-only)
             step_model = nn.SyncBatchNorm.convert_sync_batchnorm(step_model)
         step_model = nn.parallel.DistributedDataParallel(
-            step_model, device_ids=[device.index] if device.type == "cuda" else None)
+            step_model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if config.compile:
         step_model = torch.compile(step_model)
 
@@ -277,10 +321,20 @@ def _fit(config: Config, resume: bool, run: Path, device: torch.device, place: D
         progress = Progress(epoch, config.epochs, len(loader)) if place.main else None
         lr = optimizer.param_groups[0]["lr"]
         try:
-            train_stats = train_one_epoch(step_model, loader, optimizer, config, device, progress,
-                                          scheduler if config.schedule == "onecycle" else None, tumour)
+            train_stats = train_one_epoch(
+                step_model,
+                loader,
+                optimizer,
+                config,
+                device,
+                progress,
+                scheduler if config.schedule == "onecycle" else None,
+                tumour,
+            )
         except TrainingDiverged as e:
-            kept = f"; the last good weights are {run / 'last.safetensors'}" if (run / "last.safetensors").exists() else ""
+            kept = (
+                f"; the last good weights are {run / 'last.safetensors'}" if (run / "last.safetensors").exists() else ""
+            )
             raise TrainingDiverged(f"epoch {epoch + 1}: {e}{kept}. Try a lower --lr.") from None
         if config.schedule == "step":
             scheduler.step()
@@ -299,14 +353,22 @@ def check_same_data(run: Path, data: RunData) -> None:
     now = data_record(data)
     for key in ("classes", "train", "val"):
         if key in recorded and recorded[key] != now[key]:
-            raise ValueError(f"--resume {run}: the data now gives {key} = {now[key]}, the run started with "
-                             f"{recorded[key]}; a run continues on the data it started on")
+            raise ValueError(
+                f"--resume {run}: the data now gives {key} = {now[key]}, the run started with "
+                f"{recorded[key]}; a run continues on the data it started on"
+            )
 
 
 def data_record(data: RunData) -> dict[str, object]:
     """What config.json records of the data."""
-    return {"classes": data.train.classes, "train": len(data.train_rows), "val": len(data.val_rows),
-            "weak": data.weak_count, "test": len(data.test), "leak_free_test": len(data.leak_free_rows)}
+    return {
+        "classes": data.train.classes,
+        "train": len(data.train_rows),
+        "val": len(data.val_rows),
+        "weak": data.weak_count,
+        "test": len(data.test),
+        "leak_free_test": len(data.leak_free_rows),
+    }
 
 
 def start_files(run: Path, config: Config, device: torch.device, data: RunData, start_epoch: int) -> None:
@@ -314,9 +376,18 @@ def start_files(run: Path, config: Config, device: torch.device, data: RunData, 
     metrics_path = run / "metrics.jsonl"
     lines = [e for e in read_epochs(run) if e["epoch"] < start_epoch] if metrics_path.is_file() else []
     atomic_write_text(metrics_path, "".join(json.dumps(e) + "\n" for e in lines))
-    atomic_write_text(run / "config.json", json.dumps(
-        {"config": to_dict(config), "commit": git_commit(), "environment": environment(device),
-         "data": data_record(data)}, indent=1))
+    atomic_write_text(
+        run / "config.json",
+        json.dumps(
+            {
+                "config": to_dict(config),
+                "commit": git_commit(),
+                "environment": environment(device),
+                "data": data_record(data),
+            },
+            indent=1,
+        ),
+    )
 
 
 def run_metadata(config: Config, classes: list[str], prep: Preprocess, model: nn.Module, **extra: object) -> dict:
@@ -324,18 +395,37 @@ def run_metadata(config: Config, classes: list[str], prep: Preprocess, model: nn
     options = config.model_options()
     if config.model == "inception_v3":
         options["transform_input"] = unwrap(model).transform_input
-    return checkpoint_metadata(config.model, classes, prep.size, options, prep.mean, prep.std, config.head_crop, **extra)
+    return checkpoint_metadata(
+        config.model, classes, prep.size, options, prep.mean, prep.std, config.head_crop, **extra
+    )
 
 
-def end_epoch(run: Path, config: Config, model: nn.Module, optimizer: torch.optim.Optimizer,
-              scheduler: torch.optim.lr_scheduler.LRScheduler, data: RunData, prep: Preprocess,
-              epoch: int, lr: float, train_stats: dict, best: dict) -> dict:
+def end_epoch(
+    run: Path,
+    config: Config,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    data: RunData,
+    prep: Preprocess,
+    epoch: int,
+    lr: float,
+    train_stats: dict,
+    best: dict,
+) -> dict:
     """Validate, write the metrics line, last (and a pending best) weights and the training state,
     which commits the epoch; returns the new best."""
     val = evaluate(model, data.train, data.val_rows, prep)
-    line = {"epoch": epoch, "lr": lr, "train_loss": train_stats["loss"], "train_accuracy": train_stats["accuracy"],
-            "val_loss": val["loss"], "val_accuracy": val["accuracy"], "images_per_s": train_stats["images_per_s"],
-            "seconds": train_stats["seconds"]}
+    line = {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": train_stats["loss"],
+        "train_accuracy": train_stats["accuracy"],
+        "val_loss": val["loss"],
+        "val_accuracy": val["accuracy"],
+        "images_per_s": train_stats["images_per_s"],
+        "seconds": train_stats["seconds"],
+    }
     meta = run_metadata(config, data.train.classes, prep, model, epoch=epoch, val_accuracy=val["accuracy"])
     if val["accuracy"] > best["val_accuracy"]:
         best = {"val_accuracy": val["accuracy"], "epoch": epoch}
@@ -344,8 +434,10 @@ def end_epoch(run: Path, config: Config, model: nn.Module, optimizer: torch.opti
     earlier = [e for e in read_epochs(run) if e["epoch"] < epoch]
     atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(e) + "\n" for e in earlier + [line]))
     save_training_state(run, model, optimizer, scheduler, epoch, {"best": best})
-    print(f"  val loss {val['loss']:.4f} acc {val['accuracy']:.4f}{'  (best)' if best['epoch'] == epoch else ''}",
-          flush=True)
+    print(
+        f"  val loss {val['loss']:.4f} acc {val['accuracy']:.4f}{'  (best)' if best['epoch'] == epoch else ''}",
+        flush=True,
+    )
     return best
 
 
@@ -364,8 +456,10 @@ def final_test(run: Path, config: Config, data: RunData, prep: Preprocess, devic
 
     best_model, meta = model_from_checkpoint(run / "best.safetensors")
     if meta.get("epoch") != best["epoch"]:
-        raise ValueError(f"{run / 'best.safetensors'} holds epoch {meta.get('epoch')}, the training state's best "
-                         f"is epoch {best['epoch']}: the run folder was changed by hand")
+        raise ValueError(
+            f"{run / 'best.safetensors'} holds epoch {meta.get('epoch')}, the training state's best "
+            f"is epoch {best['epoch']}: the run folder was changed by hand"
+        )
     best_model = best_model.to(device)
     if config.channels_last:
         best_model = best_model.to(memory_format=torch.channels_last)
@@ -373,14 +467,19 @@ def final_test(run: Path, config: Config, data: RunData, prep: Preprocess, devic
     logits = logits_of(best_model, test.images, np.arange(len(test)), prep)
     classes = data.train.classes
     results: dict = {
-        "best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"], "input_size": prep.size,
+        "best_epoch": best["epoch"],
+        "val_accuracy": best["val_accuracy"],
+        "input_size": prep.size,
         "test": report_on(logits, test.labels, classes),
         "test_leak_free": report_on(logits[data.leak_free_rows], test.labels.cpu()[data.leak_free_rows], classes),
         "external": {},
     }
-    figures = {"Confusion matrices on Testing": "confusion.png", "Training curves": "curves.png",
-               "Testing images: mistakes first": "predictions.png",
-               "Where the model looks (Grad-CAM)": "gradcam.png"}
+    figures = {
+        "Confusion matrices on Testing": "confusion.png",
+        "Training curves": "curves.png",
+        "Testing images: mistakes first": "predictions.png",
+        "Where the model looks (Grad-CAM)": "gradcam.png",
+    }
     plot_curves(run)
     plot_confusion(run / "confusion.png", testing_panels(results))
     plot_predictions(run / "predictions.png", test.images, test.labels, logits, classes)
@@ -389,7 +488,9 @@ def final_test(run: Path, config: Config, data: RunData, prep: Preprocess, devic
     for folder in external_sets(config.external):
         keep = (lambda p: not weak_half(p)) if trained_on == folder.resolve() else None
         try:
-            scored = score_folder(best_model, meta, folder, device, keep=keep, cache_dir=config.cache_dir, bf16=prep.bf16)
+            scored = score_folder(
+                best_model, meta, folder, device, keep=keep, cache_dir=config.cache_dir, bf16=prep.bf16
+            )
         except ValueError as e:  # e.g. class folders this model has no class for: the run itself is done
             print(f"external set {folder} not scored: {e}", flush=True)
             continue
@@ -407,16 +508,27 @@ def print_summary(run: Path, results: dict) -> None:
     """The end-of-run table: per-epoch metrics, then Testing on the full split and leak-free subset,
     then the other collections."""
     lines = read_epochs(run)
-    print(f"\n{'epoch':>5} {'lr':>8} {'train loss':>10} {'train acc':>9} {'val loss':>9} {'val acc':>8} {'img/s':>7} {'s':>6}")
+    print(
+        f"\n{'epoch':>5} {'lr':>8} {'train loss':>10} {'train acc':>9} {'val loss':>9} {'val acc':>8} "
+        f"{'img/s':>7} {'s':>6}"
+    )
     for e in lines:
-        print(f"{e['epoch'] + 1:>5} {e['lr']:>8.1e} {e['train_loss']:>10.4f} {e['train_accuracy']:>9.4f} "
-              f"{e['val_loss']:>9.4f} {e['val_accuracy']:>8.4f} {e['images_per_s']:>7.1f} {e['seconds']:>6.1f}")
+        print(
+            f"{e['epoch'] + 1:>5} {e['lr']:>8.1e} {e['train_loss']:>10.4f} {e['train_accuracy']:>9.4f} "
+            f"{e['val_loss']:>9.4f} {e['val_accuracy']:>8.4f} {e['images_per_s']:>7.1f} {e['seconds']:>6.1f}"
+        )
     for name, key in (("Testing (full)", "test"), ("Testing (leak-free)", "test_leak_free")):
         r = results[key]
         recalls = ", ".join(f"{c} {v['recall']:.3f}" for c, v in r["per_class"].items())
-        print(f"{name}: accuracy {r['accuracy']:.4f} on {r['samples']} images, macro F1 {r['macro_f1']:.4f}; recall: {recalls}")
+        print(
+            f"{name}: accuracy {r['accuracy']:.4f} on {r['samples']} images, macro F1 {r['macro_f1']:.4f}; "
+            f"recall: {recalls}"
+        )
     from .evaluate import evaluation_lines
 
     for line in evaluation_lines({"sets": results.get("external", {})}):
         print(f"external {line}")
-    print(f"best epoch {results['best_epoch'] + 1} (val accuracy {results['val_accuracy']:.4f}); report: {run / 'report.md'}")
+    print(
+        f"best epoch {results['best_epoch'] + 1} (val accuracy {results['val_accuracy']:.4f}); "
+        f"report: {run / 'report.md'}"
+    )

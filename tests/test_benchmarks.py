@@ -12,9 +12,24 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_models_benchmark_runs() -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "models.py"), "--models", "resnet50", "vgg16",
-         "--size", "64", "--batch", "2", "--rounds", "1", "--steps", "1"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "models.py"),
+            "--models",
+            "resnet50",
+            "vgg16",
+            "--size",
+            "64",
+            "--batch",
+            "2",
+            "--rounds",
+            "1",
+            "--steps",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     lines = [line for line in done.stdout.splitlines() if not line.startswith("#")]
     assert lines[0].split()[:2] == ["model", "precision"]
@@ -24,8 +39,9 @@ def test_models_benchmark_runs() -> None:
 
 
 def run_script(name: str, *args: str) -> list[str]:
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True, text=True, check=True
+    )
     return [line for line in done.stdout.splitlines() if not line.startswith("#")]
 
 

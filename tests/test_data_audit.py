@@ -16,10 +16,14 @@ from conftest import make_folder, smooth_image
 
 @pytest.fixture
 def planted(tmp_path: Path) -> Path:
-    root = make_folder(tmp_path / "data", {
-        "Training": {"a": 4, "b": 4},
-        "Testing": {"a": 2, "b": 2},
-    }, size=(96, 96))
+    root = make_folder(
+        tmp_path / "data",
+        {
+            "Training": {"a": 4, "b": 4},
+            "Testing": {"a": 2, "b": 2},
+        },
+        size=(96, 96),
+    )
     tr, te = root / "Training", root / "Testing"
     shutil.copy(tr / "a" / "a_000.jpg", tr / "a" / "copy_of_a0.jpg")  # exact, within Training
     shutil.copy(tr / "a" / "a_001.jpg", tr / "b" / "a1_labelled_b.jpg")  # exact, labels disagree
@@ -46,7 +50,10 @@ def test_audit_finds_what_was_planted(planted: Path) -> None:
     assert len(conflicts) == 1
     assert set(conflicts[0]["paths"]) == {"Training/a/a_001.jpg", "Training/b/a1_labelled_b.jpg"}
     assert sorted(report["leak_free_test"]) == [
-        "Testing/a/a_000.jpg", "Testing/a/a_001.jpg", "Testing/b/b_000.jpg", "Testing/b/b_001.jpg"
+        "Testing/a/a_000.jpg",
+        "Testing/a/a_001.jpg",
+        "Testing/b/b_000.jpg",
+        "Testing/b/b_001.jpg",
     ]
 
 
@@ -56,8 +63,14 @@ def test_audit_cli_writes_json_and_clean_list(planted: Path, tmp_path: Path, cap
     text = capsys.readouterr().out
     assert "2 of 7 Testing images are pixel-identical to a Training image" in text
     report = json.loads(out.read_text())
-    for key in ("counts", "test_images_in_train", "exact_duplicate_groups",
-                "near_duplicate_pairs_cross_split", "label_conflicts", "unreadable"):
+    for key in (
+        "counts",
+        "test_images_in_train",
+        "exact_duplicate_groups",
+        "near_duplicate_pairs_cross_split",
+        "label_conflicts",
+        "unreadable",
+    ):
         assert key in report
     assert clean.read_text().splitlines() == sorted(report["leak_free_test"])
 

@@ -202,7 +202,9 @@ def test_structural_problems_always_raise(small_dataset: Path, tmp_path: Path) -
     with pytest.raises(DatasetError, match="no class folders"):
         load_split(tmp_path / "bare", "Training")
     other = make_folder(tmp_path / "other", {"Testing": {"a_class": 1, "z_class": 1}})
-    with pytest.raises(DatasetError, match=r"classes \['a_class', 'z_class'\], expected .*\['a_class', 'b_class', 'c_class'\]"):
+    with pytest.raises(
+        DatasetError, match=r"classes \['a_class', 'z_class'\], expected .*\['a_class', 'b_class', 'c_class'\]"
+    ):
         load_split(other, "Testing", classes=["a_class", "b_class", "c_class"])
 
 

@@ -33,9 +33,9 @@ def test_crop_distribution_matches_torchvision(height: int, width: int) -> None:
     ours = T.crop_boxes(n, height, width, generator=torch.Generator().manual_seed(0)).numpy()
     torch.manual_seed(1)
     image = torch.empty(3, height, width)
-    theirs = np.array([
-        tvt.RandomResizedCrop.get_params(image, scale=[0.08, 1.0], ratio=[3 / 4, 4 / 3]) for _ in range(n)
-    ])
+    theirs = np.array(
+        [tvt.RandomResizedCrop.get_params(image, scale=[0.08, 1.0], ratio=[3 / 4, 4 / 3]) for _ in range(n)]
+    )
     # Critical value of the two-sample KS test at alpha = 0.001: 1.95 * sqrt(2 / n) = 0.044.
     critical = 1.95 * math.sqrt(2 / n)
     for name, f in {
@@ -84,7 +84,9 @@ def test_uint8_crops_equal_torchvisions_resized_crop() -> None:
     flips = torch.tensor([True, False] * 3)
     ours = torch.cat(list(T.uint8_crops(x, boxes, 64, flips)))
     assert ours.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(torch.cat(list(T.uint8_crops(x.contiguous(memory_format=torch.channels_last), boxes, 64, flips))), ours)
+    assert torch.equal(
+        torch.cat(list(T.uint8_crops(x.contiguous(memory_format=torch.channels_last), boxes, 64, flips))), ours
+    )
     for i, (top, left, h, w) in enumerate(boxes.tolist()):
         theirs = tvf.resized_crop(x[i], top, left, h, w, [64, 64], antialias=True)
         theirs = theirs.flip(-1) if flips[i] else theirs
@@ -162,10 +164,14 @@ def test_training_batch_with_photometric_jitter_is_seeded() -> None:
 
 
 def tv_eval(image: Image.Image, resize_to: int, size: int) -> torch.Tensor:
-    pipeline = tvt.Compose([
-        tvt.Resize(resize_to), tvt.CenterCrop(size), tvt.ToTensor(),
-        tvt.Normalize(T.IMAGENET_MEAN, T.IMAGENET_STD),
-    ])
+    pipeline = tvt.Compose(
+        [
+            tvt.Resize(resize_to),
+            tvt.CenterCrop(size),
+            tvt.ToTensor(),
+            tvt.Normalize(T.IMAGENET_MEAN, T.IMAGENET_STD),
+        ]
+    )
     return pipeline(image)
 
 

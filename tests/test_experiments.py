@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from resnet_scratch.experiment import Arm, mean_std, results_table, settings_hash
 from resnet_scratch.config import Config
+from resnet_scratch.experiment import Arm, mean_std, results_table, settings_hash
+
 from conftest import make_folder
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
@@ -40,8 +41,22 @@ def four_class_data(tmp_path_factory) -> Path:
 def test_experiment_runs_at_tiny_scale(name: str, four_class_data: Path, tmp_path: Path, capsys) -> None:
     seeds, labels = SCRIPTS[name]
     out = tmp_path / "out"
-    argv = ["--scale", "tiny", "--seeds", str(seeds), "--data", str(four_class_data), "--out", str(out),
-            "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    argv = [
+        "--scale",
+        "tiny",
+        "--seeds",
+        str(seeds),
+        "--data",
+        str(four_class_data),
+        "--out",
+        str(out),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--device",
+        "cpu",
+    ]
     load_script(name).main(argv)
     record = json.loads((out / "results.json").read_text())
     assert [arm["label"] for arm in record["arms"]] == labels
@@ -102,14 +117,30 @@ def test_results_table_marks_diverged_arms() -> None:
 
 def test_results_page_and_tutorial_are_built_from_the_results(four_class_data: Path, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
-    argv = ["--scale", "tiny", "--seeds", "2", "--data", str(four_class_data), "--out", str(docs / "results" / "ablate_skip"),
-            "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    argv = [
+        "--scale",
+        "tiny",
+        "--seeds",
+        "2",
+        "--data",
+        str(four_class_data),
+        "--out",
+        str(docs / "results" / "ablate_skip"),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--device",
+        "cpu",
+    ]
     load_script("ablate_skip").main(argv)
     # One setting over seeds, as docs/results/resnet18_cpu_onecycle keeps it: seed0/, seed1/ run folders.
     residual = sorted(p.parent for p in (tmp_path / "runs").rglob("metrics.json") if "resnet18" in str(p))
     assert len(residual) >= 2
     for k, run in enumerate(residual[:2]):
-        shutil.copytree(run, docs / "results" / "one_setting" / f"seed{k}", ignore=shutil.ignore_patterns("*.safetensors"))
+        shutil.copytree(
+            run, docs / "results" / "one_setting" / f"seed{k}", ignore=shutil.ignore_patterns("*.safetensors")
+        )
     page = load_script("make_results_page").build_page(docs / "results", docs / "results.md")
     assert "## Seeds: one_setting" in page and "| **mean +- std** |" in page
     assert "## Skip connections: residual vs plain networks" in page

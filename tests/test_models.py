@@ -81,7 +81,7 @@ def test_resnet_stage_shapes_follow_table_1(name: str, stride_on: str) -> None:
     model = meta(name, stride_on=stride_on)
     rows = model.forward_stages(torch.empty(2, 3, 224, 224, device="meta"))
     assert list(rows) == ["conv1", "conv2_x", "conv3_x", "conv4_x", "conv5_x", "avgpool", "fc"]
-    bottleneck = int(name[len("resnet"):]) >= 50
+    bottleneck = int(name[len("resnet") :]) >= 50
     for row, (hw, basic_c, bottleneck_c) in TABLE_1.items():
         channels = bottleneck_c if bottleneck else basic_c
         assert tuple(rows[row].shape) == (2, channels, hw, hw), row
@@ -96,8 +96,13 @@ def test_stage_shapes_on_real_tensors() -> None:
     with torch.no_grad():
         rows = model.forward_stages(torch.randn(1, 3, 224, 224))
     assert [tuple(t.shape) for t in rows.values()] == [
-        (1, 64, 112, 112), (1, 256, 56, 56), (1, 512, 28, 28), (1, 1024, 14, 14),
-        (1, 2048, 7, 7), (1, 2048, 1, 1), (1, 4),
+        (1, 64, 112, 112),
+        (1, 256, 56, 56),
+        (1, 512, 28, 28),
+        (1, 1024, 14, 14),
+        (1, 2048, 7, 7),
+        (1, 2048, 1, 1),
+        (1, 4),
     ]
 
 
@@ -189,9 +194,7 @@ def test_inception_returns_aux_logits_in_training_only() -> None:
 
 def test_inception_transform_input_matches_torchvision() -> None:
     torch.manual_seed(0)
-    reference = torchvision.models.inception_v3(
-        init_weights=True, aux_logits=False, transform_input=True
-    ).eval()
+    reference = torchvision.models.inception_v3(init_weights=True, aux_logits=False, transform_input=True).eval()
     ours = build("inception_v3", aux_logits=False, transform_input=True).eval()
     # Same tensor layout (tested above), so the weights can be copied in order.
     ours.load_state_dict(dict(zip(ours.state_dict(), reference.state_dict().values())))
@@ -239,9 +242,7 @@ def test_random_shapes_train_finite_and_reach_every_parameter(name: str) -> None
 @pytest.mark.parametrize("name", MODELS)
 @settings(max_examples=3, deadline=None, derandomize=True)
 @given(batch=st.integers(1, 3), extra=st.integers(0, 64), num_classes=st.integers(1, 10))
-def test_random_shapes_eval_give_finite_logits(
-    name: str, batch: int, extra: int, num_classes: int
-) -> None:
+def test_random_shapes_eval_give_finite_logits(name: str, batch: int, extra: int, num_classes: int) -> None:
     size = MIN_SIZES[name] + extra
     model = meta(name, num_classes=num_classes)
     assert tuple(model(torch.empty(batch, 3, size, size, device="meta")).shape) == (batch, num_classes)
@@ -339,7 +340,7 @@ def test_option_a_pads_new_channels_with_zeros_and_keeps_every_stride_th_pixel(n
     out = block.shortcut(x)
     assert out.shape == (2, block.bn3.num_features if hasattr(block, "bn3") else block.bn2.num_features, 8, 8)
     torch.testing.assert_close(out[:, : x.shape[1]], x[:, :, ::2, ::2])
-    assert out[:, x.shape[1]:].abs().sum() == 0
+    assert out[:, x.shape[1] :].abs().sum() == 0
     with torch.no_grad():
         assert model(torch.randn(2, 3, 64, 64)).shape == (2, 1000)
 

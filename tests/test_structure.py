@@ -63,7 +63,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()
@@ -97,31 +97,53 @@ def test_models_never_import_the_conversion_and_only_entry_points_import_train()
             assert name in ("resnet_scratch.__main__", "resnet_scratch.experiment"), name
 
 
-@pytest.mark.parametrize("first", ["weights_convert", "resnet_scratch", "resnet_scratch.train", "resnet_scratch.evaluate",
-                                   "weights_convert.__main__", "resnet_scratch.pretrained"])
+@pytest.mark.parametrize(
+    "first",
+    [
+        "weights_convert",
+        "resnet_scratch",
+        "resnet_scratch.train",
+        "resnet_scratch.evaluate",
+        "weights_convert.__main__",
+        "resnet_scratch.pretrained",
+    ],
+)
 def test_every_package_imports_first_in_a_fresh_interpreter(first: str) -> None:
-    done = subprocess.run([sys.executable, "-c", f"import {first}; import resnet_scratch, weights_convert"],
-                          cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {first}; import resnet_scratch, weights_convert"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-1500:]
 
 
 def test_importing_the_report_leaves_matplotlibs_backend_alone() -> None:
-    code = ("import matplotlib; matplotlib.use('svg'); import resnet_scratch.report, resnet_scratch.experiment, "
-            "resnet_scratch.predict; print(matplotlib.get_backend())")
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import resnet_scratch.report, resnet_scratch.experiment, "
+        "resnet_scratch.predict; print(matplotlib.get_backend())"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.stdout.strip() == "svg", done.stderr[-1500:]
 
 
 def test_a_verb_that_does_not_train_does_not_import_the_training_module() -> None:
-    code = ("import sys; from resnet_scratch.__main__ import main; main(['summary', 'resnet18']); "
-            "print('resnet_scratch.train' in sys.modules)")
+    code = (
+        "import sys; from resnet_scratch.__main__ import main; main(['summary', 'resnet18']); "
+        "print('resnet_scratch.train' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.stdout.strip().splitlines()[-1] == "False", done.stderr[-1500:]
 
 
 def test_train_help_lists_every_setting_with_its_default_and_check() -> None:
-    done = subprocess.run([sys.executable, "-m", "resnet_scratch", "train", "--help"], cwd=ROOT,
-                          capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""})
+    done = subprocess.run(
+        [sys.executable, "-m", "resnet_scratch", "train", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "200", "PATH": ""},
+    )
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())
     for f in fields(Config):

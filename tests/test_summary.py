@@ -16,7 +16,15 @@ def test_layer_table_rows_add_up_to_the_model() -> None:
         model = build("resnet50")
     rows = layer_table(model, 224)
     assert [r.name for r in rows] == [
-        "conv1", "maxpool", "conv2_x", "conv3_x", "conv4_x", "conv5_x", "avgpool", "dropout", "fc",
+        "conv1",
+        "maxpool",
+        "conv2_x",
+        "conv3_x",
+        "conv4_x",
+        "conv5_x",
+        "avgpool",
+        "dropout",
+        "fc",
     ]
     assert rows[0].shape == (64, 112, 112) and rows[5].shape == (2048, 7, 7)
     assert sum(r.params for r in rows) == sum(p.numel() for p in model.parameters())
@@ -52,8 +60,6 @@ def test_cli_summary_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_demo_runs_as_a_module() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "resnet_scratch", "demo"], capture_output=True, text=True, check=True
-    )
+    done = subprocess.run([sys.executable, "-m", "resnet_scratch", "demo"], capture_output=True, text=True, check=True)
     for name in MODELS:
         assert f"{name} at " in done.stdout

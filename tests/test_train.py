@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,8 +31,18 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_flags(data: Path, runs: Path, name: str, epochs: int = 2) -> dict[str, str]:
-    return {"data": str(data), "runs_dir": str(runs), "name": name, "model": "resnet18", "image_size": "32",
-            "epochs": str(epochs), "batch_size": "8", "lr": "0.01", "deterministic": "true", "external": "none"}
+    return {
+        "data": str(data),
+        "runs_dir": str(runs),
+        "name": name,
+        "model": "resnet18",
+        "image_size": "32",
+        "epochs": str(epochs),
+        "batch_size": "8",
+        "lr": "0.01",
+        "deterministic": "true",
+        "external": "none",
+    }
 
 
 def test_settings_layer_defaults_file_and_flags(tmp_path: Path) -> None:
@@ -43,18 +52,27 @@ def test_settings_layer_defaults_file_and_flags(tmp_path: Path) -> None:
     args = parser().parse_args(["train", "--lr", "0.05", "--batch-size=16", "--weights", "none"])
     config = load_config(toml, flags_given(args))
     assert (config.model, config.lr, config.epochs, config.bf16, config.batch_size, config.weights) == (
-        "resnet50", 0.05, 3, False, 16, None)
+        "resnet50",
+        0.05,
+        3,
+        False,
+        16,
+        None,
+    )
 
 
-@pytest.mark.parametrize("flags, message", [
-    ({"learning_rate": "0.1"}, "unknown setting 'learning_rate'"),
-    ({"lr": "fast"}, "lr = 'fast': expected float"),
-    ({"lr": "-1"}, "lr = -1.0: must be positive"),
-    ({"epochs": "2.5"}, "epochs = '2.5': expected int"),
-    ({"model": "resnet51"}, "model = 'resnet51': must be one of"),
-    ({"bf16": "maybe"}, "bf16 = 'maybe': expected bool"),
-    ({"freeze": "backbone"}, "needs weights"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ({"learning_rate": "0.1"}, "unknown setting 'learning_rate'"),
+        ({"lr": "fast"}, "lr = 'fast': expected float"),
+        ({"lr": "-1"}, "lr = -1.0: must be positive"),
+        ({"epochs": "2.5"}, "epochs = '2.5': expected int"),
+        ({"model": "resnet51"}, "model = 'resnet51': must be one of"),
+        ({"bf16": "maybe"}, "bf16 = 'maybe': expected bool"),
+        ({"freeze": "backbone"}, "needs weights"),
+    ],
+)
 def test_bad_settings_name_the_key(flags: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, flags)
@@ -75,13 +93,25 @@ def finished_run(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_run_folder_holds_everything(finished_run: Path) -> None:
     names = {p.name for p in finished_run.iterdir()}
-    assert {"config.json", "metrics.jsonl", "metrics.json", "best.safetensors", "last.safetensors",
-            "state.json", "report.md", "curves.png", "confusion.png", "predictions.png"} <= names
+    assert {
+        "config.json",
+        "metrics.jsonl",
+        "metrics.json",
+        "best.safetensors",
+        "last.safetensors",
+        "state.json",
+        "report.md",
+        "curves.png",
+        "confusion.png",
+        "predictions.png",
+    } <= names
     config = json.loads((finished_run / "config.json").read_text())
     assert config["config"]["model"] == "resnet18" and config["commit"] and config["environment"]["torch"]
-    epochs = [json.loads(l) for l in (finished_run / "metrics.jsonl").read_text().splitlines()]
+    epochs = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in epochs] == [0, 1]
-    assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s", "seconds"} <= set(epochs[0])
+    assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s", "seconds"} <= set(
+        epochs[0]
+    )
     results = json.loads((finished_run / "metrics.json").read_text())
     best = max(epochs, key=lambda e: e["val_accuracy"])
     assert results["best_epoch"] == best["epoch"]  # Testing uses the checkpoint chosen on validation
@@ -103,8 +133,13 @@ def test_an_existing_run_is_not_overwritten(finished_run: Path, tiny: Path) -> N
 
 
 def cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "resnet_scratch", *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "resnet_scratch", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def flag_list(flags: dict[str, str]) -> list[str]:
@@ -133,8 +168,10 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_weights_and_metrics(tiny: 
     b, _ = load_model_file(tmp_path / "killed" / "last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     keys = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
-    lines = [[{k: json.loads(l)[k] for k in keys} for l in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
-             for r in ("whole", "killed")]
+    lines = [
+        [{k: json.loads(line)[k] for k in keys} for line in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
+        for r in ("whole", "killed")
+    ]
     assert lines[0] == lines[1] and len(lines[0]) == epochs
     results = [json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("whole", "killed")]
     assert results[0]["test"] == results[1]["test"]
@@ -164,7 +201,12 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny: Path, t
 
 def test_evaluate_command(finished_run: Path, tiny: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "eval"
-    assert main(["evaluate", "--checkpoint", str(finished_run / "best.safetensors"), "--data", str(tiny), "--out", str(out)]) == 0
+    assert (
+        main(
+            ["evaluate", "--checkpoint", str(finished_run / "best.safetensors"), "--data", str(tiny), "--out", str(out)]
+        )
+        == 0
+    )
     results = json.loads((out / "metrics.json").read_text())
     stored = json.loads((finished_run / "metrics.json").read_text())
     assert results["test"]["accuracy"] == stored["test"]["accuracy"]
@@ -178,7 +220,10 @@ def test_evaluate_bad_inputs_are_one_line_errors(finished_run: Path, tiny: Path,
     cases = [
         (["--checkpoint", str(tmp_path / "missing.safetensors"), "--data", str(tiny)], "does not exist"),
         (["--checkpoint", str(not_weights), "--data", str(tiny)], "not a safetensors checkpoint"),
-        (["--checkpoint", str(finished_run / "best.safetensors"), "--data", str(other)], "class folder 'x' is none of the checkpoint's classes"),
+        (
+            ["--checkpoint", str(finished_run / "best.safetensors"), "--data", str(other)],
+            "class folder 'x' is none of the checkpoint's classes",
+        ),
     ]
     for args, message in cases:
         assert main(["evaluate", *args]) == 2
@@ -233,7 +278,7 @@ def test_report_has_grad_cam_overlays(finished_run: Path) -> None:
 def test_one_cycle_schedule_warms_up_and_anneals_per_batch(tiny: Path, tmp_path: Path) -> None:
     flags = tiny_flags(tiny, tmp_path, "onecycle", epochs=3) | {"schedule": "onecycle", "lr": "0.05"}
     run = fit(load_config(None, flags))
-    lrs = [json.loads(l)["lr"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert lrs[0] == pytest.approx(0.05 / 25)  # OneCycleLR's starting point: max_lr / div_factor
     assert lrs[1] > lrs[0] and max(lrs) <= 0.05  # rising through the warm-up (30% of the steps)
     with pytest.raises(ConfigError, match="schedule"):

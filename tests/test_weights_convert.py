@@ -259,9 +259,7 @@ def test_weights_of_another_architecture_are_refused_by_build(tmp_path: Path, re
         build("resnet34", num_classes=4, weights=src)
 
 
-def test_freeze_backbone_trains_only_the_head_and_keeps_bn_statistics(
-    tmp_path: Path, resnet18_state: dict
-) -> None:
+def test_freeze_backbone_trains_only_the_head_and_keeps_bn_statistics(tmp_path: Path, resnet18_state: dict) -> None:
     src = save_with_hash_name(resnet18_state, tmp_path, "resnet18")
     model = build("resnet18", num_classes=4, weights=src, freeze="backbone").train()
     trainable = [k for k, p in model.named_parameters() if p.requires_grad]

@@ -8,6 +8,14 @@ from .files import find_imagenet_file, load_pth, load_safetensors, local_imagene
 from .tables import TABLES
 
 __all__ = [
-    "ConversionError", "from_torchvision", "to_torchvision", "looks_like",
-    "load_pth", "load_safetensors", "save_safetensors", "find_imagenet_file", "local_imagenet_file", "TABLES",
+    "ConversionError",
+    "from_torchvision",
+    "to_torchvision",
+    "looks_like",
+    "load_pth",
+    "load_safetensors",
+    "save_safetensors",
+    "find_imagenet_file",
+    "local_imagenet_file",
+    "TABLES",
 ]

@@ -1,7 +1,7 @@
 """Convert torchvision weights to ours (.pth -> .safetensors with metadata), or back.
 
-    python -m weights_convert --arch resnet50 --src resnet50-0676ba61.pth --dst resnet50.safetensors
-    python -m weights_convert --arch resnet50 --src runs/x/best.safetensors --dst r50.pth --to-torchvision
+python -m weights_convert --arch resnet50 --src resnet50-0676ba61.pth --dst resnet50.safetensors
+python -m weights_convert --arch resnet50 --src runs/x/best.safetensors --dst r50.pth --to-torchvision
 """
 
 import argparse
@@ -63,7 +63,8 @@ def check_paths(src: Path, dst: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the conversion; a user error prints one line and returns 2."""
     p = argparse.ArgumentParser(
-        prog="python -m weights_convert", description=__doc__,
+        prog="python -m weights_convert",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--arch", required=True, choices=list(TABLES))

@@ -16,13 +16,11 @@ class ConversionError(ValueError):
 
 def rename(key: str, table: Table, *, to_ours: bool) -> str | None:
     """The key in the other naming, or None where no prefix of the table matches."""
-    pairs = [(theirs, ours) for ours, theirs in table.prefixes.items()] if to_ours else list(
-        table.prefixes.items()
-    )
+    pairs = [(theirs, ours) for ours, theirs in table.prefixes.items()] if to_ours else list(table.prefixes.items())
     inner = {v: k for k, v in table.inner.items()} if to_ours else table.inner
     for src, dst in sorted(pairs, key=lambda pair: -len(pair[0])):  # longest prefix wins
         if key == src or key.startswith(src + "."):
-            rest = key[len(src):].split(".")
+            rest = key[len(src) :].split(".")
             return dst + ".".join(inner.get(segment, segment) for segment in rest)
     return None
 

@@ -40,7 +40,7 @@ def check_name_hash(path: Path, digest: str) -> None:
     if match and not digest.startswith(match[1]):
         raise ConversionError(
             f"{path}: its name says SHA-256 {match[1]}..., its contents hash to "
-            f"{digest[:len(match[1])]}...: the file is corrupt, truncated or not the one its name says"
+            f"{digest[: len(match[1])]}...: the file is corrupt, truncated or not the one its name says"
         )
 
 
@@ -136,9 +136,7 @@ def local_imagenet_file(arch: str, *, file_name: str | None = None) -> Path | No
     return next((place for place in places if place.is_file()), None)
 
 
-def find_imagenet_file(
-    arch: str, *, file_name: str | None = None, base_url: str = TORCHVISION_URL
-) -> Path:
+def find_imagenet_file(arch: str, *, file_name: str | None = None, base_url: str = TORCHVISION_URL) -> Path:
     """The ImageNet weights of `arch`: $RESNET_SCRATCH_WEIGHTS, then torch's hub cache, then download.
 
     $RESNET_SCRATCH_WEIGHTS may name a file, or a folder holding torchvision's file name or our

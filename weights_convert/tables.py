@@ -94,9 +94,24 @@ INCEPTION_V3 = Table(
     prefixes={
         name: name
         for name in (
-            "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
-            "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
-            "Mixed_6e", "AuxLogits", "Mixed_7a", "Mixed_7b", "Mixed_7c", "fc",
+            "Conv2d_1a_3x3",
+            "Conv2d_2a_3x3",
+            "Conv2d_2b_3x3",
+            "Conv2d_3b_1x1",
+            "Conv2d_4a_3x3",
+            "Mixed_5b",
+            "Mixed_5c",
+            "Mixed_5d",
+            "Mixed_6a",
+            "Mixed_6b",
+            "Mixed_6c",
+            "Mixed_6d",
+            "Mixed_6e",
+            "AuxLogits",
+            "Mixed_7a",
+            "Mixed_7b",
+            "Mixed_7c",
+            "fc",
         )
     }
 )
@@ -114,4 +129,3 @@ TABLES: dict[str, Table] = {
 
 # Where torchvision's files are published; each model's file name is in its ModelInfo.
 TORCHVISION_URL = "https://download.pytorch.org/models/"
-

@@ -2,18 +2,28 @@
 
 from .cache import Split, load_folder, load_split
 from .folder import (
-                     EXTENSIONS,
-                     SPLITS,
-                     DatasetError,
-                     Skipped,
-                     decode,
-                     default_external_root,
-                     default_root,
-                     scan_split,
-                     to_rgb,
+    EXTENSIONS,
+    SPLITS,
+    DatasetError,
+    Skipped,
+    decode,
+    default_external_root,
+    default_root,
+    scan_split,
+    to_rgb,
 )
 
 __all__ = [
-    "Split", "load_split", "load_folder", "EXTENSIONS", "SPLITS", "DatasetError", "Skipped", "decode",
-    "default_root", "default_external_root", "scan_split", "to_rgb",
+    "Split",
+    "load_split",
+    "load_folder",
+    "EXTENSIONS",
+    "SPLITS",
+    "DatasetError",
+    "Skipped",
+    "decode",
+    "default_root",
+    "default_external_root",
+    "scan_split",
+    "to_rgb",
 ]

@@ -100,10 +100,7 @@ def split_leakage(
     for i, h in enumerate(train_exact):
         rows[h].append(i)
     leaked = [t for t, h in enumerate(test_exact) if h in rows]
-    near = [
-        p for p in near_pairs(test_phash, train_phash, threshold)
-        if test_exact[p[0]] != train_exact[p[1]]
-    ]
+    near = [p for p in near_pairs(test_phash, train_phash, threshold) if test_exact[p[0]] != train_exact[p[1]]]
     return rows, leaked, near
 
 
@@ -141,8 +138,9 @@ def duplicate_groups(split: Split, threshold: int = HAMMING_THRESHOLD, hashes: d
     return [find(i) for i in range(len(split))]
 
 
-def audit_against(root: Path, others: list[Path], threshold: int = HAMMING_THRESHOLD,
-                  cache_dir: Path | None = None) -> dict:
+def audit_against(
+    root: Path, others: list[Path], threshold: int = HAMMING_THRESHOLD, cache_dir: Path | None = None
+) -> dict:
     """Overlap between the collection at root (Training and Testing) and other folders of class
     folders: images of each other folder that are pixel-identical to one of root's (when stored at
     the same size) or within `threshold` pHash bits of one (at any size), and the clean rest, named
@@ -160,7 +158,10 @@ def audit_against(root: Path, others: list[Path], threshold: int = HAMMING_THRES
         near = {i for i, _, _ in near_pairs(perceptual_hashes(split.images), my_phash, threshold)} - set(exact)
         tainted = set(exact) | near
         report["against"][str(other)] = {
-            "images": len(split), "counts": split.counts(), "identical": len(exact), "near": len(near),
+            "images": len(split),
+            "counts": split.counts(),
+            "identical": len(exact),
+            "near": len(near),
             "overlapping": sorted(str(Path(split.paths[i]).relative_to(other.parent)) for i in tainted),
             "clean": [str(Path(p).relative_to(other.parent)) for i, p in enumerate(split.paths) if i not in tainted],
         }
@@ -171,8 +172,10 @@ def format_against(report: dict) -> str:
     """audit_against's report as a few lines."""
     lines = [f"overlap with {report['root']} (Training + Testing; pHash <= {report['hamming_threshold']} bits):"]
     for other, r in report["against"].items():
-        lines.append(f"  {other}: {r['images']} images {r['counts']}; {r['identical']} identical to one there, "
-                     f"{r['near']} more near duplicates; {len(r['clean'])} clean")
+        lines.append(
+            f"  {other}: {r['images']} images {r['counts']}; {r['identical']} identical to one there, "
+            f"{r['near']} more near duplicates; {len(r['clean'])} clean"
+        )
     return "\n".join(lines)
 
 
@@ -189,9 +192,7 @@ def audit(root: Path, threshold: int = HAMMING_THRESHOLD, cache_dir: Path | None
     """The audit of root/Training and root/Testing as a JSON-ready dict (see module docstring)."""
     root = Path(root)
     classes = scan_split(root, SPLITS[0]).classes
-    splits: dict[str, Split] = {
-        name: load_split(root, name, classes=classes, cache_dir=cache_dir) for name in SPLITS
-    }
+    splits: dict[str, Split] = {name: load_split(root, name, classes=classes, cache_dir=cache_dir) for name in SPLITS}
     rel = {name: [str(Path(p).relative_to(root)) for p in s.paths] for name, s in splits.items()}
     exact = {name: s.pixel_hashes() for name, s in splits.items()}
     phash = {name: perceptual_hashes(s.images) for name, s in splits.items()}
@@ -204,12 +205,15 @@ def audit(root: Path, threshold: int = HAMMING_THRESHOLD, cache_dir: Path | None
         "modes": {},
         "sizes": {},
         "unreadable": [
-            str(Path(k.path).relative_to(root)) for s in splits.values() for k in s.skipped
+            str(Path(k.path).relative_to(root))
+            for s in splits.values()
+            for k in s.skipped
             if k.reason.startswith("cannot")
         ],
         "skipped": [
             {"path": str(Path(k.path).relative_to(root)), "reason": k.reason}
-            for s in splits.values() for k in s.skipped
+            for s in splits.values()
+            for k in s.skipped
         ],
         "exact_duplicate_groups": {},
         "exact_duplicate_extra_images": {},
@@ -231,15 +235,27 @@ def audit(root: Path, threshold: int = HAMMING_THRESHOLD, cache_dir: Path | None
         for g in dup_groups:
             labels = {classes[int(s.labels[i])] for i in g}
             if len(labels) > 1:
-                conflicts.append({"kind": "exact", "split": name, "paths": [rel[name][i] for i in g],
-                                  "labels": [classes[int(s.labels[i])] for i in g]})
+                conflicts.append(
+                    {
+                        "kind": "exact",
+                        "split": name,
+                        "paths": [rel[name][i] for i in g],
+                        "labels": [classes[int(s.labels[i])] for i in g],
+                    }
+                )
         within = [p for p in near_pairs(phash[name], None, threshold) if exact[name][p[0]] != exact[name][p[1]]]
         report["near_duplicate_pairs"][name] = len(within)
         for i, j, d in within:
             if s.labels[i] != s.labels[j]:
-                conflicts.append({"kind": "near", "split": name, "distance": d,
-                                  "paths": [rel[name][i], rel[name][j]],
-                                  "labels": [classes[int(s.labels[i])], classes[int(s.labels[j])]]})
+                conflicts.append(
+                    {
+                        "kind": "near",
+                        "split": name,
+                        "distance": d,
+                        "paths": [rel[name][i], rel[name][j]],
+                        "labels": [classes[int(s.labels[i])], classes[int(s.labels[j])]],
+                    }
+                )
 
     # Leakage: Testing images that are (nearly) Training images.
     train, test = splits["Training"], splits["Testing"]
@@ -251,21 +267,32 @@ def audit(root: Path, threshold: int = HAMMING_THRESHOLD, cache_dir: Path | None
     for t in leaked_exact:
         labels = {classes[int(train.labels[i])] for i in train_exact[exact["Testing"][t]]}
         if labels != {classes[int(test.labels[t])]}:
-            conflicts.append({"kind": "exact", "split": "Testing/Training",
-                              "paths": [rel["Testing"][t]] + [rel["Training"][i] for i in train_exact[exact["Testing"][t]]],
-                              "labels": [classes[int(test.labels[t])]] + sorted(labels)})
+            conflicts.append(
+                {
+                    "kind": "exact",
+                    "split": "Testing/Training",
+                    "paths": [rel["Testing"][t]] + [rel["Training"][i] for i in train_exact[exact["Testing"][t]]],
+                    "labels": [classes[int(test.labels[t])]] + sorted(labels),
+                }
+            )
     for t, i, d in cross:
         if test.labels[t] != train.labels[i]:
-            conflicts.append({"kind": "near", "split": "Testing/Training", "distance": d,
-                              "paths": [rel["Testing"][t], rel["Training"][i]],
-                              "labels": [classes[int(test.labels[t])], classes[int(train.labels[i])]]})
+            conflicts.append(
+                {
+                    "kind": "near",
+                    "split": "Testing/Training",
+                    "distance": d,
+                    "paths": [rel["Testing"][t], rel["Training"][i]],
+                    "labels": [classes[int(test.labels[t])], classes[int(train.labels[i])]],
+                }
+            )
     report["label_conflicts"] = conflicts
     tainted = set(leaked_exact) | near_test
     report["leak_free_test"] = [rel["Testing"][t] for t in range(len(test)) if t not in tainted]
     report["leak_free_test_count"] = len(report["leak_free_test"])
-    report["leak_free_test_counts"] = dict(Counter(
-        classes[int(test.labels[t])] for t in range(len(test)) if t not in tainted
-    ))
+    report["leak_free_test_counts"] = dict(
+        Counter(classes[int(test.labels[t])] for t in range(len(test)) if t not in tainted)
+    )
     return report
 
 
@@ -277,12 +304,15 @@ def format_report(report: dict) -> str:
         lines.append(f"  {split:<10}" + "".join(f"{counts[c]:>12}" for c in classes) + f"{sum(counts.values()):>8}")
     for split in report["counts"]:
         lines.append(f"  {split}: modes {report['modes'][split]}, sizes {report['sizes'][split]}")
-    lines.append(f"  unreadable files: {len(report['unreadable'])}" + "".join(f"\n    {p}" for p in report["unreadable"]))
+    lines.append(
+        f"  unreadable files: {len(report['unreadable'])}" + "".join(f"\n    {p}" for p in report["unreadable"])
+    )
     for split in report["counts"]:
         lines.append(
             f"  {split}: {report['exact_duplicate_groups'][split]} groups of identical images "
             f"({report['exact_duplicate_extra_images'][split]} redundant copies), "
-            f"{report['near_duplicate_pairs'][split]} near-duplicate pairs (pHash <= {report['hamming_threshold']} bits)"
+            f"{report['near_duplicate_pairs'][split]} near-duplicate pairs "
+            f"(pHash <= {report['hamming_threshold']} bits)"
         )
     test_total = sum(report["counts"]["Testing"].values())
     lines.append(
@@ -292,7 +322,7 @@ def format_report(report: dict) -> str:
     )
     lines.append(f"  label conflicts: {len(report['label_conflicts'])}")
     for c in report["label_conflicts"][:10]:
-        lines.append(f"    {c['kind']}: " + ", ".join(f"{p} ({l})" for p, l in zip(c["paths"], c["labels"])))
+        lines.append(f"    {c['kind']}: " + ", ".join(f"{p} ({label})" for p, label in zip(c["paths"], c["labels"])))
     lines.append(
         f"  leak-free Testing subset: {report['leak_free_test_count']} images {report['leak_free_test_counts']}"
     )

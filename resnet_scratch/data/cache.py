@@ -90,7 +90,9 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 
 def _cache_file(cache_dir: Path, root: Path, split: str, size: tuple[int, int] | None, head_crop: bool) -> Path:
-    key = hashlib.sha256(f"{root.resolve()}|{split}|{size}|{'head' if head_crop else 'whole'}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{root.resolve()}|{split}|{size}|{'head' if head_crop else 'whole'}".encode()).hexdigest()[
+        :16
+    ]
     return cache_dir / f"{split}-{key}.safetensors"
 
 
@@ -138,6 +140,7 @@ def load_split(
     skipped = list(scan.skipped)
 
     with ThreadPoolExecutor(workers) as pool:
+
         def header(path: Path) -> tuple[int, int] | str:
             try:
                 return image_size(path)

@@ -136,8 +136,10 @@ def scan_split(root: Path, split: str, classes: list[str] | None = None) -> Scan
         scan.skipped += skipped
         if not files:
             if classes is None:
-                raise DatasetError(f"class folder {split_dir / name} has no images: remove it or add images "
-                                   "(every class folder of this split becomes a class of the model)")
+                raise DatasetError(
+                    f"class folder {split_dir / name} has no images: remove it or add images "
+                    "(every class folder of this split becomes a class of the model)"
+                )
             scan.skipped.append(Skipped(str(split_dir / name), "class folder has no images"))
     return scan
 

@@ -3,18 +3,25 @@
 
 # The four-class names of brain-tumor-mri/, and what other collections call them.
 ALIASES: dict[str, str] = {
-    "glioma_tumor": "glioma", "glioma_tumour": "glioma",
-    "meningioma_tumor": "meningioma", "meningioma_tumour": "meningioma",
-    "pituitary_tumor": "pituitary", "pituitary_tumour": "pituitary",
-    "no_tumor": "notumor", "no_tumour": "notumor", "notumour": "notumor", "no": "notumor",  # Br35H: no/
-    "yes": "tumour", "tumor": "tumour",  # Br35H: yes/ (a tumour of unknown type)
+    "glioma_tumor": "glioma",
+    "glioma_tumour": "glioma",
+    "meningioma_tumor": "meningioma",
+    "meningioma_tumour": "meningioma",
+    "pituitary_tumor": "pituitary",
+    "pituitary_tumour": "pituitary",
+    "no_tumor": "notumor",
+    "no_tumour": "notumor",
+    "notumour": "notumor",
+    "no": "notumor",  # Br35H: no/
+    "yes": "tumour",
+    "tumor": "tumour",  # Br35H: yes/ (a tumour of unknown type)
 }
 ANY_TUMOUR = "tumour"
 NO_TUMOUR = "notumor"
 
 
 def parse_class_map(text: str | None) -> dict[str, str]:
-    """"old=new,old2=new2" -> {"old": "new", "old2": "new2"}."""
+    """ "old=new,old2=new2" -> {"old": "new", "old2": "new2"}."""
     if not text:
         return {}
     pairs = {}
@@ -35,8 +42,10 @@ def resolve_class(name: str, classes: list[str], class_map: dict[str, str] | Non
     if target in classes or (target == ANY_TUMOUR and tumour_classes(classes)):
         return target
     known = ", ".join(sorted(ALIASES))
-    raise ValueError(f"class folder {name!r} is none of the checkpoint's classes ({', '.join(classes)}) "
-                     f"nor {ANY_TUMOUR!r} nor an alias ({known}); map it with --class-map {name}=<class>")
+    raise ValueError(
+        f"class folder {name!r} is none of the checkpoint's classes ({', '.join(classes)}) "
+        f"nor {ANY_TUMOUR!r} nor an alias ({known}); map it with --class-map {name}=<class>"
+    )
 
 
 def tumour_classes(classes: list[str]) -> list[int]:

@@ -23,8 +23,15 @@ Transform = Callable[[Tensor, Tensor, torch.Generator], Tensor]
 
 
 def epoch_batches(
-    n: int, batch_size: int, *, epoch: int, seed: int, shuffle: bool = True, drop_last: bool = False,
-    rank: int = 0, world_size: int = 1,
+    n: int,
+    batch_size: int,
+    *,
+    epoch: int,
+    seed: int,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> list[np.ndarray]:
     """This rank's batches of sample indices for one epoch.
 
@@ -41,9 +48,7 @@ def epoch_batches(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if n < world_size:
         raise ValueError(f"{n} samples cannot be shared across {world_size} ranks")
-    order = (
-        np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-    )
+    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
     step = batch_size * world_size
     starts = list(range(0, n, step))
     if drop_last and n % step:
@@ -107,8 +112,13 @@ class Loader:
         return [
             self.indices[b]
             for b in epoch_batches(
-                len(self.indices), self.batch_size, epoch=self.epoch, seed=self.seed,
-                shuffle=self.shuffle, drop_last=self.drop_last, rank=self.rank,
+                len(self.indices),
+                self.batch_size,
+                epoch=self.epoch,
+                seed=self.seed,
+                shuffle=self.shuffle,
+                drop_last=self.drop_last,
+                rank=self.rank,
                 world_size=self.world_size,
             )
         ]
@@ -150,4 +160,3 @@ class Loader:
                 yield pending.popleft().result()
         finally:  # also when the consumer stops early: drop what was not started, wait for the rest
             pool.shutdown(wait=True, cancel_futures=True)
-

@@ -57,8 +57,10 @@ def predict_linear(model: tuple[Tensor, Tensor, Tensor], x: Tensor) -> Tensor:
 
 def recalls(predicted: Tensor, target: Tensor, classes: list[str]) -> dict[str, float]:
     """Per-class recall: the share of each class's images predicted as that class."""
-    return {c: float((predicted[target == i] == i).double().mean()) if (target == i).any() else float("nan")
-            for i, c in enumerate(classes)}
+    return {
+        c: float((predicted[target == i] == i).double().mean()) if (target == i).any() else float("nan")
+        for i, c in enumerate(classes)
+    }
 
 
 def shortcut_probe(train: Split, test: Split | None = None, folds: int = 5, seed: int = 0) -> dict:
@@ -75,13 +77,19 @@ def shortcut_probe(train: Split, test: Split | None = None, folds: int = 5, seed
         held = torch.from_numpy(fold_of == k)
         model = fit_linear(x[~held], y[~held], len(train.classes))
         predicted[held] = predict_linear(model, x[held])
-    report = {"features": f"{THUMBNAIL}x{THUMBNAIL} grey thumbnail + {BINS}-bin intensity histogram",
-              "folds": folds, "chance": float(torch.bincount(y).max() / len(y)),
-              "cv_accuracy": float((predicted == y).double().mean()), "cv_recall": recalls(predicted, y, train.classes)}
+    report = {
+        "features": f"{THUMBNAIL}x{THUMBNAIL} grey thumbnail + {BINS}-bin intensity histogram",
+        "folds": folds,
+        "chance": float(torch.bincount(y).max() / len(y)),
+        "cv_accuracy": float((predicted == y).double().mean()),
+        "cv_recall": recalls(predicted, y, train.classes),
+    }
     if test is not None:
         model = fit_linear(x, y, len(train.classes))
         test_y = test.labels.cpu()
         test_predicted = predict_linear(model, scan_features(test.images))
-        report |= {"test_accuracy": float((test_predicted == test_y).double().mean()),
-                   "test_recall": recalls(test_predicted, test_y, test.classes)}
+        report |= {
+            "test_accuracy": float((test_predicted == test_y).double().mean()),
+            "test_recall": recalls(test_predicted, test_y, test.classes),
+        }
     return report

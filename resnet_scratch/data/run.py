@@ -52,13 +52,16 @@ def clean_rows(split: Split, folder: Path, clean_list: Path) -> np.ndarray:
     base = Path(folder).parent
     rows = np.array([i for i, p in enumerate(split.paths) if str(Path(p).relative_to(base)) in listed], dtype=np.int64)
     if len(rows) == 0:
-        raise ValueError(f"clean list {clean_list} names none of the {len(split)} images in {folder} "
-                         f"(its paths must be relative to {base}, e.g. {Path(split.paths[0]).relative_to(base)})")
+        raise ValueError(
+            f"clean list {clean_list} names none of the {len(split)} images in {folder} "
+            f"(its paths must be relative to {base}, e.g. {Path(split.paths[0]).relative_to(base)})"
+        )
     return rows
 
 
-def leak_free_rows(train: Split, test: Split, root: Path, clean_list: str | Path | None,
-                   hashes: dict | None = None) -> np.ndarray:
+def leak_free_rows(
+    train: Split, test: Split, root: Path, clean_list: str | Path | None, hashes: dict | None = None
+) -> np.ndarray:
     """Testing rows without a copy in Training: from a clean list (audit --write-clean-list, paths
     relative to root) when one is given, else computed as the audit does."""
     if clean_list:
@@ -66,8 +69,9 @@ def leak_free_rows(train: Split, test: Split, root: Path, clean_list: str | Path
     return np.array(leak_free_indices(train, test, hashes=hashes), dtype=np.int64)
 
 
-def train_val_split(labels: torch.Tensor, groups: list, fraction: float = 0.1, seed: int = 0
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def train_val_split(
+    labels: torch.Tensor, groups: list, fraction: float = 0.1, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, validation indices): stratified by class, seeded, groups kept together.
 
     groups[i] names the group of sample i (exact and near duplicates: audit.duplicate_groups); all
@@ -104,8 +108,10 @@ def subsample(rows: np.ndarray, labels: torch.Tensor, fraction: float, seed: int
         return rows
     rng = np.random.default_rng([seed, 1])
     labels_np = labels.cpu().numpy()[rows]
-    kept = [rng.choice(rows[labels_np == c], max(1, round(fraction * (labels_np == c).sum())), replace=False)
-            for c in np.unique(labels_np)]
+    kept = [
+        rng.choice(rows[labels_np == c], max(1, round(fraction * (labels_np == c).sum())), replace=False)
+        for c in np.unique(labels_np)
+    ]
     return np.sort(np.concatenate(kept))
 
 
@@ -120,19 +126,35 @@ def add_weak(train: Split, folder: Path, cache_dir: str | None, head_crop: bool)
     labelled WEAK and stored at Training's size."""
     weak = load_folder(Path(folder), size=tuple(train.images.shape[2:]), cache_dir=cache_dir, head_crop=head_crop)
     if set(weak.classes) != {ANY_TUMOUR} or not tumour_classes(train.classes):
-        raise ValueError(f"weak labels: {folder} must hold one class folder named {ANY_TUMOUR!r} and the "
-                         f"training classes must include notumor; found {weak.classes} and {train.classes}")
+        raise ValueError(
+            f"weak labels: {folder} must hold one class folder named {ANY_TUMOUR!r} and the "
+            f"training classes must include notumor; found {weak.classes} and {train.classes}"
+        )
     keep = [i for i, p in enumerate(weak.paths) if weak_half(p)]
     images = torch.cat([train.images, weak.images[keep]]).contiguous(memory_format=torch.channels_last)
     labels = torch.cat([train.labels, torch.full((len(keep),), WEAK, dtype=torch.int64)])
-    merged = Split(train.name, train.classes, images, labels, train.paths + [weak.paths[i] for i in keep],
-                   train.skipped + weak.skipped)
+    merged = Split(
+        train.name,
+        train.classes,
+        images,
+        labels,
+        train.paths + [weak.paths[i] for i in keep],
+        train.skipped + weak.skipped,
+    )
     return merged, len(keep)
 
 
-def load_run_data(root: Path, *, val_fraction: float, seed: int, cache_dir: str | None = None,
-                  clean_list: str | None = None, head_crop: bool = False, train_fraction: float = 1.0,
-                  weak_tumour: str | None = None) -> RunData:
+def load_run_data(
+    root: Path,
+    *,
+    val_fraction: float,
+    seed: int,
+    cache_dir: str | None = None,
+    clean_list: str | None = None,
+    head_crop: bool = False,
+    train_fraction: float = 1.0,
+    weak_tumour: str | None = None,
+) -> RunData:
     """Decode both splits, carve the validation split, find the leak-free Testing rows, and add the
     weakly labelled images (training side only)."""
     root = Path(root)
@@ -142,8 +164,10 @@ def load_run_data(root: Path, *, val_fraction: float, seed: int, cache_dir: str 
     groups = duplicate_groups(train, HAMMING_THRESHOLD, hashes)
     train_rows, val_rows = train_val_split(train.labels, groups, val_fraction, seed)
     if len(train_rows) == 0 or len(val_rows) == 0:
-        raise ValueError(f"val_fraction {val_fraction} leaves {len(train_rows)} training and {len(val_rows)} "
-                         f"validation images of {len(train)}: choose a fraction that leaves both sides some")
+        raise ValueError(
+            f"val_fraction {val_fraction} leaves {len(train_rows)} training and {len(val_rows)} "
+            f"validation images of {len(train)}: choose a fraction that leaves both sides some"
+        )
     train_rows = subsample(train_rows, train.labels, train_fraction, seed)
     leak_free = leak_free_rows(train, test, root, clean_list, hashes)
     weak_count = 0

@@ -163,8 +163,13 @@ def center_crop(images: Tensor, size: int, width: int | None = None) -> Tensor:
 BLOCK_ELEMENTS = 1 << 18
 
 
-def normalize_blocks(blocks: Iterable[Tensor], n: int, dtype: torch.dtype = torch.float32,
-                     mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> Tensor:
+def normalize_blocks(
+    blocks: Iterable[Tensor],
+    n: int,
+    dtype: torch.dtype = torch.float32,
+    mean: Stats = IMAGENET_MEAN,
+    std: Stats = IMAGENET_STD,
+) -> Tensor:
     """A batch of n images that arrives as consecutive blocks (B x C x H x W, pixel values 0..255,
     uint8 or float) -> (x / 255 - mean) / std, N x C x H x W channels-last.
 
@@ -198,8 +203,9 @@ def normalize_blocks(blocks: Iterable[Tensor], n: int, dtype: torch.dtype = torc
     return out.permute(0, 3, 1, 2)
 
 
-def normalize_pixels(images: Tensor, dtype: torch.dtype = torch.float32, mean: Stats = IMAGENET_MEAN,
-                     std: Stats = IMAGENET_STD) -> Tensor:
+def normalize_pixels(
+    images: Tensor, dtype: torch.dtype = torch.float32, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD
+) -> Tensor:
     """Pixel values 0..255 (uint8 or float) -> normalised dtype, channels-last (normalize_blocks
     over cache-sized blocks on a CPU, the whole batch at once elsewhere)."""
     n, c, height, width = images.shape
@@ -286,8 +292,14 @@ def train_transform(
     return normalize_pixels(batch, dtype, mean, std)
 
 
-def eval_transform(images: Tensor, size: int, resize_to: int | None = None, rows: Tensor | None = None,
-                   mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> Tensor:
+def eval_transform(
+    images: Tensor,
+    size: int,
+    resize_to: int | None = None,
+    rows: Tensor | None = None,
+    mean: Stats = IMAGENET_MEAN,
+    std: Stats = IMAGENET_STD,
+) -> Tensor:
     """uint8 batch -> resize (shorter side) + centre crop + normalisation.
 
     resize_to defaults to size * 8 / 7, torchvision's ratio: 256 for 224, 342 for 299 (rounded up).

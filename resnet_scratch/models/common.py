@@ -45,8 +45,7 @@ def check_input(x: Tensor, *, channels: int, min_size: int, model: str) -> None:
     """
     if x.dim() != 4:
         raise ValueError(
-            f"{model} expects a batch shaped N x {channels} x H x W, got a {x.dim()}-d tensor "
-            f"of shape {tuple(x.shape)}"
+            f"{model} expects a batch shaped N x {channels} x H x W, got a {x.dim()}-d tensor of shape {tuple(x.shape)}"
         )
     _, c, h, w = x.shape
     if c != channels:

@@ -198,8 +198,20 @@ class InceptionAux(nn.Module):
 
 
 # The rows whose outputs forward_stages returns, in order.
-STAGES = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
-          "maxpool2", "Mixed_5d", "Mixed_6e", "Mixed_7c", "avgpool", "fc")
+STAGES = (
+    "Conv2d_1a_3x3",
+    "Conv2d_2a_3x3",
+    "Conv2d_2b_3x3",
+    "maxpool1",
+    "Conv2d_3b_1x1",
+    "Conv2d_4a_3x3",
+    "maxpool2",
+    "Mixed_5d",
+    "Mixed_6e",
+    "Mixed_7c",
+    "avgpool",
+    "fc",
+)
 
 # Smallest input whose grid survives every unpadded strided layer (1x1 at Mixed_7c) ...
 MIN_SIZE = 75
@@ -313,13 +325,16 @@ def inception_v3(
     transform_input: bool = False,
 ) -> InceptionV3:
     """InceptionV3 (299x299 input) with its auxiliary classifier unless aux_logits=False."""
-    return InceptionV3(
-        num_classes, aux_logits=aux_logits, dropout=dropout, transform_input=transform_input
-    )
+    return InceptionV3(num_classes, aux_logits=aux_logits, dropout=dropout, transform_input=transform_input)
 
 
 INFO: dict[str, ModelInfo] = {
     # torchvision's file expects transform_input=True (its weights were trained on [-1, 1] pixels).
-    "inception_v3": ModelInfo(inception_v3, input_size=299, min_size=MIN_SIZE, heads=("fc", "AuxLogits.fc"),
-                              torchvision_file="inception_v3_google-0cc3c7bd.pth"),
+    "inception_v3": ModelInfo(
+        inception_v3,
+        input_size=299,
+        min_size=MIN_SIZE,
+        heads=("fc", "AuxLogits.fc"),
+        torchvision_file="inception_v3_google-0cc3c7bd.pth",
+    ),
 }

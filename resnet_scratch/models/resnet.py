@@ -209,8 +209,9 @@ class ResNet(nn.Module):
             s = stride if i == 0 else 1
             if self.block is Bottleneck:
                 layers.append(
-                    Bottleneck(self.in_channels, width, s, skip=self.skip, shortcut=self.shortcut,
-                               stride_on=self.stride_on)
+                    Bottleneck(
+                        self.in_channels, width, s, skip=self.skip, shortcut=self.shortcut, stride_on=self.stride_on
+                    )
                 )
             else:  # v1 and v1.5 differ only in the bottleneck: a basic block has no 1x1
                 layers.append(BasicBlock(self.in_channels, width, s, skip=self.skip, shortcut=self.shortcut))
@@ -253,32 +254,62 @@ def _resnet(
     return ResNet(block, counts, num_classes, skip=skip, shortcut=shortcut, dropout=dropout, stride_on=stride_on)
 
 
-def resnet18(num_classes: int = 1000, *, skip: bool = True, shortcut: Shortcut = "B", dropout: float = 0.0,
-             stride_on: StrideOn = "3x3") -> ResNet:
+def resnet18(
+    num_classes: int = 1000,
+    *,
+    skip: bool = True,
+    shortcut: Shortcut = "B",
+    dropout: float = 0.0,
+    stride_on: StrideOn = "3x3",
+) -> ResNet:
     """ResNet-18 (BasicBlock, [2, 2, 2, 2])."""
     return _resnet(18, num_classes, skip, shortcut, dropout, stride_on)
 
 
-def resnet34(num_classes: int = 1000, *, skip: bool = True, shortcut: Shortcut = "B", dropout: float = 0.0,
-             stride_on: StrideOn = "3x3") -> ResNet:
+def resnet34(
+    num_classes: int = 1000,
+    *,
+    skip: bool = True,
+    shortcut: Shortcut = "B",
+    dropout: float = 0.0,
+    stride_on: StrideOn = "3x3",
+) -> ResNet:
     """ResNet-34 (BasicBlock, [3, 4, 6, 3])."""
     return _resnet(34, num_classes, skip, shortcut, dropout, stride_on)
 
 
-def resnet50(num_classes: int = 1000, *, skip: bool = True, shortcut: Shortcut = "B", dropout: float = 0.0,
-             stride_on: StrideOn = "3x3") -> ResNet:
+def resnet50(
+    num_classes: int = 1000,
+    *,
+    skip: bool = True,
+    shortcut: Shortcut = "B",
+    dropout: float = 0.0,
+    stride_on: StrideOn = "3x3",
+) -> ResNet:
     """ResNet-50 (Bottleneck, [3, 4, 6, 3])."""
     return _resnet(50, num_classes, skip, shortcut, dropout, stride_on)
 
 
-def resnet101(num_classes: int = 1000, *, skip: bool = True, shortcut: Shortcut = "B", dropout: float = 0.0,
-              stride_on: StrideOn = "3x3") -> ResNet:
+def resnet101(
+    num_classes: int = 1000,
+    *,
+    skip: bool = True,
+    shortcut: Shortcut = "B",
+    dropout: float = 0.0,
+    stride_on: StrideOn = "3x3",
+) -> ResNet:
     """ResNet-101 (Bottleneck, [3, 4, 23, 3])."""
     return _resnet(101, num_classes, skip, shortcut, dropout, stride_on)
 
 
-def resnet152(num_classes: int = 1000, *, skip: bool = True, shortcut: Shortcut = "B", dropout: float = 0.0,
-              stride_on: StrideOn = "3x3") -> ResNet:
+def resnet152(
+    num_classes: int = 1000,
+    *,
+    skip: bool = True,
+    shortcut: Shortcut = "B",
+    dropout: float = 0.0,
+    stride_on: StrideOn = "3x3",
+) -> ResNet:
     """ResNet-152 (Bottleneck, [3, 8, 36, 3])."""
     return _resnet(152, num_classes, skip, shortcut, dropout, stride_on)
 
@@ -286,18 +317,34 @@ def resnet152(num_classes: int = 1000, *, skip: bool = True, shortcut: Shortcut 
 def paper_rows(depth: int) -> dict[str, tuple[int, int, int]]:
     """Table 1's output of each row at 224 px: (channels, height, width)."""
     e = RESNET_SPECS[depth][0].expansion
-    return {"conv1": (64, 112, 112), "conv2_x": (64 * e, 56, 56), "conv3_x": (128 * e, 28, 28),
-            "conv4_x": (256 * e, 14, 14), "conv5_x": (512 * e, 7, 7)}
+    return {
+        "conv1": (64, 112, 112),
+        "conv2_x": (64 * e, 56, 56),
+        "conv3_x": (128 * e, 28, 28),
+        "conv4_x": (256 * e, 14, 14),
+        "conv5_x": (512 * e, 7, 7),
+    }
 
 
 # torchvision's IMAGENET1K_V1 files, the weights most published fine-tuning starts from.
-_FILES = {18: "resnet18-f37072fd.pth", 34: "resnet34-b627a593.pth", 50: "resnet50-0676ba61.pth",
-          101: "resnet101-63fe2227.pth", 152: "resnet152-394f9c45.pth"}
+_FILES = {
+    18: "resnet18-f37072fd.pth",
+    34: "resnet34-b627a593.pth",
+    50: "resnet50-0676ba61.pth",
+    101: "resnet101-63fe2227.pth",
+    152: "resnet152-394f9c45.pth",
+}
 _BUILDERS = {18: resnet18, 34: resnet34, 50: resnet50, 101: resnet101, 152: resnet152}
 
 INFO: dict[str, ModelInfo] = {
-    f"resnet{depth}": ModelInfo(_BUILDERS[depth], input_size=224, min_size=MIN_SIZE, heads=("fc",),
-                                torchvision_file=_FILES[depth], paper_rows=paper_rows(depth),
-                                paper_gmacs=PAPER_GMACS[depth])
+    f"resnet{depth}": ModelInfo(
+        _BUILDERS[depth],
+        input_size=224,
+        min_size=MIN_SIZE,
+        heads=("fc",),
+        torchvision_file=_FILES[depth],
+        paper_rows=paper_rows(depth),
+        paper_gmacs=PAPER_GMACS[depth],
+    )
     for depth in RESNET_SPECS
 }

@@ -113,8 +113,10 @@ def vgg16_bn(num_classes: int = 1000, *, dropout: float = 0.5) -> VGG:
 
 
 INFO: dict[str, ModelInfo] = {
-    "vgg16": ModelInfo(vgg16, input_size=224, min_size=MIN_SIZE, heads=("classifier.fc8",),
-                       torchvision_file="vgg16-397923af.pth"),
-    "vgg16_bn": ModelInfo(vgg16_bn, input_size=224, min_size=MIN_SIZE, heads=("classifier.fc8",),
-                          torchvision_file="vgg16_bn-6c64b313.pth"),
+    "vgg16": ModelInfo(
+        vgg16, input_size=224, min_size=MIN_SIZE, heads=("classifier.fc8",), torchvision_file="vgg16-397923af.pth"
+    ),
+    "vgg16_bn": ModelInfo(
+        vgg16_bn, input_size=224, min_size=MIN_SIZE, heads=("classifier.fc8",), torchvision_file="vgg16_bn-6c64b313.pth"
+    ),
 }
