@@ -72,15 +72,18 @@ class RunLock:
             self.handle.close()
 
 
-def read_epochs(run: Path) -> list[dict]:
-    """The per-epoch lines of a run folder's metrics.jsonl, in order."""
+def read_epochs(run: Path, drop_torn: bool = False) -> list[dict]:
+    """The per-epoch lines of a run folder's metrics.jsonl, in order. A line that is not JSON (a
+    write cut short, before writes were atomic) is an error, or with drop_torn left out with a note."""
     path = Path(run) / "metrics.jsonl"
     lines = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         try:
             lines.append(json.loads(line))
         except json.JSONDecodeError:
-            raise ValueError(f"{path}, line {number}: not a JSON record (a torn write?): {line[:60]!r}") from None
+            if not drop_torn:
+                raise ValueError(f"{path}, line {number}: not a JSON record (a torn write?): {line[:60]!r}") from None
+            print(f"{path}, line {number}: not a JSON record (a torn write?), left out: {line[:60]!r}", flush=True)
     return lines
 
 

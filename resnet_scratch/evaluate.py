@@ -43,6 +43,7 @@ class Scored:
     """One evaluated set: its images (store rows), what each truly is, and the model's logits."""
 
     name: str
+    folder: Path
     split: Split
     rows: np.ndarray
     truth: list[str]
@@ -78,6 +79,9 @@ def summarize(scored: Scored, classes: list[str]) -> dict[str, object]:
         "no_tumour_images": len(healthy),
         "specificity": share(healthy, lambda i: predicted[i] == NO_TUMOUR),
         "confusion": {"rows": rows, "columns": classes, "counts": counts},
+        "predictions": {
+            str(Path(scored.split.paths[r]).relative_to(scored.folder)): p for r, p in zip(scored.rows, predicted)
+        },
     }
 
 
@@ -107,7 +111,7 @@ def score_folder(
         raise ValueError(f"{folder}: no images left to score")
     logits = logits_of(model, split.to(device).images, rows, Preprocess.of_checkpoint(meta, bf16))
     truth = [names[int(split.labels[r])] for r in rows]
-    return Scored(folder.name, split, rows, truth, logits)
+    return Scored(folder.name, folder, split, rows, truth, logits)
 
 
 def worst_errors(scored: Scored, classes: list[str], count: int = 8) -> list[int]:

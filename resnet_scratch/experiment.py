@@ -23,6 +23,7 @@ import torch
 
 from .checkpoint import read_epochs
 from .config import Config, load_config, to_dict
+from .data import default_external_root
 from .files import atomic_write_text
 from .models import build
 from .report import new_figure, save_figure
@@ -161,7 +162,15 @@ def summarize_run(run: Path) -> dict[str, object]:
         "curves": {
             key: [e[key] for e in epochs] for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
         },
+        "external": {name: external_headline(r) for name, r in results.get("external", {}).items()},
     }
+
+
+def external_headline(result: dict) -> dict[str, object]:
+    """What an external set's row shows: accuracy where its classes are known, else tumour sensitivity."""
+    if result["accuracy"] is not None:
+        return {"metric": "accuracy", "value": result["accuracy"], "images": result["images"]}
+    return {"metric": "tumour sensitivity", "value": result["tumour_sensitivity"], "images": result["images"]}
 
 
 def mean_std(values: list[float]) -> dict[str, object]:
@@ -209,16 +218,26 @@ def summarize_arm(arm: Arm, runs: list[Path]) -> dict[str, object]:
         summary |= {key: mean_std([s[key] for s in done]) for key in SCALAR_METRICS}
         for key in ("recall", "leak_free_recall"):
             summary[key] = {c: mean_std([s[key][c] for s in done]) for c in done[0][key]}
+        names = [name for name in done[0].get("external", {}) if all(name in s.get("external", {}) for s in done)]
+        summary["external"] = {
+            name: {
+                "metric": done[0]["external"][name]["metric"],
+                "value": mean_std([s["external"][name]["value"] for s in done]),
+            }
+            for name in names
+        }
     return summary
 
 
 def run_arms(arms: list[Arm], seeds: list[int], runs_dir: Path) -> list[dict[str, object]]:
-    """Every arm at every seed (reusing finished runs), then each arm's summary."""
+    """Every arm at every seed (reusing finished runs), then each arm's summary. Seed by seed, so that
+    an experiment cut short has every arm at its first seeds rather than some arms at none."""
     labels = [arm.label for arm in arms]
     if len(set(labels)) != len(labels):
         raise ValueError(f"arm labels must differ: {labels}")
     start = time.perf_counter()
-    runs = {arm.label: [run_seed(arm, seed, runs_dir) for seed in seeds] for arm in arms}
+    done = {(arm.label, seed): run_seed(arm, seed, runs_dir) for seed in seeds for arm in arms}
+    runs = {arm.label: [done[arm.label, seed] for seed in seeds] for arm in arms}
     print(f"\nall {len(arms) * len(seeds)} runs done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     return [summarize_arm(arm, runs[arm.label]) for arm in arms]
 
@@ -234,6 +253,7 @@ def pm(stat: dict | None, percent: bool = True, digits: int = 2) -> str:
 def results_table(summaries: list[dict[str, object]]) -> list[str]:
     """The markdown table: one row per arm, mean ± std over seeds."""
     classes = next((list(s["recall"]) for s in summaries if "recall" in s), list(CLASS_ORDER_HINT))
+    external = next((s["external"] for s in summaries if s.get("external")), {})
     header = (
         [
             "arm",
@@ -248,6 +268,7 @@ def results_table(summaries: list[dict[str, object]]) -> list[str]:
             "leak-free acc %",
         ]
         + [f"recall {c} %" for c in classes]
+        + [f"{name}: {v['metric']} %" for name, v in external.items()]
         + ["seeds"]
     )
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
@@ -269,6 +290,7 @@ def results_table(summaries: list[dict[str, object]]) -> list[str]:
             pm(s["test_accuracy"]),
             pm(s["leak_free_accuracy"]),
         ] + [pm(s["recall"][c], digits=1) for c in classes]
+        cells += [pm(s.get("external", {}).get(name, {}).get("value"), digits=1) for name in external]
         cells.append(f"{s['finished']}" + (f" ({s['diverged']} diverged)" if s["diverged"] else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -370,17 +392,28 @@ def experiment_args(description: str, argv: list[str] | None = None) -> argparse
     p.add_argument("--runs-dir", type=Path, default=Path("runs/experiments"), help="where the runs' checkpoints go")
     p.add_argument("--cache-dir", type=Path, default=Path("runs/cache"), help="decoded-image cache shared by the runs")
     p.add_argument("--device", default="auto", help='"auto", "cpu" or "cuda[:N]"')
+    p.add_argument("--epochs", type=int, help="override the scale preset's epochs")
+    p.add_argument("--image-size", type=int, help="override the scale preset's input size (px)")
+    p.add_argument(
+        "--external",
+        default=str(default_external_root()),
+        help="other collections each run is scored on after Testing ('none' to skip); default: %(default)s",
+    )
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error("--seeds must be at least 1")
+    if args.epochs is not None and args.epochs < 1:
+        p.error("--epochs must be at least 1")
     return args
 
 
 def base_config(args: argparse.Namespace, overrides: dict[str, object]) -> Config:
-    """The scale preset's settings plus the command line's data, cache and device."""
-    extra: dict[str, object] = {"device": args.device, "cache_dir": str(args.cache_dir)}
-    if args.data is not None:
-        extra["data"] = str(args.data)
+    """The scale preset's settings plus the command line's data, cache, device, external sets, and
+    its --epochs and --image-size where given."""
+    extra: dict[str, object] = {"device": args.device, "cache_dir": str(args.cache_dir), "external": args.external}
+    for key in ("data", "epochs", "image_size"):
+        if getattr(args, key) is not None:
+            extra[key] = str(getattr(args, key)) if key == "data" else getattr(args, key)
     return load_config(None, overrides | extra)
 
 

@@ -29,7 +29,7 @@ from .checkpoint import (
     save_training_state,
     unwrap,
 )
-from .config import Config, ConfigError, load_config, to_dict
+from .config import Config, ConfigError, load_config, read_toml, to_dict
 from .data.labels import tumour_classes
 from .data.loader import Loader, Transform
 from .data.run import WEAK, RunData, load_run_data, weak_half
@@ -192,7 +192,7 @@ def resume_config(run: Path, flags: dict[str, object], config_file: Path | None 
         raise ValueError(f"{path} is not a run's config.json") from None
     saved |= {"runs_dir": str(Path(run).parent), "name": Path(run).name}
     base = load_config(None, saved)
-    asked = load_config(config_file, {**saved, **flags})
+    asked = load_config(None, {**saved, **(read_toml(config_file) if config_file else {}), **flags})
     changed = [k for k, v in to_dict(asked).items() if v != getattr(base, k) and k not in RESUMABLE_CHANGES]
     if changed:
         k = changed[0]
@@ -374,7 +374,7 @@ def data_record(data: RunData) -> dict[str, object]:
 def start_files(run: Path, config: Config, device: torch.device, data: RunData, start_epoch: int) -> None:
     """config.json, and metrics.jsonl without the lines of epochs to be (re)done."""
     metrics_path = run / "metrics.jsonl"
-    lines = [e for e in read_epochs(run) if e["epoch"] < start_epoch] if metrics_path.is_file() else []
+    lines = [e for e in read_epochs(run, drop_torn=True) if e["epoch"] < start_epoch] if metrics_path.is_file() else []
     atomic_write_text(metrics_path, "".join(json.dumps(e) + "\n" for e in lines))
     atomic_write_text(
         run / "config.json",

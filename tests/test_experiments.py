@@ -56,6 +56,8 @@ def test_experiment_runs_at_tiny_scale(name: str, four_class_data: Path, tmp_pat
         str(tmp_path / "cache"),
         "--device",
         "cpu",
+        "--external",
+        "none",
     ]
     load_script(name).main(argv)
     record = json.loads((out / "results.json").read_text())
@@ -132,6 +134,8 @@ def test_results_page_and_tutorial_are_built_from_the_results(four_class_data: P
         str(tmp_path / "cache"),
         "--device",
         "cpu",
+        "--external",
+        "none",
     ]
     load_script("ablate_skip").main(argv)
     # One setting over seeds, as docs/results/resnet18_cpu_onecycle keeps it: seed0/, seed1/ run folders.
