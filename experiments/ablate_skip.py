@@ -1,10 +1,16 @@
-"""Residual against plain networks (skip=False: the same layers without identity shortcuts) at
-depths 18 and 34, same recipe: training loss and validation error per epoch, as in the ResNet
-paper's Figure 4, and the gradient norm of every stage at initialisation (the paper, Section 4.1:
-with BatchNorm the plain net's gradients do not vanish; its deeper version still trains worse).
+"""Residual against plain networks, as in the ResNet paper's Section 4.1 (Figure 4, Table 2): plain
+and residual networks of 18 and 34 layers, the residual ones with the paper's shortcut option A
+(zero-padded identity, as in its Figure 4) and option B (projections where the shape changes), same
+recipe and seeds. Training and validation error per epoch, both measured in eval mode on centre
+crops, and the gradient norm of every stage at initialisation and after training.
 
-    python experiments/ablate_skip.py --scale cpu    # 2-core CPU, 64 px, 5 epochs, 3 seeds
-    python experiments/ablate_skip.py --scale gpu    # 224 px, adds ResNet-50
+The paper's result has two halves: (1) the plain 34-layer network trains worse than the plain
+18-layer one (degradation), and (2) with shortcuts the 34-layer network is the better one. The page
+says, from the numbers, which half this run reproduces.
+
+    python experiments/ablate_skip.py --scale cpu    # 2-core CPU: 64 px, a stated budget of epochs, 3 seeds
+    python experiments/ablate_skip.py --scale gpu    # 224 px
+    python experiments/ablate_skip.py --scale cpu --epochs 8 --image-size 96   # a longer, larger run
 """
 
 import sys
@@ -14,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from resnet_scratch.checkpoint import model_from_checkpoint
+from resnet_scratch.config import Config
 from resnet_scratch.data import load_split
 from resnet_scratch.data.transforms import train_transform
 from resnet_scratch.experiment import (
@@ -22,7 +30,6 @@ from resnet_scratch.experiment import (
     base_config,
     experiment_args,
     mean_std,
-    model_config,
     output_dir,
     plot_curves,
     plot_test_accuracy,
@@ -34,108 +41,160 @@ from resnet_scratch.models import build
 from resnet_scratch.report import new_figure, save_figure
 
 NAME = "ablate_skip"
-EPOCHS = {"tiny": 1, "cpu": 5, "gpu": 12}  # one more epoch than the shared CPU recipe: the curves are the point
-DEPTHS = {"tiny": (18, 34), "cpu": (18, 34), "gpu": (18, 34, 50)}
+# The budget at each scale, in epochs (--epochs overrides it).
+EPOCHS = {"tiny": 1, "cpu": 4, "gpu": 10}
+DEPTHS = (18, 34)
 
 
-def grad_norms_at_init(arms: list[Arm], seeds: list[int], batch: int = 64) -> dict[str, dict[str, dict]]:
-    """Per arm and stage: the gradient norm of one training batch of real images at initialisation,
-    mean +- std over seeds (each seed its own initialisation and batch)."""
-    config = arms[0].config
+def arms_for(base: Config) -> list[Arm]:
+    """Plain 18 and 34, then residual 18 and 34 with option B (torchvision's) and option A (the paper's Figure 4)."""
+    arms = [Arm(f"plain-{d}", replace(base, model=f"resnet{d}", skip=False)) for d in DEPTHS]
+    for option in ("B", "A"):
+        arms += [Arm(f"residual-{d} ({option})", replace(base, model=f"resnet{d}", shortcut=option)) for d in DEPTHS]
+    return arms
+
+
+def probe_batch(config: Config, seed: int, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """One augmented batch of Training images (seeded): the batch the gradient norms are measured on."""
     split = load_split(Path(config.data), "Training", cache_dir=config.cache_dir)
-    size = config.image_size or 224
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(len(split.labels), generator=g)[:batch]
+    x = train_transform(split.images, config.input_size, g, scale=(config.crop_scale_min, 1.0), rows=rows)
+    return x, split.labels[rows], split.classes
+
+
+def grad_norms(arms: list[Arm], seeds: list[int], runs: dict[str, list[Path]] | None = None) -> dict[str, dict]:
+    """Per arm and stage: the L2 norm of the loss gradient with respect to the stage's parameters, on
+    one batch, mean +- std over seeds; at initialisation, or (runs given) of each seed's trained model."""
     norms: dict[str, dict[str, list[float]]] = {}
-    for seed in seeds:
-        g = torch.Generator().manual_seed(seed)
-        rows = torch.randperm(len(split.labels), generator=g)[:batch]
-        x = train_transform(split.images, size, g, scale=(config.crop_scale_min, 1.0), rows=rows)
+    for k, seed in enumerate(seeds):
+        x, y, classes = probe_batch(arms[0].config, seed)
         for arm in arms:
-            torch.manual_seed(seed)
-            model = build(arm.config.model, num_classes=len(split.classes), **arm.config.model_options())
-            for stage, value in stage_grad_norms(model, x, split.labels[rows]).items():
+            if runs is None:
+                torch.manual_seed(seed)
+                model = build(arm.config.model, num_classes=len(classes), **arm.config.model_options())
+            else:
+                model, _ = model_from_checkpoint(runs[arm.label][k] / "best.safetensors")
+            for stage, value in stage_grad_norms(model, x, y).items():
                 norms.setdefault(arm.label, {}).setdefault(stage, []).append(value)
     return {label: {stage: mean_std(v) for stage, v in stages.items()} for label, stages in norms.items()}
 
 
-def plot_grad_norms(path: Path, norms: dict[str, dict[str, dict]]) -> Path:
-    """Grouped bars, log scale: one group per stage, one bar per network."""
-    labels = list(norms)
-    stages = list(next(iter(norms.values())))
-    fig = new_figure(10, 4)
-    ax = fig.subplots()
-    width = 0.8 / len(labels)
-    for i, label in enumerate(labels):
-        means = [norms[label][s]["mean"] for s in stages]
-        stds = [norms[label][s]["std"] for s in stages]
-        hatch = "//" if label.startswith("plain") else None
-        ax.bar(
-            np.arange(len(stages)) + (i - (len(labels) - 1) / 2) * width,
-            means,
-            width,
-            yerr=stds,
-            capsize=2,
-            label=label,
-            hatch=hatch,
-            alpha=0.85,
-        )
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(stages)), stages)
-    ax.set(
-        ylabel="gradient L2 norm (log)",
-        title="Gradient norm per stage at initialisation (one batch of Training images)",
+def plot_grad_norms(path: Path, panels: dict[str, dict[str, dict]]) -> Path:
+    """Grouped bars on a log scale, one panel per moment (initialisation, after training): a group
+    per stage, a bar per network (plain hatched)."""
+    fig = new_figure(11, 3.6 * len(panels))
+    axes = np.atleast_1d(fig.subplots(len(panels), 1))
+    for ax, (title, norms) in zip(axes, panels.items()):
+        labels = list(norms)
+        stages = list(next(iter(norms.values())))
+        width = 0.8 / len(labels)
+        for i, label in enumerate(labels):
+            ax.bar(
+                np.arange(len(stages)) + (i - (len(labels) - 1) / 2) * width,
+                [norms[label][s]["mean"] for s in stages],
+                width,
+                yerr=[norms[label][s]["std"] for s in stages],
+                capsize=2,
+                label=label,
+                hatch="//" if label.startswith("plain") else None,
+                alpha=0.85,
+            )
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(stages)), stages)
+        ax.set(ylabel="||dL/dθ_stage|| (log)", title=title)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    fig.suptitle(
+        "L2 norm of the loss gradient with respect to each stage's parameters, one batch of 64 "
+        "Training images (mean ± std over seeds)",
+        fontsize=10,
     )
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
     return save_figure(fig, path)
 
 
-def main(argv: list[str]) -> None:
-    """Train residual and plain networks at every seed, then write docs/results/ablate_skip/."""
-    args = experiment_args(__doc__, argv)
-    base = replace(base_config(args, RECIPES[args.scale]), epochs=EPOCHS[args.scale])
-    arms = [
-        Arm(
-            f"{'residual' if skip else 'plain'}-{depth}",
-            replace(model_config(base, f"resnet{depth}", args.scale), skip=skip),
+def verdicts(summaries: list[dict]) -> list[str]:
+    """The paper's two halves, judged on the last epoch's training error (eval mode) and on Testing."""
+    by = {s["label"]: s for s in summaries if s["finished"]}
+
+    def err(label: str, key: str) -> float:
+        return 100 * (1 - by[label][key]["mean"])
+
+    lines = []
+    if {"plain-18", "plain-34"} <= set(by):
+        a, b = err("plain-18", "train_eval_accuracy"), err("plain-34", "train_eval_accuracy")
+        lines.append(
+            f"Half 1, degradation: training error plain-34 {b:.1f}% against plain-18 {a:.1f}% at the last "
+            f"epoch: {'reproduced' if b > a else 'not reproduced'} (the paper: plain-34 trains worse)."
         )
-        for skip in (False, True)
-        for depth in DEPTHS[args.scale]
-    ]
+    for option in ("B", "A"):
+        small, deep = f"residual-18 ({option})", f"residual-34 ({option})"
+        if {small, deep} <= set(by):
+            a, b = err(small, "train_eval_accuracy"), err(deep, "train_eval_accuracy")
+            ta, tb = err(small, "test_accuracy"), err(deep, "test_accuracy")
+            reproduced = b < a and tb < ta
+            lines.append(
+                f"Half 2, option {option}: residual-34 training error {b:.1f}% against residual-18 {a:.1f}%, "
+                f"Testing error {tb:.1f}% against {ta:.1f}%: {'reproduced' if reproduced else 'not reproduced'}"
+                " (the paper: with shortcuts the 34-layer network is the better one)."
+            )
+    return lines
+
+
+def main(argv: list[str]) -> None:
+    """Train every arm at every seed, then write docs/results/ablate_skip/."""
+    args = experiment_args(__doc__, argv)
+    preset = RECIPES[args.scale] | {"epochs": EPOCHS[args.scale], "train_eval": True}
+    base = base_config(args, preset)
+    arms = arms_for(base)
     seeds = list(range(args.seeds))
-    norms = grad_norms_at_init(arms, seeds)
+    at_init = grad_norms(arms, seeds)
     summaries = run_arms(arms, seeds, args.runs_dir)
+    runs = {s["label"]: [args.runs_dir / seed["run"] for seed in s["seeds"]] for s in summaries}
+    trained = grad_norms(arms, seeds, runs) if all(s["finished"] == len(seeds) for s in summaries) else {}
     out = output_dir(NAME, args)
     out.mkdir(parents=True, exist_ok=True)
-    groups = {kind: [a.label for a in arms if a.label.startswith(kind)] for kind in ("plain", "residual")}
-    plot_curves(out / "curves.png", summaries, groups)
-    plot_grad_norms(out / "grad_norms.png", norms)
+    groups = {
+        "plain": ["plain-18", "plain-34"],
+        "residual, option B": ["residual-18 (B)", "residual-34 (B)"],
+        "residual, option A": ["residual-18 (A)", "residual-34 (A)"],
+    }
+    plot_curves(out / "curves.png", summaries, groups, train_key="train_eval_accuracy")
+    panels = {"at initialisation": at_init} | ({"after training (best checkpoint)": trained} if trained else {})
+    plot_grad_norms(out / "grad_norms.png", panels)
     plot_test_accuracy(out / "test_accuracy.png", summaries)
-    first, last = next(iter(norms[arms[0].label])), "fc"
-    notes = [
-        "Gradient norm at initialisation, first stage (conv1) over the last (fc), mean over seeds: "
-        + ", ".join(f"{label} {stages[first]['mean'] / stages[last]['mean']:.3g}" for label, stages in norms.items())
-        + "."
+    first = next(iter(at_init[arms[0].label]))
+    ratio = ", ".join(
+        f"{label} {stages[first]['mean'] / stages['fc']['mean']:.3g}" for label, stages in at_init.items()
+    )
+    notes = verdicts(summaries) + [
+        f"Budget: {base.epochs} epochs at {base.input_size} px ({args.scale} preset), one-cycle schedule, 3 seeds. "
+        "With one-cycle the learning rate anneals to zero at the last epoch, so the last epoch is usually the best; "
+        "the comparison is at this stated budget, not at convergence.",
+        "Training error here is measured like validation error: in eval mode, on centre crops, on as many training "
+        "images as validation has (train_eval), so the two curves can be compared.",
+        f"Gradient norm at initialisation, conv1 over fc, mean over seeds: {ratio}.",
     ]
     write_results(
         out,
         NAME,
         "Skip connections: residual vs plain networks",
-        "The same layers with and without identity shortcuts (plain = skip=False; projection "
-        "shortcuts where the shape changes are removed too), same recipe and seeds.",
+        "The same layers with and without shortcuts (plain = skip=False: no identity and no projection shortcuts), "
+        "and the residual networks with the paper's options A and B; same recipe and seeds.",
         args,
         argv,
         summaries,
         [
             (
-                "Training loss and error per epoch, plain (top) and residual (bottom), "
+                "Training error (dashed) and validation error (solid) per epoch, both in eval mode on centre crops; "
                 "as in the ResNet paper's Figure 4",
                 "curves.png",
             ),
-            ("Gradient norm per stage at initialisation", "grad_norms.png"),
+            ("Gradient norm per stage at initialisation and after training", "grad_norms.png"),
             ("Testing accuracy, full split and leak-free subset", "test_accuracy.png"),
         ],
         notes,
-        {"grad_norms_at_init": norms},
+        {"grad_norms_at_init": at_init, "grad_norms_trained": trained},
     )
 
 

@@ -37,7 +37,6 @@ from resnet_scratch.experiment import (
     pm,
     run_arms,
     seed_bars,
-    settings_hash,
     write_results,
 )
 from resnet_scratch.report import new_figure, save_figure
@@ -186,14 +185,14 @@ def main(argv: list[str]) -> None:
         ("Testing, Sartaj and Br35H (held-out half) per arm", "external.png"),
         ("Testing accuracy, full split and leak-free subset", "test_accuracy.png"),
     ]
-    for arm in (arms[0], arms[-1]):  # the recipe's and the combined arm's mistakes, seed 0
-        run = args.runs_dir / f"{arm.config.model}-{settings_hash(arm.config)}-seed0"
+    for arm in (summaries[0], summaries[-1]):  # the recipe's and the combined arm's mistakes, first seed
+        run = args.runs_dir / arm["seeds"][0]["run"]
         for name in (BR35H, SARTAJ):
             source = run / f"errors-{name}.png"
             if source.is_file():
-                file = f"errors-{arm.label.replace(' ', '_')}-{name}.png"
+                file = f"errors-{arm['label'].replace(' ', '_')}-{name}.png"
                 shutil.copy(source, out / file)
-                figures.append((f"{arm.label}, seed 0: the most confident mistakes on {name}, with Grad-CAM", file))
+                figures.append((f"{arm['label']}, seed 0: the most confident mistakes on {name}, with Grad-CAM", file))
     notes = [
         "The same CPU recipe in every arm (experiments/configs/resnet18_cpu_onecycle.toml at --scale cpu); "
         "each arm changes one thing, or all three. Testing is brain-tumor-mri's own split; Sartaj's glioma "

@@ -107,6 +107,11 @@ class Config:
         None,
         "a folder holding tumour/ (type unknown): a seeded half of it is added to training with the partial-label loss",
     )
+    train_eval: bool = setting(
+        False,
+        "also score as many training rows as validation has, in eval mode on centre crops like validation, "
+        "after every epoch: a train/validation gap measured the same way on both sides",
+    )
     val_fraction: float = setting(
         0.1,
         "share of Training held out for validation (groups of near duplicates kept on one side)",

@@ -98,11 +98,35 @@ def model_config(base: Config, model: str, scale: str) -> Config:
     return replace(base, lr=lr, **changes)
 
 
+# Where files go and what is scored after training: not part of what a run is.
+NOT_SETTINGS = ("name", "runs_dir", "seed", "cache_dir", "external")
+
+
+def settings_of(config: Config) -> dict[str, object]:
+    """Everything a run's result depends on (not its name, folder or seed)."""
+    return {k: v for k, v in to_dict(config).items() if k not in NOT_SETTINGS}
+
+
 def settings_hash(config: Config) -> str:
-    """8 hex digits naming everything a run's result depends on (not its name, folder or seed)."""
-    ignored = ("name", "runs_dir", "seed", "cache_dir", "external")  # where files go and what is scored after
-    settings = {k: v for k, v in to_dict(config).items() if k not in ignored}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    """8 hex digits naming settings_of(config)."""
+    return hashlib.sha256(json.dumps(settings_of(config), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def find_run(config: Config, runs_dir: Path) -> Path:
+    """The folder of this run: the one its name says if it exists, else a folder of the same model and
+    seed whose config.json holds the same settings (named under an older hash, e.g. before a setting
+    with a default was added), else the named one, to be trained."""
+    named = runs_dir / config.name
+    if named.is_dir():
+        return named
+    for folder in sorted(runs_dir.glob(f"{config.model}-*-seed{config.seed}")):
+        try:
+            saved = load_config(None, json.loads((folder / "config.json").read_text())["config"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if settings_of(saved) == settings_of(config) and saved.seed == config.seed:
+            return folder
+    return named
 
 
 def run_seed(arm: Arm, seed: int, runs_dir: Path) -> Path:
@@ -113,7 +137,8 @@ def run_seed(arm: Arm, seed: int, runs_dir: Path) -> Path:
     config = replace(
         arm.config, seed=seed, runs_dir=str(runs_dir), name=f"{arm.config.model}-{settings_hash(arm.config)}-seed{seed}"
     )
-    run = runs_dir / config.name
+    run = find_run(config, runs_dir)
+    config = replace(config, name=run.name)
     if (run / "metrics.json").is_file() or (run / "diverged.txt").is_file():
         print(f"[{arm.label} seed {seed}] reusing {run}", flush=True)
         return run
@@ -150,6 +175,7 @@ def summarize_run(run: Path) -> dict[str, object]:
         "train_loss": last["train_loss"],
         "val_accuracy": last["val_accuracy"],
         "val_loss": last["val_loss"],
+        **{key: last[key] for key in ("train_eval_accuracy", "train_eval_loss") if key in last},
         "best_epoch": results["best_epoch"] + 1,
         "best_val_accuracy": results["val_accuracy"],
         "test_accuracy": results["test"]["accuracy"],
@@ -160,7 +186,9 @@ def summarize_run(run: Path) -> dict[str, object]:
         "seconds_per_epoch": float(np.mean([e["seconds"] for e in epochs])),
         "images_per_s": float(np.mean([e["images_per_s"] for e in epochs])),
         "curves": {
-            key: [e[key] for e in epochs] for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+            key: [e[key] for e in epochs]
+            for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "train_eval_accuracy")
+            if key in last
         },
         "external": {name: external_headline(r) for name, r in results.get("external", {}).items()},
     }
@@ -216,6 +244,11 @@ def summarize_arm(arm: Arm, runs: list[Path]) -> dict[str, object]:
     }
     if done:
         summary |= {key: mean_std([s[key] for s in done]) for key in SCALAR_METRICS}
+        summary |= {
+            key: mean_std([s[key] for s in done])
+            for key in ("train_eval_accuracy", "train_eval_loss")
+            if all(key in s for s in done)
+        }
         for key in ("recall", "leak_free_recall"):
             summary[key] = {c: mean_std([s[key][c] for s in done]) for c in done[0][key]}
         names = [name for name in done[0].get("external", {}) if all(name in s.get("external", {}) for s in done)]
@@ -254,23 +287,11 @@ def results_table(summaries: list[dict[str, object]]) -> list[str]:
     """The markdown table: one row per arm, mean ± std over seeds."""
     classes = next((list(s["recall"]) for s in summaries if "recall" in s), list(CLASS_ORDER_HINT))
     external = next((s["external"] for s in summaries if s.get("external")), {})
-    header = (
-        [
-            "arm",
-            "params (M)",
-            "GMACs",
-            "s / epoch",
-            "train acc %",
-            "train loss",
-            "val acc %",
-            "val loss",
-            "test acc %",
-            "leak-free acc %",
-        ]
-        + [f"recall {c} %" for c in classes]
-        + [f"{name}: {v['metric']} %" for name, v in external.items()]
-        + ["seeds"]
-    )
+    train_eval = any("train_eval_accuracy" in s for s in summaries)
+    header = ["arm", "params (M)", "GMACs", "s / epoch", "train acc %", "train loss"]
+    header += ["train acc (eval) %"] if train_eval else []
+    header += ["val acc %", "val loss", "test acc %", "leak-free acc %"] + [f"recall {c} %" for c in classes]
+    header += [f"{name}: {v['metric']} %" for name, v in external.items()] + ["seeds"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for s in summaries:
         if not s["finished"]:
@@ -278,18 +299,11 @@ def results_table(summaries: list[dict[str, object]]) -> list[str]:
                 f"| {s['label']} | " + " | ".join(["-"] * (len(header) - 2)) + f" | 0 of {s['diverged']} (diverged) |"
             )
             continue
-        cells = [
-            s["label"],
-            f"{s['params'] / 1e6:.1f}",
-            f"{s['macs'] / 1e9:.2f}",
-            pm(s["seconds_per_epoch"], False, 1),
-            pm(s["train_accuracy"]),
-            pm(s["train_loss"], False, 3),
-            pm(s["val_accuracy"]),
-            pm(s["val_loss"], False, 3),
-            pm(s["test_accuracy"]),
-            pm(s["leak_free_accuracy"]),
-        ] + [pm(s["recall"][c], digits=1) for c in classes]
+        cells = [s["label"], f"{s['params'] / 1e6:.1f}", f"{s['macs'] / 1e9:.2f}", pm(s["seconds_per_epoch"], False, 1)]
+        cells += [pm(s["train_accuracy"]), pm(s["train_loss"], False, 3)]
+        cells += [pm(s.get("train_eval_accuracy"))] if train_eval else []
+        cells += [pm(s["val_accuracy"]), pm(s["val_loss"], False, 3), pm(s["test_accuracy"])]
+        cells += [pm(s["leak_free_accuracy"])] + [pm(s["recall"][c], digits=1) for c in classes]
         cells += [pm(s.get("external", {}).get(name, {}).get("value"), digits=1) for name in external]
         cells.append(f"{s['finished']}" + (f" ({s['diverged']} diverged)" if s["diverged"] else ""))
         lines.append("| " + " | ".join(cells) + " |")
@@ -307,13 +321,21 @@ def _band(ax, x: np.ndarray, runs: list[list[float]], style: str, label: str, co
     return line.get_color()
 
 
-def plot_curves(path: Path, summaries: list[dict[str, object]], groups: dict[str, list[str]] | None = None) -> Path:
-    """Training loss and validation error against epochs, mean over seeds with a ±1 std band; one
-    row of two panels per group of arms (the ResNet paper's Figure 4 puts plain and residual apart)."""
+def plot_curves(
+    path: Path,
+    summaries: list[dict[str, object]],
+    groups: dict[str, list[str]] | None = None,
+    train_key: str = "train_accuracy",
+) -> Path:
+    """Training loss and error against epochs, mean over seeds with a ±1 std band; one row of two
+    panels per group of arms (the ResNet paper's Figure 4 puts plain and residual apart), every row on
+    the same axes. train_key: the running training accuracy of the epoch ("train_accuracy", augmented
+    crops, dropout on) or the training rows scored like validation ("train_eval_accuracy")."""
     by_label = {s["label"]: s for s in summaries if s["finished"]}
     groups = groups or {"": list(by_label)}
-    fig = new_figure(11, 3.6 * len(groups))
-    axes = fig.subplots(len(groups), 2, squeeze=False)
+    fig = new_figure(11, 3.4 * len(groups) + 0.8)
+    axes = fig.subplots(len(groups), 2, squeeze=False, sharex=True, sharey="col")
+    measured = "eval mode, centre crops" if train_key == "train_eval_accuracy" else "running, augmented"
     for row, (title, labels) in zip(axes, groups.items()):
         for label in labels:
             if label not in by_label:
@@ -321,30 +343,18 @@ def plot_curves(path: Path, summaries: list[dict[str, object]], groups: dict[str
             curves = [s["curves"] for s in by_label[label]["seeds"] if "curves" in s]
             x = np.arange(1, len(curves[0]["train_loss"]) + 1)
             color = _band(row[0], x, [c["train_loss"] for c in curves], "o-", label)
-            _band(
-                row[1],
-                x,
-                [[100 * (1 - a) for a in c["train_accuracy"]] for c in curves],
-                "--",
-                f"{label} (train)",
-                color,
-                1.0,
-            )
-            _band(
-                row[1],
-                x,
-                [[100 * (1 - a) for a in c["val_accuracy"]] for c in curves],
-                "s-",
-                f"{label} (validation)",
-                color,
-                2.0,
-            )
-        row[0].set(xlabel="epoch", ylabel="training loss", title=f"{title} training loss".strip())
-        row[1].set(xlabel="epoch", ylabel="error (%)", title=f"{title} error: validation bold, training dashed".strip())
+            train = [[100 * (1 - a) for a in c.get(train_key) or c["train_accuracy"]] for c in curves]
+            _band(row[1], x, train, "--", f"{label}, training", color, 1.0)
+            val = [[100 * (1 - a) for a in c["val_accuracy"]] for c in curves]
+            _band(row[1], x, val, "s-", f"{label}, validation", color, 2.0)
+        row[0].set(ylabel="training loss (smoothed labels)", title=f"{title}: training loss".strip(": "))
+        row[1].set(ylabel="error (%)", title=f"{title}: error, training ({measured}) dashed".strip(": "))
         for ax in row:
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+        row[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
     return save_figure(fig, path)
 
 
@@ -437,9 +447,11 @@ def results_markdown(record: dict[str, object], figure_dir: str = "") -> list[st
         f"Scale preset `{record['scale']}`, {record['seeds']} seed(s) per arm; device {', '.join(record['devices'])}; "
         f"runs trained at commit(s) {', '.join(f'`{c[:12]}`' for c in record['run_commits'])}; "
         f"written {record['written_at']}. "
-        "Each arm's settings are in results.json. Percentages are mean ± sample std over seeds; "
-        "training and validation figures are the last epoch's (the reference paper's Table III), "
-        "Testing is evaluated once per run on the checkpoint with the best validation accuracy.",
+        "Each arm's settings are in results.json. Percentages are mean ± sample std over seeds. Training and "
+        "validation figures are the last epoch's: `train acc` and `train loss` are running figures over the "
+        "epoch's augmented batches (loss with label smoothing, dropout on), `train acc (eval)` scores training "
+        "images as validation is scored (eval mode, centre crops). Testing is evaluated once per run, on the "
+        "checkpoint with the best validation accuracy.",
         "",
     ]
     lines += results_table(record["arms"]) + [""]

@@ -426,6 +426,9 @@ def end_epoch(
         "images_per_s": train_stats["images_per_s"],
         "seconds": train_stats["seconds"],
     }
+    if config.train_eval:  # the training rows scored exactly as validation is: eval mode, centre crops
+        seen = evaluate(model, data.train, data.train_eval_rows, prep)
+        line |= {"train_eval_loss": seen["loss"], "train_eval_accuracy": seen["accuracy"]}
     meta = run_metadata(config, data.train.classes, prep, model, epoch=epoch, val_accuracy=val["accuracy"])
     if val["accuracy"] > best["val_accuracy"]:
         best = {"val_accuracy": val["accuracy"], "epoch": epoch}

@@ -11,15 +11,20 @@ from pathlib import Path
 import pytest
 
 from resnet_scratch.config import Config
-from resnet_scratch.experiment import Arm, mean_std, results_table, settings_hash
+from resnet_scratch.experiment import Arm, find_run, mean_std, results_table, settings_hash
 
 from conftest import make_folder
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
 SCRIPTS = {  # script: (seeds, arm labels it must report)
     "compare_models": (1, ["VGG16", "InceptionV3", "ResNet50"]),
-    "ablate_skip": (2, ["plain-18", "plain-34", "residual-18", "residual-34"]),
-    "ablate_dropout": (1, ["ResNet-18 p=0", "ResNet-18 p=0.2", "ResNet-18 p=0.5", "VGG16 no dropout", "VGG16 p=0.5"]),
+    "ablate_skip": (
+        2,
+        ["plain-18", "plain-34", "residual-18 (B)", "residual-34 (B)", "residual-18 (A)", "residual-34 (A)"],
+    ),
+    "ablate_dropout": (1, ["ResNet-18 p=0", "ResNet-18 p=0.5", "VGG16 p=0", "VGG16 p=0.5"]),
+    "external_validity": (1, ["recipe", "photometric", "head crop", "weak labels", "all three"]),
 }
 
 
@@ -31,35 +36,59 @@ def load_script(name: str):
 
 
 @pytest.fixture(scope="module")
-def four_class_data(tmp_path_factory) -> Path:
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    """A four-class dataset, and an external root like ../shared/data/external."""
     root = tmp_path_factory.mktemp("data")
-    classes = ("glioma", "meningioma", "notumor", "pituitary")
-    return make_folder(root, {"Training": {c: 5 for c in classes}, "Testing": {c: 2 for c in classes}}, size=(40, 40))
+    dataset = make_folder(
+        root / "mri", {"Training": {c: 5 for c in CLASSES}, "Testing": {c: 2 for c in CLASSES}}, size=(40, 40)
+    )
+    external = make_folder(
+        root / "external", {"sartaj": {"glioma": 3, "pituitary": 2}, "br35h-tumour": {"tumour": 6}}, size=(52, 44)
+    )
+    return dataset, external
 
 
-@pytest.mark.parametrize("name", SCRIPTS)
-def test_experiment_runs_at_tiny_scale(name: str, four_class_data: Path, tmp_path: Path, capsys) -> None:
-    seeds, labels = SCRIPTS[name]
-    out = tmp_path / "out"
-    argv = [
+def argv_for(name: str, data: tuple[Path, Path], folder: Path) -> list[str]:
+    dataset, external = data
+    return [
         "--scale",
         "tiny",
         "--seeds",
-        str(seeds),
+        str(SCRIPTS[name][0]),
         "--data",
-        str(four_class_data),
+        str(dataset),
         "--out",
-        str(out),
+        str(folder / "out"),
         "--runs-dir",
-        str(tmp_path / "runs"),
+        str(folder / "runs"),
         "--cache-dir",
-        str(tmp_path / "cache"),
+        str(folder / "cache"),
         "--device",
         "cpu",
         "--external",
-        "none",
+        str(external) if name == "external_validity" else "none",
     ]
-    load_script(name).main(argv)
+
+
+@pytest.fixture(scope="module")
+def finished(data, tmp_path_factory) -> dict[str, Path]:
+    """Each script run once at tiny scale: its folder (out/, runs/). VGG16's checkpoints (about 2 GB a
+    run) are removed at the end of the module."""
+    folders = {}
+    for name in SCRIPTS:
+        folder = tmp_path_factory.mktemp(name)
+        load_script(name).main(argv_for(name, data, folder))
+        folders[name] = folder
+    yield folders
+    for folder in folders.values():
+        shutil.rmtree(folder / "runs", ignore_errors=True)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_experiment_runs_at_tiny_scale_and_reuses_its_runs(name: str, data, finished, capsys) -> None:
+    seeds, labels = SCRIPTS[name]
+    out = finished[name] / "out"
+    argv = argv_for(name, data, finished[name])
     record = json.loads((out / "results.json").read_text())
     assert [arm["label"] for arm in record["arms"]] == labels
     assert record["command"] == f"python experiments/{name}.py " + " ".join(argv)
@@ -69,7 +98,7 @@ def test_experiment_runs_at_tiny_scale(name: str, four_class_data: Path, tmp_pat
             assert "diverged" in seed or 0 <= seed["test_accuracy"] <= 1
         if arm["finished"]:
             assert len(arm["test_accuracy"]["values"]) == arm["finished"]
-            assert set(arm["recall"]) == {"glioma", "meningioma", "notumor", "pituitary"}
+            assert set(arm["recall"]) == set(CLASSES)
             assert arm["params"] > 0 and arm["macs"] > 0
     readme = (out / "README.md").read_text()
     for figure in record["figures"]:
@@ -83,14 +112,33 @@ def test_experiment_runs_at_tiny_scale(name: str, four_class_data: Path, tmp_pat
     load_script(name).main(argv)
     printed = capsys.readouterr().out
     assert "training in" not in printed and printed.count("reusing") == len(labels) * seeds
-    shutil.rmtree(tmp_path / "runs")  # VGG16's checkpoints: about 2 GB a run
 
 
-def test_grad_norms_at_init_are_finite_and_positive(four_class_data: Path, tmp_path: Path) -> None:
+def test_the_ablations_measure_training_like_validation_and_judge_the_paper(finished) -> None:
+    skip = json.loads((finished["ablate_skip"] / "out" / "results.json").read_text())
+    assert all("train_eval_accuracy" in arm for arm in skip["arms"] if arm["finished"])
+    assert any(note.startswith("Half 1, degradation") for note in skip["notes"])
+    assert {"grad_norms_at_init", "grad_norms_trained"} <= set(skip["extra"])
+    dropout = json.loads((finished["ablate_dropout"] / "out" / "results.json").read_text())
+    assert dropout["arms"][0]["settings"]["train_fraction"] == 0.15 and dropout["arms"][0]["settings"]["train_eval"]
+    assert any(note.startswith("ResNet-18: last-epoch gap") for note in dropout["notes"])
+
+
+def test_external_validity_scores_br35h_on_the_half_no_arm_trains_on(finished) -> None:
+    record = json.loads((finished["external_validity"] / "out" / "results.json").read_text())
+    rows = {row["label"]: row for row in record["extra"]["external"]}
+    images = {row["br35h_images"] for row in rows.values()}
+    assert len(images) == 1 and 0 < images.pop() < 6  # the same held-out half for every arm
+    assert "br35h_all_sensitivity" in rows["recipe"] and "br35h_all_sensitivity" not in rows["weak labels"]
+    assert rows["recipe"]["sartaj_images"] == 5
+    assert "Goals (mean of the seeds)" in (finished["external_validity"] / "out" / "README.md").read_text()
+
+
+def test_grad_norms_at_init_are_finite_and_positive(data, tmp_path: Path) -> None:
     script = load_script("ablate_skip")
-    base = Config(data=str(four_class_data), image_size=32, cache_dir=str(tmp_path / "cache"))
-    arms = [Arm("plain-18", replace(base, skip=False)), Arm("residual-18", base)]
-    norms = script.grad_norms_at_init(arms, [0, 1], batch=8)
+    base = Config(data=str(data[0]), image_size=32, cache_dir=str(tmp_path / "cache"))
+    arms = [Arm("plain-18", replace(base, skip=False)), Arm("residual-18 (B)", base)]
+    norms = script.grad_norms(arms, [0, 1])
     assert list(norms["plain-18"]) == ["conv1", "conv2_x", "conv3_x", "conv4_x", "conv5_x", "fc"]
     for stages in norms.values():
         for stat in stages.values():
@@ -99,10 +147,20 @@ def test_grad_norms_at_init_are_finite_and_positive(four_class_data: Path, tmp_p
 
 def test_settings_hash_ignores_only_bookkeeping() -> None:
     base = Config()
-    same = Config(name="other", runs_dir="elsewhere", seed=3, cache_dir="/tmp/c")
+    same = Config(name="other", runs_dir="elsewhere", seed=3, cache_dir="/tmp/c", external=None)
     assert settings_hash(base) == settings_hash(same)
     assert settings_hash(base) != settings_hash(Config(lr=0.5))
     assert settings_hash(base) != settings_hash(Config(skip=False))
+
+
+def test_a_run_named_under_another_hash_is_found_by_its_settings(tmp_path: Path) -> None:
+    config = replace(Config(lr=0.05), seed=1, name="resnet18-00000000-seed1")
+    old = tmp_path / "resnet18-deadbeef-seed1"  # e.g. hashed before a setting with a default was added
+    old.mkdir()
+    saved = {k: v for k, v in config.__dict__.items() if k != "train_eval"}
+    (old / "config.json").write_text(json.dumps({"config": saved}))
+    assert find_run(config, tmp_path) == old
+    assert find_run(replace(config, lr=0.1), tmp_path) == tmp_path / config.name
 
 
 def test_mean_std_uses_the_sample_deviation() -> None:
@@ -117,29 +175,12 @@ def test_results_table_marks_diverged_arms() -> None:
     assert "0 of 3 (diverged)" in lines[-1]
 
 
-def test_results_page_and_tutorial_are_built_from_the_results(four_class_data: Path, tmp_path: Path) -> None:
+def test_results_page_and_tutorial_are_built_from_the_results(finished, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
-    argv = [
-        "--scale",
-        "tiny",
-        "--seeds",
-        "2",
-        "--data",
-        str(four_class_data),
-        "--out",
-        str(docs / "results" / "ablate_skip"),
-        "--runs-dir",
-        str(tmp_path / "runs"),
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--device",
-        "cpu",
-        "--external",
-        "none",
-    ]
-    load_script("ablate_skip").main(argv)
+    shutil.copytree(finished["ablate_skip"] / "out", docs / "results" / "ablate_skip")
     # One setting over seeds, as docs/results/resnet18_cpu_onecycle keeps it: seed0/, seed1/ run folders.
-    residual = sorted(p.parent for p in (tmp_path / "runs").rglob("metrics.json") if "resnet18" in str(p))
+    runs = finished["ablate_skip"] / "runs"
+    residual = sorted(p.parent for p in runs.rglob("metrics.json") if "resnet18" in str(p))
     assert len(residual) >= 2
     for k, run in enumerate(residual[:2]):
         shutil.copytree(
@@ -148,10 +189,10 @@ def test_results_page_and_tutorial_are_built_from_the_results(four_class_data: P
     page = load_script("make_results_page").build_page(docs / "results", docs / "results.md")
     assert "## Seeds: one_setting" in page and "| **mean +- std** |" in page
     assert "## Skip connections: residual vs plain networks" in page
-    assert "| residual-34 |" in page and "](results/ablate_skip/curves.png)" in page
+    assert "| residual-34 (A) |" in page and "](results/ablate_skip/curves.png)" in page
     tutorial = load_script("make_tutorial").main(docs).read_text()
-    assert "| residual-34 |" in tutorial and "](results/ablate_skip/grad_norms.png)" in tutorial
+    assert "| residual-34 (B) |" in tutorial and "](results/ablate_skip/grad_norms.png)" in tutorial
     assert "python experiments/ablate_dropout.py --scale cpu" in tutorial  # no results yet: says how to make them
     assert "1 x 512 x 28 x 28" in tutorial  # the live bottleneck's output
-    assert (docs / "tutorial" / "crops.png").stat().st_size > 1000
-    shutil.rmtree(tmp_path / "runs")
+    for png in ("crops.png", "blocks.png", "schedules.png", "sanity.png"):
+        assert (docs / "tutorial" / png).stat().st_size > 1000

@@ -29,6 +29,7 @@ class RunData:
     val_rows: np.ndarray
     leak_free_rows: np.ndarray
     weak_count: int = 0
+    train_eval_rows: np.ndarray | None = None  # training rows scored like validation (config.train_eval)
 
 
 def read_clean_list(path: Path) -> set[str]:
@@ -170,8 +171,10 @@ def load_run_data(
         )
     train_rows = subsample(train_rows, train.labels, train_fraction, seed)
     leak_free = leak_free_rows(train, test, root, clean_list, hashes)
+    rng = np.random.default_rng([seed, 2])
+    train_eval_rows = np.sort(rng.choice(train_rows, min(len(val_rows), len(train_rows)), replace=False))
     weak_count = 0
     if weak_tumour:
         train, weak_count = add_weak(train, Path(weak_tumour), cache_dir, head_crop)
         train_rows = np.concatenate([train_rows, np.arange(len(train) - weak_count, len(train))])
-    return RunData(train, test, train_rows, val_rows, leak_free, weak_count)
+    return RunData(train, test, train_rows, val_rows, leak_free, weak_count, train_eval_rows)

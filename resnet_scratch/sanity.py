@@ -1,0 +1,78 @@
+"""Checks a learner should run on a new network before training it for real (the tutorial runs
+them live; tests/test_sanity.py keeps them true).
+
+- The loss at initialisation is about ln(classes): a model that knows nothing spreads its
+  probability evenly. Far above means exploding logits, far below a leak of the label.
+- A network overfits one batch: if it cannot drive the loss of eight images to zero, something
+  between data and gradient is broken.
+- With every residual branch silenced (the last BatchNorm's weight and bias zero, so F(x) = 0), a
+  block with an identity shortcut passes its input through: relu(0 + x) = x for the non-negative x
+  that a ReLU stage hands on.
+- Gradient norms per stage (explain.stage_grad_norms): with BatchNorm neither network's gradient
+  vanishes at initialisation (the paper's Section 4.1); without shortcuts it grows towards the input
+  much more than with them.
+"""
+
+import copy
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .models import ResNet
+
+
+def initial_loss(model: nn.Module, images: Tensor, labels: Tensor) -> float:
+    """The cross-entropy of a fresh model on a batch, as the first training step sees it (train-mode
+    BatchNorm); the model is left as it was."""
+    probe = copy.deepcopy(model).train()
+    with torch.no_grad():
+        output = probe(images)
+    logits = output if isinstance(output, Tensor) else output.logits
+    return float(F.cross_entropy(logits, labels))
+
+
+def chance_loss(num_classes: int) -> float:
+    """ln(classes): the cross-entropy of a uniform guess."""
+    return math.log(num_classes)
+
+
+def overfit_one_batch(
+    model: nn.Module, images: Tensor, labels: Tensor, steps: int = 60, lr: float = 0.05
+) -> list[float]:
+    """The training loss over `steps` SGD steps on one batch (the model is trained in place)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        output = model(images)
+        loss = F.cross_entropy(output if isinstance(output, Tensor) else output.logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def last_bn(block: nn.Module) -> nn.BatchNorm2d:
+    """The BatchNorm that ends a block's residual branch F."""
+    return block.bn3 if hasattr(block, "bn3") else block.bn2
+
+
+def silence_residual_branches(model: ResNet) -> None:
+    """Zero the last BatchNorm's weight and bias in every block, so each residual branch outputs 0."""
+    for stage in (model.conv2_x, model.conv3_x, model.conv4_x, model.conv5_x):
+        for block in stage:
+            nn.init.zeros_(last_bn(block).weight)
+            nn.init.zeros_(last_bn(block).bias)
+
+
+def identity_blocks(model: ResNet) -> list[tuple[str, nn.Module]]:
+    """The blocks whose shortcut is the identity (no projection, no zero-padding)."""
+    return [
+        (f"{name}.{i}", block)
+        for name in ("conv2_x", "conv3_x", "conv4_x", "conv5_x")
+        for i, block in enumerate(getattr(model, name))
+        if block.skip and block.shortcut is None
+    ]

@@ -1,0 +1,88 @@
+"""The sanity checks of the tutorial (resnet_scratch/sanity.py), each kept true by a test."""
+
+import math
+
+import pytest
+import torch
+
+from resnet_scratch.explain import stage_grad_norms
+from resnet_scratch.models import build
+from resnet_scratch.sanity import (
+    chance_loss,
+    identity_blocks,
+    initial_loss,
+    overfit_one_batch,
+    silence_residual_branches,
+)
+
+
+def batch(n: int = 16, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, size, size, generator=g), torch.randint(0, 4, (n,), generator=g)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_loss_at_initialisation_is_about_ln_4(name: str) -> None:
+    x, y = batch()
+    torch.manual_seed(0)
+    plain = build(name, num_classes=4, skip=False)
+    residual = build(name, num_classes=4)
+    assert chance_loss(4) == pytest.approx(1.386, abs=1e-3)
+    assert initial_loss(plain, x, y) == pytest.approx(math.log(4), abs=0.05)
+    # With shortcuts each block adds its branch to the stream, so the logits start larger and the
+    # loss strays further from ln 4 (either way, with random labels).
+    assert abs(initial_loss(residual, x, y) - math.log(4)) < 0.7
+    silence_residual_branches(residual)
+    assert initial_loss(residual, x, y) == pytest.approx(math.log(4), abs=0.1)
+
+
+def test_initial_loss_leaves_the_model_untouched() -> None:
+    x, y = batch()
+    model = build("resnet18", num_classes=4).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    initial_loss(model, x, y)
+    assert not model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.slow
+def test_a_network_overfits_one_batch() -> None:
+    x, y = batch(n=8, size=32)
+    torch.manual_seed(0)
+    losses = overfit_one_batch(build("resnet18", num_classes=4), x, y, steps=60)
+    assert losses[0] > 1.0 and losses[-1] < 0.05
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_silenced_branches_let_identity_blocks_pass_their_input_through(name: str) -> None:
+    torch.manual_seed(0)
+    model = build(name, num_classes=4).eval()
+    silence_residual_branches(model)
+    blocks = identity_blocks(model)
+    # ResNet-18: conv2_x's first block too (64 -> 64 channels, stride 1); ResNet-50: not (64 -> 256).
+    assert [n for n, _ in blocks][:2] == (
+        ["conv2_x.0", "conv2_x.1"] if name == "resnet18" else ["conv2_x.1", "conv2_x.2"]
+    )
+    assert len(blocks) == (5 if name == "resnet18" else 12)
+    x = torch.relu(torch.randn(2, 3, 64, 64))
+    with torch.no_grad():
+        h = model.maxpool(model.conv1(x))
+        for stage in (model.conv2_x, model.conv3_x, model.conv4_x, model.conv5_x):
+            for block in stage:
+                out = block(h)
+                if block.shortcut is None:
+                    assert torch.equal(out, h)  # relu(0 + h) = h, since h >= 0
+                h = out
+
+
+def test_gradient_norms_at_initialisation_plain_against_residual() -> None:
+    """Neither gradient vanishes; the plain network's grows towards the input much more than the
+    residual network's (at this depth, with BatchNorm)."""
+    x, y = batch(n=32)
+    ratios = {}
+    for skip in (True, False):
+        torch.manual_seed(0)
+        norms = stage_grad_norms(build("resnet34", num_classes=4, skip=skip), x, y)
+        assert list(norms) == ["conv1", "conv2_x", "conv3_x", "conv4_x", "conv5_x", "fc"]
+        assert all(math.isfinite(v) and v > 0 for v in norms.values())
+        ratios[skip] = norms["conv1"] / norms["fc"]
+    assert abs(math.log(ratios[False])) > abs(math.log(ratios[True]))
