@@ -39,10 +39,11 @@ from resnet_scratch.experiment import (
 from resnet_scratch.explain import stage_grad_norms
 from resnet_scratch.models import build
 from resnet_scratch.report import new_figure, save_figure
+from resnet_scratch.runtime import resolve_device
 
 NAME = "ablate_skip"
 # The budget at each scale, in epochs (--epochs overrides it).
-EPOCHS = {"tiny": 1, "cpu": 4, "gpu": 10}
+EPOCHS = {"tiny": 1, "cpu": 4, "gpu": 8}
 DEPTHS = (18, 34)
 
 
@@ -63,19 +64,22 @@ def probe_batch(config: Config, seed: int, batch: int = 64) -> tuple[torch.Tenso
     return x, split.labels[rows], split.classes
 
 
-def grad_norms(arms: list[Arm], seeds: list[int], runs: dict[str, list[Path]] | None = None) -> dict[str, dict]:
+def grad_norms(
+    arms: list[Arm], seeds: list[int], runs: dict[str, list[Path]] | None = None, device: str = "cpu"
+) -> dict[str, dict]:
     """Per arm and stage: the L2 norm of the loss gradient with respect to the stage's parameters, on
     one batch, mean +- std over seeds; at initialisation, or (runs given) of each seed's trained model."""
     norms: dict[str, dict[str, list[float]]] = {}
     for k, seed in enumerate(seeds):
         x, y, classes = probe_batch(arms[0].config, seed)
+        x, y = x.to(device), y.to(device)
         for arm in arms:
             if runs is None:
                 torch.manual_seed(seed)
                 model = build(arm.config.model, num_classes=len(classes), **arm.config.model_options())
             else:
                 model, _ = model_from_checkpoint(runs[arm.label][k] / "best.safetensors")
-            for stage, value in stage_grad_norms(model, x, y).items():
+            for stage, value in stage_grad_norms(model.to(device), x, y).items():
                 norms.setdefault(arm.label, {}).setdefault(stage, []).append(value)
     return {label: {stage: mean_std(v) for stage, v in stages.items()} for label, stages in norms.items()}
 
@@ -148,10 +152,12 @@ def main(argv: list[str]) -> None:
     base = base_config(args, preset)
     arms = arms_for(base)
     seeds = list(range(args.seeds))
-    at_init = grad_norms(arms, seeds)
+    device = str(resolve_device(args.device))
+    at_init = grad_norms(arms, seeds, device=device)
     summaries = run_arms(arms, seeds, args.runs_dir)
     runs = {s["label"]: [args.runs_dir / seed["run"] for seed in s["seeds"]] for s in summaries}
-    trained = grad_norms(arms, seeds, runs) if all(s["finished"] == len(seeds) for s in summaries) else {}
+    done = all(s["finished"] == len(seeds) for s in summaries)
+    trained = grad_norms(arms, seeds, runs, device) if done else {}
     out = output_dir(NAME, args)
     out.mkdir(parents=True, exist_ok=True)
     groups = {

@@ -107,7 +107,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint on a dataset's Testing split or on labelled folders; write a report."""
     from .evaluate import evaluate_checkpoint
 
-    evaluate_checkpoint(args.checkpoint, args.data, args.out, args.clean_list, args.class_map)
+    evaluate_checkpoint(args.checkpoint, args.data, args.out, args.clean_list, args.class_map, args.device)
     return 0
 
 
@@ -115,7 +115,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Classify images with a checkpoint; --explain saves Grad-CAM overlays. Exit 2 if any file was skipped."""
     from .predict import predict_files
 
-    results = predict_files(args.checkpoint, args.images, args.json, args.explain, args.batch_size)
+    results = predict_files(args.checkpoint, args.images, args.json, args.explain, args.batch_size, args.device)
     return 2 if any("error" in r for r in results) else 0
 
 
@@ -198,6 +198,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--out", type=Path, help="folder for report.md, metrics.json and plots (default: beside the checkpoint)"
     )
+    e.add_argument("--device", default="auto", help='"auto" (CUDA when present), "cpu" or "cuda[:N]"')
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("predict", help="classify image files (or folders of them) with a checkpoint")
@@ -210,6 +211,7 @@ def parser() -> argparse.ArgumentParser:
         help="a .png: Grad-CAM of the first images in one grid; a folder: one Grad-CAM image per file",
     )
     r.add_argument("--batch-size", type=int, default=32, help="images per batch (memory is that of one batch)")
+    r.add_argument("--device", default="auto", help='"auto" (CUDA when present), "cpu" or "cuda[:N]"')
     r.set_defaults(func=cmd_predict)
     return p
 

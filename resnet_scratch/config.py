@@ -137,6 +137,12 @@ class Config:
     )
     step_size: int = setting(7, "StepLR: epochs between decays", lambda v: v >= 1, "at least 1")
     gamma: float = setting(0.1, "StepLR: the decay factor", lambda v: 0 < v <= 1, "in (0, 1]")
+    checkpoint_every: int = setting(
+        1,
+        "epochs between saves of the last weights and the training state (a crash loses at most this many)",
+        lambda v: v >= 1,
+        "at least 1",
+    )
     seed: int = setting(
         0, "seeds the split, the initialisation and the augmentation", lambda v: 0 <= v < 2**63, "from 0 to 2^63 - 1"
     )

@@ -167,13 +167,14 @@ def evaluate_checkpoint(
     out: Path | None = None,
     clean_list: Path | None = None,
     class_map: str | None = None,
+    device_name: str = "auto",
 ) -> dict:
     """Score a checkpoint on each of `data` (a dataset root with Testing/, or a folder of class
     folders); write metrics.json, report.md and plots to `out` (default: beside the checkpoint)."""
     model, meta = model_from_checkpoint(checkpoint)
     classes = list(meta["classes"])
     mapping = parse_class_map(class_map)
-    device = resolve_device("auto")
+    device = resolve_device(device_name)
     bf16 = bf16_supported(device)
     model = model.to(device).to(memory_format=torch.channels_last)
     prep = Preprocess.of_checkpoint(meta, bf16)

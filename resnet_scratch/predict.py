@@ -19,6 +19,7 @@ from .data.transforms import eval_resize, fit_to
 from .explain import grad_cam
 from .inference import Preprocess
 from .report import new_figure, save_figure
+from .runtime import resolve_device
 
 # --explain PATH.png draws at most this many images in one grid; a folder gets one file per image.
 GRID_LIMIT = 16
@@ -51,7 +52,12 @@ def batches(items: Iterator, size: int) -> Iterator[list]:
 
 
 def predict_files(
-    checkpoint: Path, paths: list[Path], as_json: bool = False, explain: Path | None = None, batch_size: int = 32
+    checkpoint: Path,
+    paths: list[Path],
+    as_json: bool = False,
+    explain: Path | None = None,
+    batch_size: int = 32,
+    device_name: str = "auto",
 ) -> list[dict]:
     """Print (and return) the class and per-class probabilities of every image, as each batch is done.
 
@@ -59,6 +65,8 @@ def predict_files(
     GRID_LIMIT images with their Grad-CAM heatmaps; any other path is a folder that gets one PNG per image.
     """
     model, meta = model_from_checkpoint(checkpoint)
+    device = resolve_device(device_name)
+    model = model.to(device)
     classes = list(meta["classes"])
     prep = Preprocess.of_checkpoint(meta)
     names = list(list_images(paths))  # paths only: cheap even for many thousands
@@ -87,7 +95,7 @@ def predict_files(
             pixels.append(preprocess(image, prep, bool(meta["head_crop"])))
         if not ready:
             continue
-        batch = torch.cat(pixels)
+        batch = torch.cat(pixels).to(device)
         if explain:
             heatmaps, logits = grad_cam(model, batch)
         else:
@@ -103,7 +111,7 @@ def predict_files(
                 result["warning"] = f"only {w}x{h} px: enlarged to {prep.size} px, so this prediction means little"
             results.append(emit(result, classes, as_json))
             if explain:
-                keep_explanation(Path(explain), grid, path, batch[k], heatmaps[k], result, prep)
+                keep_explanation(Path(explain), grid, path, batch[k].cpu(), heatmaps[k].cpu(), result, prep)
     if explain and Path(explain).suffix.lower() == ".png":
         save_grid(Path(explain), grid, prep, total=sum(1 for r in results if "class" in r))
         if not as_json:

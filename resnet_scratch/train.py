@@ -413,8 +413,8 @@ def end_epoch(
     train_stats: dict,
     best: dict,
 ) -> dict:
-    """Validate, write the metrics line, last (and a pending best) weights and the training state,
-    which commits the epoch; returns the new best."""
+    """Validate, write the metrics line and a pending best; every config.checkpoint_every epochs (and at
+    the last) the last weights and the training state, which commits the epoch. Returns the new best."""
     val = evaluate(model, data.train, data.val_rows, prep)
     line = {
         "epoch": epoch,
@@ -433,10 +433,13 @@ def end_epoch(
     if val["accuracy"] > best["val_accuracy"]:
         best = {"val_accuracy": val["accuracy"], "epoch": epoch}
         save_model(run / PENDING_BEST, model, meta)  # becomes best.safetensors when the state commits
-    save_model(run / "last.safetensors", model, meta)
+    commit = (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs
+    if commit:
+        save_model(run / "last.safetensors", model, meta)
     earlier = [e for e in read_epochs(run) if e["epoch"] < epoch]
     atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(e) + "\n" for e in earlier + [line]))
-    save_training_state(run, model, optimizer, scheduler, epoch, {"best": best})
+    if commit:
+        save_training_state(run, model, optimizer, scheduler, epoch, {"best": best})
     print(
         f"  val loss {val['loss']:.4f} acc {val['accuracy']:.4f}{'  (best)' if best['epoch'] == epoch else ''}",
         flush=True,

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from .cache import Split, load_folder, load_split
-from .folder import SPLITS, scan_split
+from .cache import Split, load_folder, load_split, pixel_digest
+from .folder import SPLITS, decode, scan_split
 
 # Out of 64 bits (distances between balanced hashes are even). Chosen by looking at Testing/Training
 # pairs of this dataset: at 0, 2 and 4 bits the pairs seen were the same slice (re-encoded, rescaled
@@ -142,9 +142,9 @@ def audit_against(
     root: Path, others: list[Path], threshold: int = HAMMING_THRESHOLD, cache_dir: Path | None = None
 ) -> dict:
     """Overlap between the collection at root (Training and Testing) and other folders of class
-    folders: images of each other folder that are pixel-identical to one of root's (when stored at
-    the same size) or within `threshold` pHash bits of one (at any size), and the clean rest, named
-    relative to the other folder's parent (the form evaluate --clean-list reads)."""
+    folders: images of each other folder whose decoded pixels equal one of root's, or that are within
+    `threshold` pHash bits of one (at any size: the hash is taken of a 32 x 32 thumbnail), and the
+    clean rest, named relative to the other folder's parent (the form evaluate --clean-list reads)."""
     root = Path(root)
     classes = scan_split(root, SPLITS[0]).classes
     mine = [load_split(root, name, classes=classes, cache_dir=cache_dir) for name in SPLITS]
@@ -154,7 +154,8 @@ def audit_against(
     for other in others:
         other = Path(other)
         split = load_folder(other, cache_dir=cache_dir)
-        exact = [i for i, h in enumerate(split.pixel_hashes()) if h in my_exact]
+        native = [pixel_digest(decode(p)) for p in split.paths]  # before the store resized any of them
+        exact = [i for i, h in enumerate(native) if h in my_exact]
         near = {i for i, _, _ in near_pairs(perceptual_hashes(split.images), my_phash, threshold)} - set(exact)
         tainted = set(exact) | near
         report["against"][str(other)] = {

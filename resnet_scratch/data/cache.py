@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -62,13 +63,9 @@ class Split:
 
     def pixel_hashes(self, threads: int | None = None) -> list[str]:
         """A hash of each image's decoded pixels: equal hashes mean identical images."""
-        rows = self.images.permute(0, 2, 3, 1).numpy()  # the memory as it lies: no copy per image
-
-        def digest(i: int) -> str:
-            return hashlib.blake2b(rows[i].tobytes(), digest_size=16).hexdigest()
-
+        rows = self.images.cpu().permute(0, 2, 3, 1).numpy()  # the memory as it lies: no copy per image
         with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
-            return list(pool.map(digest, range(len(rows))))
+            return list(pool.map(pixel_digest, rows))
 
     def to(self, device: torch.device | str) -> "Split":
         """This split with its images and labels on `device`: one copy per run, not per epoch."""
@@ -82,6 +79,11 @@ class Split:
         """Images per class."""
         per_label = Counter(self.labels.tolist())
         return {name: per_label.get(i, 0) for i, name in enumerate(self.classes)}
+
+
+def pixel_digest(pixels: np.ndarray) -> str:
+    """A hash of an H x W x 3 uint8 image's pixels: equal digests mean identical images."""
+    return hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).hexdigest()
 
 
 def _stamp(path: Path) -> tuple[int, int]:
