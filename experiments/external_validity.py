@@ -161,7 +161,7 @@ def plot_external(path: Path, rows: list[dict]) -> Path:
     ax.set_ylim(0, 100)
     ax.set(ylabel="%", title="In distribution and out of it (bars: mean ± std; dots: seeds; dotted: the goals)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
     return save_figure(fig, path)
 
 

@@ -12,10 +12,17 @@ import os
 from pathlib import Path
 
 from resnet_scratch.checkpoint import read_epochs
-from resnet_scratch.experiment import mean_std, results_markdown
+from resnet_scratch.experiment import external_headline, mean_std, results_markdown
 from resnet_scratch.files import atomic_write_text
+from resnet_scratch.report import external_lines
 
 ORDER = ("compare_models", "ablate_skip", "ablate_dropout", "resnet18_cpu_onecycle", "peer_torchvision")  # then by name
+
+
+NOT_EXTERNAL = (
+    "External sets: not measured for these runs (they predate the external scoring); "
+    "[external_validity](#external-validity) has the recipe's external figures."
+)
 
 
 def figure_lines(folder: Path, prefix: str) -> list[str]:
@@ -48,6 +55,7 @@ def single_run_markdown(folder: Path, prefix: str) -> list[str]:
             + " | ".join(f"{r['per_class'][c]['recall']:.3f}" for c in classes)
             + " |"
         )
+    lines += [""] + (external_lines(results["external"]) if results.get("external") else [NOT_EXTERNAL])
     return lines + [""] + figure_lines(folder, prefix)
 
 
@@ -80,6 +88,14 @@ def seeds_markdown(folders: list[Path], prefix: str) -> list[str]:
         f"**{leak_free['mean']:.2f} +- {leak_free['std']:.2f}%** | | | |",
         "",
     ]
+    if all(r.get("external") for _, r in runs):
+        for name in runs[0][1]["external"]:
+            head = external_headline(runs[0][1]["external"][name])["metric"]
+            stat = mean_std([100 * external_headline(r["external"][name])["value"] for _, r in runs])
+            lines.append(f"- {name}: {head} {stat['mean']:.2f} +- {stat['std']:.2f}% over the seeds")
+        lines.append("")
+    else:
+        lines += [NOT_EXTERNAL, ""]
     return lines + figure_lines(folders[0].parent, prefix)
 
 

@@ -38,8 +38,8 @@ CLASS_ORDER_HINT = ("glioma", "meningioma", "notumor", "pituitary")
 RECIPES: dict[str, dict[str, object]] = {
     # A smoke test on generated images: it must run, not learn.
     "tiny": {"image_size": 32, "epochs": 1, "batch_size": 4, "lr": 0.01, "val_fraction": 0.2},
-    # The 2-core CPU: 64 px (InceptionV3: its 75 px minimum) and bf16 autocast keep every
-    # experiment, all arms and three seeds, under an hour here.
+    # The 2-core CPU: 64 px (InceptionV3: its 75 px minimum) and bf16 autocast; each experiment's
+    # page gives the wall time it took.
     "cpu": {
         "image_size": 64,
         "epochs": 4,
@@ -88,8 +88,8 @@ class Arm:
 def model_config(base: Config, model: str, scale: str) -> Config:
     """The shared recipe adapted to one model: InceptionV3's input size (its auxiliary head needs
     299 px, so it trains only at GPU scale); a fifth of the learning rate for VGG16, which has no
-    BatchNorm to steady a from-scratch rate (0.01 learned in a trial here; 0.05 was not tried) and
-    for fine-tuning; ImageNet weights at GPU scale where present."""
+    BatchNorm to steady a from-scratch rate, and for fine-tuning (docs/benchmarks.md says what was
+    tried); ImageNet weights at GPU scale where present."""
     changes: dict[str, object] = {"model": model}
     lr = base.lr / 5 if model == "vgg16" else base.lr
     if model == "inception_v3":
@@ -383,7 +383,7 @@ def plot_test_accuracy(path: Path, summaries: list[dict[str, object]]) -> Path:
     ax.set_xticks(x, [s["label"] for s in done], rotation=15, ha="right")
     ax.set(ylabel="accuracy (%)", title="Testing accuracy (bars: mean ± std, dots: seeds)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2)
     return save_figure(fig, path)
 
 
@@ -465,6 +465,12 @@ def results_markdown(record: dict[str, object], figure_dir: str = "") -> list[st
         "",
     ]
     lines += results_table(record["arms"]) + [""]
+    if not any(arm.get("external") for arm in record["arms"]):
+        lines += [
+            "External sets: not scored in these runs (run before the external scoring, or with "
+            "--external none); rerun the command above to add them.",
+            "",
+        ]
     lines += [note + "\n" for note in record["notes"]]
     for figure in record["figures"]:
         lines += [f"![{figure['caption']}]({figure_dir}{figure['file']})", "", f"*{figure['caption']}*", ""]

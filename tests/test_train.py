@@ -283,3 +283,41 @@ def test_one_cycle_schedule_warms_up_and_anneals_per_batch(tiny: Path, tmp_path:
     assert lrs[1] > lrs[0] and max(lrs) <= 0.05  # rising through the warm-up (30% of the steps)
     with pytest.raises(ConfigError, match="schedule"):
         load_config(None, {"schedule": "cosine"})
+
+
+def test_inference_uses_the_checkpoints_normalisation(tiny: Path, tmp_path: Path, capsys) -> None:
+    """A checkpoint records its mean and std; predict must normalise with those, not ImageNet's."""
+    from resnet_scratch.checkpoint import checkpoint_metadata, model_from_checkpoint, save_model
+    from resnet_scratch.data.folder import decode
+    from resnet_scratch.data.transforms import center_crop, eval_resize, fit_to
+    from resnet_scratch.models import build
+
+    torch.manual_seed(0)
+    model = build("resnet18", num_classes=4).eval()  # untrained: moderate logits, nothing saturates
+    image = str(tiny / "Testing" / "a" / "a_000.jpg")
+    outputs = []
+    for stats in (((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ((0.1, 0.2, 0.3), (0.5, 0.5, 0.5))):
+        checkpoint = tmp_path / f"{stats[0][0]}.safetensors"
+        save_model(checkpoint, model, checkpoint_metadata("resnet18", list("abcd"), 32, {}, *stats))
+        assert main(["predict", "--checkpoint", str(checkpoint), "--json", "--device", "cpu", image]) == 0
+        outputs.append(json.loads(capsys.readouterr().out)["probabilities"])
+    assert outputs[0] != outputs[1]
+    loaded, _ = model_from_checkpoint(checkpoint)
+    pixels = torch.from_numpy(fit_to(decode(Path(image)), eval_resize(32), eval_resize(32))).permute(2, 0, 1).float()
+    x = (center_crop(pixels, 32) / 255 - torch.tensor([0.1, 0.2, 0.3]).view(3, 1, 1)) / 0.5
+    with torch.no_grad():
+        expected = loaded(x[None]).softmax(1)[0]
+    assert max(abs(outputs[1][c] - float(p)) for c, p in zip("abcd", expected)) < 1e-4
+
+
+def test_progress_writes_to_the_stdout_of_the_moment(capsys) -> None:
+    import contextlib
+    import io
+
+    from resnet_scratch.runtime import Progress
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        progress = Progress(0, 1, 2)
+        progress.update(2, 0.5, 0.75, 16)
+    assert "epoch 1/1 [2/2] loss 0.5000 acc 0.7500" in buffer.getvalue() and capsys.readouterr().out == ""

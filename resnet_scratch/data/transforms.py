@@ -22,7 +22,7 @@ Stats = tuple[float, float, float]
 
 def gather(images: Tensor, idx: Tensor) -> Tensor:
     """images[idx] in the store's layout: a channels-last store is gathered as the N x H x W x C block it
-    is in memory (one copy per image; images[idx] copies element by element, 3.5x slower)."""
+    is in memory, one copy per image (images[idx] copies element by element in this layout; docs/benchmarks.md)."""
     if images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last):
         return images.permute(0, 2, 3, 1).index_select(0, idx).permute(0, 3, 1, 2)
     return images.index_select(0, idx)
