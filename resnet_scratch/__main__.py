@@ -10,19 +10,19 @@ import logging
 import sys
 from pathlib import Path
 
+from .cli import OneLineParser, one_line
 from .data import default_external_root, default_root
 from .data.audit import HAMMING_THRESHOLD
 from .models import MODELS
 from .runtime import TrainingDiverged
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit code 2), like every other error here."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        """Print "error: ..." with where to find help, and exit with 2."""
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
+def positive(text: str) -> int:
+    """A whole number of at least 1 (argparse type)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -210,20 +210,31 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         help="a .png: Grad-CAM of the first images in one grid; a folder: one Grad-CAM image per file",
     )
-    r.add_argument("--batch-size", type=int, default=32, help="images per batch (memory is that of one batch)")
+    r.add_argument(
+        "--batch-size",
+        type=positive,
+        default=32,
+        help="images per batch (memory: one batch's images, and a line of results per image)",
+    )
     r.add_argument("--device", default="auto", help='"auto" (CUDA when present), "cpu" or "cuda[:N]"')
     r.set_defaults(func=cmd_predict)
     return p
 
 
+def flag_spelling(arg: str) -> str:
+    """--batch_size -> --batch-size (and --batch_size=8 -> --batch-size=8); anything else unchanged."""
+    if not arg.startswith("--"):
+        return arg
+    key, sep, value = arg.partition("=")
+    return key.replace("_", "-") + sep + value
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` and run the command; user errors print one line and exit with code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "train" in argv:  # settings keep their TOML spelling too: --batch_size as --batch-size
-        argv = [
-            a.split("=", 1)[0].replace("_", "-") + a[len(a.split("=", 1)[0]) :] if a.startswith("--") else a
-            for a in argv
-        ]
+    if "train" in argv:  # a setting keeps its TOML spelling as a flag too: --batch_size as --batch-size
+        at = argv.index("train") + 1
+        argv[at:] = [flag_spelling(a) for a in argv[at:]]
     p = parser()
     try:
         args, rest = p.parse_known_args(argv)
@@ -242,11 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, TrainingDiverged) as e:
         if args.debug:
             raise
-        if isinstance(e, OSError) and e.strerror and e.filename:
-            message = f"{e.strerror}: {e.filename}"
-        else:
-            message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -1,8 +1,9 @@
 """Checkpoints without pickle: weights and tensors in safetensors, everything else in JSON.
 
-Every file is written to a temporary name and renamed into place, so a crash (even SIGKILL) leaves
-either the previous file or the new one, never half of one; a write that fails removes its
-temporary file. A run folder is locked while a process writes it.
+Every file is written to a temporary name and renamed into place, so a process killed at any point
+(even by SIGKILL) leaves either the previous file or the new one, never half of one (nothing is
+fsynced: a power cut is another matter); a write that fails removes its temporary file. A run
+folder is locked while a process writes it.
 
 The training state commits an epoch: state-<epoch>.safetensors, then state.json naming it. A new
 best model is written beside it first (best.pending.safetensors) and renamed to best.safetensors
@@ -36,10 +37,8 @@ def atomic_save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[s
     def write(tmp: Path) -> None:
         try:
             save_file(plain, str(tmp), metadata=metadata)
-        except OSError:
-            raise
-        except Exception as e:  # safetensors' own error type, e.g. on a full disk
-            raise OSError(f"cannot write {path}: {e}") from None
+        except Exception as e:  # safetensors' own error type, e.g. on a full disk, becomes an OSError
+            raise e if isinstance(e, OSError) else OSError(f"cannot write {path}: {e}") from None
 
     atomic_write(path, write)
 
@@ -74,7 +73,7 @@ class RunLock:
 
 def read_epochs(run: Path, drop_torn: bool = False) -> list[dict]:
     """The per-epoch lines of a run folder's metrics.jsonl, in order. A line that is not JSON (a
-    write cut short, before writes were atomic) is an error, or with drop_torn left out with a note."""
+    write cut short, before writes were atomic) is an error; with drop_torn it is left out, with a note."""
     path = Path(run) / "metrics.jsonl"
     lines = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
@@ -156,6 +155,12 @@ def checkpoint_metadata(
         "options": options,
         **extra,
     }
+
+
+def expect_arch(path: Path, meta: dict[str, object], arch: str) -> None:
+    """Refuse weights of another architecture (a file without the field is taken at its word)."""
+    if meta.get("arch", arch) != arch:
+        raise ValueError(f"{path} holds {meta['arch']} weights, not {arch}")
 
 
 def check_metadata(path: Path, meta: dict[str, object], state: dict[str, Tensor]) -> None:
@@ -265,32 +270,45 @@ def save_training_state(
             old.unlink(missing_ok=True)
 
 
+def read_metadata(path: Path) -> dict[str, object]:
+    """The decoded metadata of a safetensors file, without reading its tensors."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return decode_metadata(dict(f.metadata() or {}))
+    except Exception as e:  # safetensors' own error type for a bad header
+        raise ValueError(f"{path} is not a safetensors checkpoint: {e}") from None
+
+
 def reconcile_best(folder: Path, record: dict) -> None:
     """Make best.safetensors the best epoch that state.json commits: promote a pending best of that
-    epoch (written, then interrupted before its rename), discard one of an uncommitted epoch."""
+    epoch (written, then interrupted before its rename), discard one of an uncommitted epoch. Only the
+    process that holds the run folder's lock may call this."""
     pending = Path(folder) / PENDING_BEST
     if not pending.is_file():
         return
-    _, meta = read_tensors(pending)
-    if decode_metadata(meta).get("epoch") == record.get("best", {}).get("epoch"):
+    if read_metadata(pending).get("epoch") == record.get("best", {}).get("epoch"):
         os.replace(pending, Path(folder) / "best.safetensors")
     else:
-        pending.unlink()
+        pending.unlink(missing_ok=True)
 
 
-def read_training_state(folder: Path) -> tuple[dict[str, object], dict[str, Tensor]]:
-    """(state.json's record, the tensors of the epoch it names), best.safetensors reconciled with it."""
-    folder = Path(folder)
-    record_path = folder / "state.json"
+def read_state_record(folder: Path) -> dict[str, object]:
+    """state.json's record: the last committed epoch, the best so far, optimizer and scheduler state."""
+    record_path = Path(folder) / "state.json"
     if not record_path.is_file():
         raise FileNotFoundError(f"{folder} has no state.json: nothing to resume (did its first epoch finish?)")
     try:
         record = json.loads(record_path.read_text())
-        epoch = int(record["epoch"])
+        int(record["epoch"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         raise ValueError(f"{record_path} is not a training state written by resnet_scratch") from None
-    tensors, _ = read_tensors(folder / f"state-{epoch}.safetensors")
-    reconcile_best(folder, record)
+    return record
+
+
+def read_training_state(folder: Path) -> tuple[dict[str, object], dict[str, Tensor]]:
+    """(state.json's record, the tensors of the epoch it names)."""
+    record = read_state_record(folder)
+    tensors, _ = read_tensors(Path(folder) / f"state-{int(record['epoch'])}.safetensors")
     return record, tensors
 
 

@@ -26,7 +26,7 @@ from .data.labels import (
 )
 from .data.run import clean_rows, leak_free_rows
 from .data.transforms import eval_resize
-from .files import atomic_write_text
+from .files import atomic_write_text, remove_stale_temporaries
 from .inference import Preprocess, logits_of, report_on
 from .report import (
     external_lines,
@@ -180,6 +180,7 @@ def evaluate_checkpoint(
     prep = Preprocess.of_checkpoint(meta, bf16)
     out = Path(out) if out else Path(checkpoint).parent / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
     results: dict = {
         "checkpoint": str(checkpoint),
         "input_size": meta["input_size"],
@@ -187,6 +188,12 @@ def evaluate_checkpoint(
         "sets": {},
     }
     panels, figures = [], {}
+    roots = [p for p in map(Path, data) if (p / "Testing").is_dir()]
+    if len(roots) > 1:
+        raise ValueError(
+            f"--data names {len(roots)} dataset roots ({', '.join(map(str, roots))}): score one at a "
+            "time, or pass their Testing folders as folders of class folders"
+        )
     for path in map(Path, data):
         if (path / "Testing").is_dir():
             test, leak_free = dataset_testing(path, classes, mapping, clean_list, bool(meta["head_crop"]))
@@ -200,12 +207,12 @@ def evaluate_checkpoint(
                 panels += testing_panels({"test_leak_free": results["test_leak_free"]})
             continue
         scored = score_folder(model, meta, path, device, class_map=mapping, clean_list=clean_list, bf16=bf16)
-        name = scored.name if scored.name not in results["sets"] else str(path)
+        name = scored.name if scored.name not in results["sets"] else f"{scored.name}-{len(results['sets'])}"
         results["sets"][name] = summarize(scored, classes)
         confusion = results["sets"][name]["confusion"]
         panels.append((name, confusion["counts"], confusion["rows"], confusion["columns"]))
         figures[f"{name}: the most confident mistakes, with Grad-CAM"] = plot_errors(
-            out / f"errors-{scored.name}.png", model, scored, classes, prep
+            out / f"errors-{name}.png", model, scored, classes, prep
         ).name
     atomic_write_text(out / "metrics.json", json.dumps(results, indent=1))
     plot_confusion(out / "confusion.png", panels)
@@ -243,8 +250,10 @@ def evaluation_lines(results: dict) -> list[str]:
     for key, title in (("test", "Testing (full)"), ("test_leak_free", "Testing (leak-free)")):
         if key in results:
             r = results[key]
+            recalls = ", ".join(f"{c} {v['recall']:.3f}" for c, v in r["per_class"].items())
             lines.append(
-                f"{title}: accuracy {r['accuracy']:.4f} on {r['samples']} images, macro F1 {r['macro_f1']:.4f}"
+                f"{title}: accuracy {r['accuracy']:.4f} on {r['samples']} images, macro F1 {r['macro_f1']:.4f}; "
+                f"recall: {recalls}"
             )
     for name, r in results["sets"].items():
         recall = ", ".join(f"{c} {v:.3f}" for c, v in r["recall"].items())

@@ -146,7 +146,7 @@ def run_seed(arm: Arm, seed: int, runs_dir: Path) -> Path:
         return run
     print(f"\n[{arm.label} seed {seed}] training in {run}", flush=True)
     try:
-        fit(config, resume=(run / "state.json").is_file())
+        fit(config, resume=run.is_dir())  # a run killed before its first commit starts again, in place
     except TrainingDiverged as e:
         atomic_write_text(run / "diverged.txt", f"{e}\n")
         print(f"[{arm.label} seed {seed}] diverged: {e}", flush=True)

@@ -1,8 +1,9 @@
 """Writing files so that a crash never leaves half of one: a temporary name, then a rename.
 
 A kill (even SIGKILL) leaves the previous file or the new one; a write that fails with an
-exception removes its temporary file; a temporary left by a killed process is removed by
-remove_stale_temporaries when its folder is next written under a lock.
+exception removes its temporary file; the temporary a killed process leaves behind is removed by
+remove_stale_temporaries, which each folder's next writer calls (run folders, the decode cache,
+conversion and evaluation outputs). Nothing is fsynced: a power cut is another matter.
 """
 
 import os
@@ -33,8 +34,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files that killed writers left in `folder` (call it holding the folder's lock)."""
-    stale = [p for p in Path(folder).glob(".*.tmp") if p.is_file()]
-    for p in stale:
-        p.unlink(missing_ok=True)
+    """Delete the temporary files that writers which no longer run left in `folder` (the pid in a
+    temporary's name says whose it is)."""
+    stale = []
+    for p in Path(folder).glob(".*.tmp"):
+        pid = p.name.rsplit(".", 2)[-2]
+        if p.is_file() and not (pid.isdigit() and alive(int(pid))):
+            p.unlink(missing_ok=True)
+            stale.append(p)
     return stale
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this id runs (on this machine)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -11,7 +11,6 @@ from torch.nn import functional as F
 from .data import Split
 from .data.transforms import eval_transform
 from .metrics import classification_report
-from .models import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -19,8 +18,8 @@ class Preprocess:
     """How a model's inputs are made and run: input size, normalisation, precision and layout."""
 
     size: int
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
+    mean: tuple[float, ...]  # no default: the normalisation is the checkpoint's (or the model record's)
+    std: tuple[float, ...]
     bf16: bool = False
     channels_last: bool = True
 

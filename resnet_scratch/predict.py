@@ -1,8 +1,9 @@
 """Classify image files with a saved checkpoint, a batch at a time, optionally with Grad-CAM heatmaps.
 
-Memory stays that of one batch however many files are named: each batch is decoded, classified,
-printed and dropped before the next is read. An unreadable file is reported by name and the rest
-go on; so is an image much smaller than the model's input, whose prediction means little.
+Images are held one batch at a time however many files are named: each batch is decoded,
+classified, printed and dropped before the next is read (what grows with the number of files is
+their list of names and a line of results each). An unreadable file is reported by name and the
+rest go on; so is an image much smaller than the model's input, whose prediction means little.
 """
 
 import json
@@ -111,7 +112,9 @@ def predict_files(
                 result["warning"] = f"only {w}x{h} px: enlarged to {prep.size} px, so this prediction means little"
             results.append(emit(result, classes, as_json))
             if explain:
-                keep_explanation(Path(explain), grid, path, batch[k].cpu(), heatmaps[k].cpu(), result, prep)
+                keep_explanation(
+                    Path(explain), grid, path, batch[k].cpu(), heatmaps[k].cpu(), result, prep, len(results)
+                )
     if explain and Path(explain).suffix.lower() == ".png":
         save_grid(Path(explain), grid, prep, total=sum(1 for r in results if "class" in r))
         if not as_json:
@@ -146,7 +149,14 @@ def emit(result: dict, classes: list[str], as_json: bool) -> dict:
 
 
 def keep_explanation(
-    explain: Path, grid: list, path: Path, image: torch.Tensor, heatmap: torch.Tensor, result: dict, prep: Preprocess
+    explain: Path,
+    grid: list,
+    path: Path,
+    image: torch.Tensor,
+    heatmap: torch.Tensor,
+    result: dict,
+    prep: Preprocess,
+    number: int,
 ) -> None:
     """Keep the image for the grid (at most GRID_LIMIT), or write its own PNG into the folder."""
     if explain.suffix.lower() == ".png":
@@ -154,7 +164,8 @@ def keep_explanation(
             grid.append((path, image, heatmap, result))
         return
     explain.mkdir(parents=True, exist_ok=True)
-    save_grid(explain / f"{path.stem}.gradcam.png", [(path, image, heatmap, result)], prep, total=1)
+    # numbered in the order printed, so that two files of one name in two folders do not collide
+    save_grid(explain / f"{number:05d}-{path.stem}.gradcam.png", [(path, image, heatmap, result)], prep, total=1)
 
 
 def save_grid(

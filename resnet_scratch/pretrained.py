@@ -9,7 +9,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from .checkpoint import decode_metadata, read_tensors
+from .checkpoint import expect_arch, load_model_file
 from .models import MODEL_INFO
 from .models import build as build_fresh
 
@@ -50,10 +50,8 @@ def read_weights(arch: str, weights: str | Path) -> tuple[dict[str, Tensor], dic
 
     path = find_imagenet_file(arch) if weights == "imagenet" else Path(weights)
     if path.suffix == ".safetensors":
-        state, raw = read_tensors(path)
-        metadata = decode_metadata(raw)
-        if metadata.get("arch", arch) != arch:
-            raise ValueError(f"{path} holds {metadata['arch']} weights, not {arch}")
+        state, metadata = load_model_file(path)
+        expect_arch(path, metadata, arch)
         return state, metadata
     torchvision_state, _ = load_pth(path)
     # torchvision's InceptionV3 weights expect transform_input=True (see weights_convert).

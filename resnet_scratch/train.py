@@ -25,6 +25,8 @@ from .checkpoint import (
     load_training_state,
     model_from_checkpoint,
     read_epochs,
+    read_state_record,
+    reconcile_best,
     save_model,
     save_training_state,
     unwrap,
@@ -227,6 +229,8 @@ def fit(config: Config, resume: bool = False) -> Path:
         run.mkdir(parents=True, exist_ok=True)
         lock = RunLock(run)
         remove_stale_temporaries(run)
+        if resume and (run / "state.json").is_file():  # under the lock: one process renames best files
+            reconcile_best(run, read_state_record(run))
     try:
         _fit(config, resume, run, device, place)
     finally:
@@ -523,17 +527,10 @@ def print_summary(run: Path, results: dict) -> None:
             f"{e['epoch'] + 1:>5} {e['lr']:>8.1e} {e['train_loss']:>10.4f} {e['train_accuracy']:>9.4f} "
             f"{e['val_loss']:>9.4f} {e['val_accuracy']:>8.4f} {e['images_per_s']:>7.1f} {e['seconds']:>6.1f}"
         )
-    for name, key in (("Testing (full)", "test"), ("Testing (leak-free)", "test_leak_free")):
-        r = results[key]
-        recalls = ", ".join(f"{c} {v['recall']:.3f}" for c, v in r["per_class"].items())
-        print(
-            f"{name}: accuracy {r['accuracy']:.4f} on {r['samples']} images, macro F1 {r['macro_f1']:.4f}; "
-            f"recall: {recalls}"
-        )
     from .evaluate import evaluation_lines
 
-    for line in evaluation_lines({"sets": results.get("external", {})}):
-        print(f"external {line}")
+    for line in evaluation_lines({**results, "sets": results.get("external", {})}):
+        print(line)
     print(
         f"best epoch {results['best_epoch'] + 1} (val accuracy {results['val_accuracy']:.4f}); "
         f"report: {run / 'report.md'}"

@@ -85,6 +85,17 @@ def test_a_link_to_the_parent_folder_is_not_followed(data: Path, tmp_path: Path,
     assert "outside" in reasons["stray.jpg"]
 
 
+def test_a_class_folder_that_links_to_its_split_and_a_second_link_to_one_image(data: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    (copy / "Training" / "zz_loop").symlink_to("..")  # a "class" that would hold every image again
+    (copy / "Training" / "glioma" / "again.jpg").symlink_to("glioma_000.jpg")
+    split = load_split(copy, "Training")
+    assert split.classes == list(CLASSES) and len(split) == 40
+    reasons = {Path(s.path).name: s.reason for s in split.skipped}
+    assert "not followed" in reasons["zz_loop"] and "listed already" in reasons["again.jpg"]
+
+
 def test_predict_scans_folders_by_the_same_rule(run: Path, data: Path, tmp_path: Path, capsys) -> None:
     folder = tmp_path / "images"
     shutil.copytree(data / "Testing" / "glioma", folder)
@@ -160,7 +171,7 @@ def test_a_best_written_ahead_of_the_state_is_not_taken_for_the_committed_best(
         fit(config)
     folder = tmp_path / "killed"
     assert (folder / PENDING_BEST).is_file() and load_model_file(folder / "best.safetensors")[1]["epoch"] == 0
-    (folder / ".last.safetensors.4242.tmp").write_bytes(b"x" * 100)  # what a SIGKILL mid-write leaves
+    (folder / ".last.safetensors.99999999.tmp").write_bytes(b"x" * 100)  # what a SIGKILL mid-write leaves
     monkeypatch.setattr(train_module, "save_training_state", real_save_state)
     accuracies = iter([0.6, 0.9])
     fit(config, resume=True)
@@ -169,16 +180,33 @@ def test_a_best_written_ahead_of_the_state_is_not_taken_for_the_committed_best(
     assert not list(folder.glob(".*.tmp")) and not (folder / PENDING_BEST).exists()
 
 
-def test_the_state_promotes_or_discards_a_pending_best(run: Path, tmp_path: Path) -> None:
+def test_a_pending_best_of_an_uncommitted_epoch_is_discarded(run: Path, tmp_path: Path) -> None:
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     state = json.loads((copy / "state.json").read_text())
     weights, meta = load_model_file(copy / "best.safetensors")
-    model = torch.nn.Linear(1, 1)
-    save_model(copy / PENDING_BEST, model, meta | {"epoch": state["best"]["epoch"] + 5})
+    save_model(copy / PENDING_BEST, torch.nn.Linear(1, 1), meta | {"epoch": state["best"]["epoch"] + 5})
     assert main(["train", "--resume", str(copy)]) == 0
     assert not (copy / PENDING_BEST).exists()
     assert read_tensors(copy / "best.safetensors")[0].keys() == weights.keys()  # the committed best stayed
+
+
+def test_a_pending_best_of_the_committed_epoch_is_promoted(run: Path, tmp_path: Path) -> None:
+    """Killed after state.json named the new best, before the rename: resume finishes the rename."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    state = json.loads((copy / "state.json").read_text())
+    weights, meta = load_model_file(copy / "best.safetensors")
+    state["best"]["epoch"] = 1
+    (copy / "state.json").write_text(json.dumps(state))
+    shutil.copy(copy / "last.safetensors", copy / PENDING_BEST)  # epoch 1's weights, metadata epoch 1
+    from safetensors.torch import save_file
+
+    save_file(weights, str(copy / "best.safetensors"), metadata=encode_metadata(meta | {"epoch": 0}))
+    assert load_model_file(copy / PENDING_BEST)[1]["epoch"] == 1
+    assert main(["train", "--resume", str(copy)]) == 0
+    assert not (copy / PENDING_BEST).exists() and load_model_file(copy / "best.safetensors")[1]["epoch"] == 1
+    assert json.loads((copy / "metrics.json").read_text())["best_epoch"] == 1
 
 
 # 5. A clean list that cannot be written or matches nothing
@@ -269,17 +297,28 @@ def test_a_runs_folder_that_cannot_be_written(data: Path, tmp_path: Path, capsys
     one_line_error(capsys, "is not a folder")
 
 
-def test_a_full_disk_is_one_line_and_leaves_no_temporary(data: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_a_disk_that_fills_after_the_best_weights_is_one_line_and_resumable(
+    data: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """The issue's case: best written, then no room for the last checkpoint or the state."""
     from resnet_scratch import checkpoint
 
-    def full(tensors, filename, metadata=None):
+    real = checkpoint.save_file
+
+    def full_after_the_best(tensors, filename, metadata=None):
+        if PENDING_BEST in str(filename):
+            return real(tensors, filename, metadata=metadata)
         Path(filename).write_bytes(b"half a file")
         raise Exception("I/O error: No space left on device (os error 28)")  # safetensors' own error type
 
-    monkeypatch.setattr(checkpoint, "save_file", full)
+    monkeypatch.setattr(checkpoint, "save_file", full_after_the_best)
     assert main(["train", *flags(data, tmp_path, "full")]) == 2
     one_line_error(capsys, "No space left on device")
-    assert not list((tmp_path / "full").glob(".*.tmp"))
+    folder = tmp_path / "full"
+    assert not list(folder.glob(".*.tmp")) and not (folder / "state.json").exists()
+    monkeypatch.setattr(checkpoint, "save_file", real)  # room again: the run starts over in place
+    assert main(["train", "--resume", str(folder)]) == 0
+    assert json.loads((folder / "metrics.json").read_text())["best_epoch"] == 0
 
 
 def test_weights_convert_refuses_a_folder_or_its_source_as_destination(

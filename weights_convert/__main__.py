@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from resnet_scratch.checkpoint import expect_arch
+from resnet_scratch.cli import OneLineParser, one_line
 from resnet_scratch.files import atomic_write
 from resnet_scratch.models import MODEL_INFO
 
@@ -45,8 +47,10 @@ def export_file(arch: str, src: Path, dst: Path) -> None:
     """Our .safetensors (a run's checkpoint or a converted file) -> a torchvision .pth (a plain state
     dict, loadable with weights_only=True)."""
     ours, metadata = load_safetensors(src)
-    if metadata.get("arch", arch) != arch:
-        raise ConversionError(f"{src} holds {metadata['arch']} weights, not {arch}")
+    try:
+        expect_arch(src, metadata, arch)
+    except ValueError as e:
+        raise ConversionError(str(e)) from None
     theirs = to_torchvision(ours, arch)
     dst.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(dst, lambda tmp: torch.save(theirs, tmp))
@@ -62,7 +66,7 @@ def check_paths(src: Path, dst: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the conversion; a user error prints one line and returns 2."""
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m weights_convert",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -71,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--src", required=True, type=Path)
     p.add_argument("--dst", required=True, type=Path)
     p.add_argument("--to-torchvision", action="store_true", help="ours (.safetensors) -> torchvision (.pth)")
-    args = p.parse_args(argv)
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2), as a return code
+        return int(e.code or 0)
     try:
         check_paths(args.src, args.dst)
         if args.to_torchvision:
@@ -84,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"from {meta['source_file']} (SHA-256 {str(meta['source_sha256'])[:16]}...)"
             )
     except (ConversionError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     return 0
 

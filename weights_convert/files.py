@@ -11,10 +11,10 @@ import urllib.request
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from torch import Tensor
 
-from resnet_scratch.checkpoint import atomic_save_tensors, decode_metadata, encode_metadata
+from resnet_scratch.checkpoint import atomic_save_tensors, encode_metadata, load_model_file
+from resnet_scratch.files import remove_stale_temporaries
 from resnet_scratch.models import MODEL_INFO
 
 from .convert import ConversionError
@@ -74,21 +74,16 @@ def save_safetensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str,
     """Write `tensors` with their metadata, JSON-encoded as checkpoints are, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
     atomic_save_tensors(path, tensors, encode_metadata(metadata))
 
 
 def load_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, object]]:
     """(tensors, decoded metadata) of a safetensors file: a training checkpoint or a converted file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"{path}: no such file")
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except Exception as e:  # safetensors raises its own SafetensorError on a bad header
-        raise ConversionError(f"{path}: cannot be read as a safetensors file: {e}") from None
-    return tensors, decode_metadata(metadata)
+        return load_model_file(Path(path))
+    except (OSError, ValueError) as e:
+        raise ConversionError(str(e)) from None
 
 
 def hub_checkpoints() -> Path:

@@ -26,7 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from ..files import atomic_write
+from ..files import atomic_write, remove_stale_temporaries
 from .folder import (
     DECODE_ERRORS,
     NOT_AN_IMAGE,
@@ -110,6 +110,7 @@ def _read_cache(path: Path) -> tuple[Tensor, dict[str, list]] | None:
 
 def _write_cache(path: Path, images: Tensor, index: dict[str, list]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
     pixels = images.permute(0, 2, 3, 1)
     atomic_write(path, lambda tmp: save_file({CACHE_KEY: pixels}, str(tmp), metadata={"index": json.dumps(index)}))
 
@@ -206,6 +207,13 @@ def load_split(
         rows = {old: new for new, old in enumerate(good.tolist())}
         new_index = {rel: [a, b, rows[slot]] for rel, (a, b, slot) in new_index.items() if slot in rows}
 
+    if classes is None and len(labels):  # the split defines the classes: each needs an image that decoded
+        empty = [name for i, name in enumerate(scan.classes) if not (labels == i).any()]
+        if empty:
+            raise DatasetError(
+                f"class folder(s) {', '.join(empty)} of {root / split} have no readable images: "
+                "fix or remove them (every class folder becomes a class of the model)"
+            )
     problems = [s for s in skipped if s.reason != NOT_AN_IMAGE]
     if problems and strict:
         listing = "\n".join(f"  {s.path}: {s.reason}" for s in problems)

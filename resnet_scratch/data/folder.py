@@ -64,8 +64,21 @@ def hidden(name: str) -> bool:
 
 
 def list_classes(split_dir: Path) -> list[str]:
-    """Class folder names, sorted as torchvision's ImageFolder sorts them (so indices agree)."""
-    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not hidden(e.name))
+    """Class folder names, sorted as torchvision's ImageFolder sorts them (so indices agree). A class
+    folder may be a link, but not to the split folder, one above it, or another folder inside it."""
+    return sorted(
+        e.name
+        for e in os.scandir(split_dir)
+        if e.is_dir() and not hidden(e.name) and not looping_link(split_dir / e.name, split_dir)
+    )
+
+
+def looping_link(path: Path, split_dir: Path) -> bool:
+    """Whether `path` is a link to split_dir itself, a folder above it, or a folder inside it."""
+    if not path.is_symlink():
+        return False
+    target, split = path.resolve(), Path(split_dir).resolve()
+    return split.is_relative_to(target) or target.is_relative_to(split)
 
 
 NOT_AN_IMAGE = "not an image file extension"
@@ -84,10 +97,15 @@ def image_files(folder: Path) -> tuple[list[Path], list[Skipped]]:
     skipped: list[Skipped] = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         here = Path(dirpath)
+        kept = []
         for d in sorted(dirnames):
-            if not hidden(d) and (here / d).is_symlink():
+            if hidden(d):
+                continue
+            if (here / d).is_symlink():
                 skipped.append(Skipped(str(here / d), "a link to a folder: not followed"))
-        dirnames[:] = sorted(d for d in dirnames if not hidden(d) and not (here / d).is_symlink())
+            else:
+                kept.append(d)
+        dirnames[:] = kept
         for filename in sorted(filenames):
             if hidden(filename):
                 continue
@@ -104,7 +122,10 @@ def image_files(folder: Path) -> tuple[list[Path], list[Skipped]]:
                 skipped.append(Skipped(str(path), NOT_AN_IMAGE))
                 continue
             files.append(path)
-    return files, skipped
+    listed = {p.resolve() for p in files if not p.is_symlink()}
+    twice = [p for p in files if p.is_symlink() and p.resolve() in listed]
+    skipped += [Skipped(str(p), f"a link to {p.resolve().name}, listed already") for p in twice]
+    return [p for p in files if p not in twice], skipped
 
 
 def scan_split(root: Path, split: str, classes: list[str] | None = None) -> Scan:
@@ -129,6 +150,11 @@ def scan_split(root: Path, split: str, classes: list[str] | None = None) -> Scan
             f"{split_dir} has classes {found_classes}, expected the same as the training split: {classes}"
         )
     scan = Scan(root, split, found_classes, [], [])
+    scan.skipped += [
+        Skipped(str(split_dir / e.name), "a link to a folder of this split or above it: not followed")
+        for e in os.scandir(split_dir)
+        if not hidden(e.name) and e.is_dir() and looping_link(split_dir / e.name, split_dir)
+    ]
     for label, name in enumerate(found_classes):
         files, skipped = image_files(split_dir / name)
         scan.paths += files

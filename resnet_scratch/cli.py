@@ -1,0 +1,21 @@
+"""What the two command lines (`python -m resnet_scratch`, `python -m weights_convert`) share: usage
+errors and user errors as one line starting with "error:", exit code 2."""
+
+import argparse
+import sys
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2), like every other error here."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Print "error: ..." with where to find help, and exit with 2."""
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line: an OSError as "reason: file", any other as its lines joined."""
+    if isinstance(error, OSError) and error.strerror and error.filename:
+        return f"{error.strerror}: {error.filename}"
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
