@@ -10,7 +10,7 @@ install:
 install-dev:
 	$(PIP) -e '.[dev]'
 
-## main job: train ResNet-18 from scratch on the brain-MRI data (2-core CPU: under 10 minutes)
+## main job: the CPU recipe, ResNet-18 from scratch on the brain-MRI data (time and accuracy: README.md)
 train: install
 	$(PYTHON) -m resnet_scratch train --config experiments/configs/main_cpu.toml --name main-$$(date +%Y%m%d-%H%M%S)
 
