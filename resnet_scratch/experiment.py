@@ -185,8 +185,9 @@ def summarize_run(run: Path) -> dict[str, object]:
         "test_macro_f1": results["test"]["macro_f1"],
         "recall": {c: v["recall"] for c, v in results["test"]["per_class"].items()},
         "leak_free_recall": {c: v["recall"] for c, v in results["test_leak_free"]["per_class"].items()},
-        "seconds_per_epoch": float(np.mean([e["seconds"] for e in epochs])),
-        "images_per_s": float(np.mean([e["images_per_s"] for e in epochs])),
+        # medians: an epoch slowed by other work on the machine does not move them
+        "seconds_per_epoch": float(np.median([e["seconds"] for e in epochs])),
+        "images_per_s": float(np.median([e["images_per_s"] for e in epochs])),
         "curves": {
             key: [e[key] for e in epochs]
             for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "train_eval_accuracy")
