@@ -220,6 +220,7 @@ def model_cost(config: Config) -> dict[str, object]:
 
 
 SCALAR_METRICS = (
+    "best_epoch",
     "train_accuracy",
     "train_loss",
     "val_accuracy",

@@ -65,30 +65,42 @@ def overlay(image: Tensor, heatmap: Tensor, alpha: float = 0.45) -> Tensor:
     return ((1 - alpha) * base + alpha * colours).clamp(0, 1)
 
 
-def stage_grad_norms(model: nn.Module, images: Tensor, target: Tensor) -> dict[str, float]:
-    """The L2 norm of the loss gradient over each top-level stage's parameters, for one batch.
+def stage_grad_norms(
+    model: nn.Module,
+    images: Tensor,
+    target: Tensor,
+    stages: tuple[str, ...] = ("conv1", "conv2_x", "conv3_x", "conv4_x", "conv5_x", "fc"),
+) -> dict[str, float]:
+    """The size of the loss gradient reaching each stage's output, for one batch: the root mean square
+    of dLoss/dx over the output's elements (so stages of different sizes compare), stage by stage.
 
-    The ResNet paper (Section 4.1) argues that with BatchNorm a plain deep network's gradients do
-    not vanish, and that its worse training is an optimisation difficulty instead; this measures the
-    first half of that claim per stage, with and without identity shortcuts. The model's .grad
-    fields are cleared before and after; BatchNorm runs in training mode, as in
-    the first step of training (so this batch also moves the running statistics).
+    The quantity of the ResNet papers' gradient argument: how much of the loss's gradient flows back
+    to a stage's activations. The paper (Section 4.1) argues that with BatchNorm a plain deep
+    network's gradients do not vanish; this measures that per stage, with and without shortcuts.
+    BatchNorm runs in training mode, as in the first step of training (so this batch also moves the
+    running statistics); the parameters' .grad fields are left empty.
     """
+    outputs: dict[str, Tensor] = {}
+
+    def keep(name: str):
+        def hook(_module: nn.Module, _inputs: object, output: Tensor) -> None:
+            output.retain_grad()
+            outputs[name] = output
+
+        return hook
+
     was_training = model.training
     model.train()
-    model.zero_grad(set_to_none=True)
+    handles = [getattr(model, name).register_forward_hook(keep(name)) for name in stages]
     try:
         with torch.enable_grad():
-            output = model(images)
+            x = images.detach().requires_grad_(True)  # a graph even for a frozen model
+            output = model(x)
             logits = output if isinstance(output, Tensor) else output.logits  # InceptionOutputs
-            loss = F.cross_entropy(logits, target)
-            loss.backward()
-        norms = {}
-        for name, child in model.named_children():
-            grads = [p.grad.flatten() for p in child.parameters() if p.grad is not None]
-            if grads:
-                norms[name] = float(torch.cat(grads).norm())
+            F.cross_entropy(logits, target).backward()
+        return {name: float(outputs[name].grad.square().mean().sqrt()) for name in stages}
     finally:
+        for handle in handles:
+            handle.remove()
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    return norms

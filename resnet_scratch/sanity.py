@@ -3,14 +3,15 @@ them live; tests/test_sanity.py keeps them true).
 
 - The loss at initialisation is about ln(classes): a model that knows nothing spreads its
   probability evenly. Far above means exploding logits, far below a leak of the label.
-- A network overfits one batch: if it cannot drive the loss of eight images to zero, something
-  between data and gradient is broken.
+- A network overfits one batch: if it cannot drive the loss of eight images to zero, the gradient
+  does not reach the parameters or the optimizer does not move them (it says nothing about whether
+  images and labels are paired correctly: random labels are memorised as easily).
 - With every residual branch silenced (the last BatchNorm's weight and bias zero, so F(x) = 0), a
   block with an identity shortcut passes its input through: relu(0 + x) = x for the non-negative x
   that a ReLU stage hands on.
-- Gradient norms per stage (explain.stage_grad_norms): with BatchNorm neither network's gradient
-  vanishes at initialisation (the paper's Section 4.1); without shortcuts it grows towards the input
-  much more than with them.
+- The gradient reaching each stage (explain.stage_grad_norms): with BatchNorm neither network's
+  gradient vanishes at initialisation (the paper's Section 4.1); without shortcuts it grows towards
+  the input far more than with them.
 """
 
 import copy
@@ -21,6 +22,13 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .models import ResNet
+
+
+def generated_batch(n: int = 16, size: int = 64, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """n images of random pixels (already normalised) and random labels of four classes: the batch the
+    tutorial's checks and their tests share."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, size, size, generator=g), torch.randint(0, 4, (n,), generator=g)
 
 
 def initial_loss(model: nn.Module, images: Tensor, labels: Tensor) -> float:
@@ -39,7 +47,7 @@ def chance_loss(num_classes: int) -> float:
 
 
 def overfit_one_batch(
-    model: nn.Module, images: Tensor, labels: Tensor, steps: int = 60, lr: float = 0.05
+    model: nn.Module, images: Tensor, labels: Tensor, steps: int = 60, lr: float = 0.01
 ) -> list[float]:
     """The training loss over `steps` SGD steps on one batch (the model is trained in place)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
