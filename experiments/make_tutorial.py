@@ -157,7 +157,9 @@ def plot_crops(path: Path, scale_min: float) -> Path:
         small = (many[:, 2] * many[:, 3] < 0.2 * h * w).float().mean()
         ax.set(title=f"scale ({low}, 1):\n{100 * small:.0f}% of crops cover less than 20% of the slice")
         ax.axis("off")
-    fig.suptitle(f"12 RandomResizedCrop boxes on {what}; each is resized to the input size in training", fontsize=10)
+    fig.suptitle(
+        f"12 RandomResizedCrop boxes on {what}\n(each box is resized to the input size in training)", fontsize=10
+    )
     return save_figure(fig, path, dpi=100)
 
 
@@ -219,7 +221,7 @@ def plot_sanity(path: Path, losses: list[float], norms: dict[str, dict[str, floa
         title=f"ResNet-18 on one batch of 8 generated images, lr {lr}",
     )
     left.legend(fontsize=8)
-    stages = list(next(iter(norms.values())))
+    stages = [s for s in next(iter(norms.values())) if s != "fc"]  # the logits' gradient is another scale
     for k, (label, values) in enumerate(norms.items()):
         right.bar(
             np.arange(len(stages)) + (k - 0.5) * 0.4,
