@@ -18,4 +18,7 @@ def one_line(error: BaseException) -> str:
     """An error's message on one line: an OSError as "reason: file", any other as its lines joined."""
     if isinstance(error, OSError) and error.strerror and error.filename:
         return f"{error.strerror}: {error.filename}"
-    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+    text = ""
+    for line in (line.strip() for line in str(error).splitlines() if line.strip()):
+        text += (" " if text.endswith(":") else "; " if text else "") + line
+    return text or type(error).__name__
