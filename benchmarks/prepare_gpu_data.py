@@ -5,8 +5,9 @@ the device tool's 64 MiB.
     python benchmarks/prepare_gpu_data.py        # then carry [".gpu_data"] in the device call
 
 The subset: every Sartaj pituitary slice, a seeded share of Sartaj's glioma slices, and a seeded
-share of Br35H's tumour slices from the half that weak-label training never uses (so any arm can be
-scored on it). It prints the sizes, and refuses if the tree would not fit.
+share of Br35H's tumour slices from those that weak-label training never uses, nor a near copy of
+(data.run.weak_held_out), so any arm can be scored on it. It prints the sizes, and refuses if the
+tree would not fit.
 """
 
 import argparse
@@ -19,9 +20,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from resnet_scratch.data import default_external_root, default_root  # noqa: E402
+from resnet_scratch.data import (  # noqa: E402
+    default_external_root,
+    default_root,
+    load_folder,  # noqa: E402
+)
 from resnet_scratch.data.folder import image_files  # noqa: E402
-from resnet_scratch.data.run import weak_half  # noqa: E402
+from resnet_scratch.data.run import weak_held_out  # noqa: E402
 
 LIMIT = 64 * 2**20  # the device tool's working-tree limit
 SUBSET = {"sartaj/pituitary": None, "sartaj/glioma": 120, "br35h-tumour/tumour": 200}  # None: all
@@ -53,7 +58,9 @@ def main() -> None:
     for folder, count in SUBSET.items():
         files, _ = image_files(external / folder)
         if folder.startswith("br35h"):
-            files = [f for f in files if not weak_half(str(f))]
+            split = load_folder(external / folder.split("/")[0], size=(128, 128))
+            held = {Path(p) for p, kept in zip(split.paths, weak_held_out(split)) if kept}
+            files = [f for f in files if f in held]
         chosen = files if count is None else [files[i] for i in sorted(rng.choice(len(files), count, replace=False))]
         target = args.out / "external" / folder
         target.mkdir(parents=True)

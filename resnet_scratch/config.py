@@ -105,7 +105,8 @@ class Config:
     )
     weak_tumour: str | None = setting(
         None,
-        "a folder holding tumour/ (type unknown): a seeded half of it is added to training with the partial-label loss",
+        "a folder holding tumour/ (type unknown): half of it (by a hash of each file name) is added to training "
+        "with the partial-label loss",
     )
     train_eval: bool = setting(
         False,

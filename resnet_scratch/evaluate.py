@@ -24,7 +24,7 @@ from .data.labels import (
     resolve_class,
     tumour_classes,
 )
-from .data.run import clean_rows, leak_free_rows
+from .data.run import HELD_OUT, clean_rows, leak_free_rows, weak_held_out
 from .data.transforms import eval_resize
 from .files import atomic_write_text, remove_stale_temporaries
 from .inference import Preprocess, logits_of, report_on
@@ -93,12 +93,12 @@ def score_folder(
     *,
     class_map: dict[str, str] | None = None,
     clean_list: Path | None = None,
-    keep: Callable[[str], bool] | None = None,
+    keep: Callable[[Split], np.ndarray] | None = None,
     cache_dir: str | None = None,
     bf16: bool = False,
 ) -> Scored:
-    """A folder of class folders through the checkpoint's preprocessing; clean_list or keep(path)
-    choose the images scored (e.g. those with no duplicate in the training collection)."""
+    """A folder of class folders through the checkpoint's preprocessing; clean_list or keep (a mask over
+    the folder's decoded images, e.g. data.run.weak_held_out) choose the images scored."""
     folder = Path(folder)
     classes = list(meta["classes"])
     side = eval_resize(int(meta["input_size"]))
@@ -106,7 +106,7 @@ def score_folder(
     names = [resolve_class(c, classes, class_map) for c in split.classes]
     rows = clean_rows(split, folder, clean_list) if clean_list else np.arange(len(split))
     if keep is not None:
-        rows = np.array([r for r in rows if keep(split.paths[r])], dtype=np.int64)
+        rows = rows[keep(split)[rows]]
     if len(rows) == 0:
         raise ValueError(f"{folder}: no images left to score")
     logits = logits_of(model, split.to(device).images, rows, Preprocess.of_checkpoint(meta, bf16))
@@ -206,9 +206,21 @@ def evaluate_checkpoint(
                 results["test_leak_free"] = report_on(logits[leak_free], labels[leak_free], classes)
                 panels += testing_panels({"test_leak_free": results["test_leak_free"]})
             continue
-        scored = score_folder(model, meta, path, device, class_map=mapping, clean_list=clean_list, bf16=bf16)
+        trained_on_part = meta.get("weak_trained_on") == path.name  # weak labels: score the held-out part only
+        scored = score_folder(
+            model,
+            meta,
+            path,
+            device,
+            class_map=mapping,
+            clean_list=clean_list,
+            bf16=bf16,
+            keep=weak_held_out if trained_on_part else None,
+        )
         name = scored.name if scored.name not in results["sets"] else f"{scored.name}-{len(results['sets'])}"
         results["sets"][name] = summarize(scored, classes)
+        if trained_on_part:
+            results["sets"][name]["scored_only"] = HELD_OUT
         confusion = results["sets"][name]["confusion"]
         panels.append((name, confusion["counts"], confusion["rows"], confusion["columns"]))
         figures[f"{name}: the most confident mistakes, with Grad-CAM"] = plot_errors(

@@ -34,7 +34,7 @@ from .checkpoint import (
 from .config import Config, ConfigError, load_config, read_toml, to_dict
 from .data.labels import tumour_classes
 from .data.loader import Loader, Transform
-from .data.run import WEAK, RunData, load_run_data, weak_half
+from .data.run import HELD_OUT, WEAK, RunData, load_run_data, weak_held_out
 from .data.transforms import eval_transform, train_transform
 from .files import atomic_write_text, remove_stale_temporaries
 from .inference import Preprocess, evaluate, logits_of, report_on
@@ -399,6 +399,8 @@ def run_metadata(config: Config, classes: list[str], prep: Preprocess, model: nn
     options = config.model_options()
     if config.model == "inception_v3":
         options["transform_input"] = unwrap(model).transform_input
+    if config.weak_tumour:  # evaluate then scores that folder on its held-out part only
+        extra["weak_trained_on"] = Path(config.weak_tumour).name
     return checkpoint_metadata(
         config.model, classes, prep.size, options, prep.mean, prep.std, config.head_crop, **extra
     )
@@ -496,7 +498,7 @@ def final_test(run: Path, config: Config, data: RunData, prep: Preprocess, devic
     testing_grad_cam(run / "gradcam.png", best_model, test.images, test.labels, logits, classes, prep)
     trained_on = Path(config.weak_tumour).resolve() if config.weak_tumour else None
     for folder in external_sets(config.external):
-        keep = (lambda p: not weak_half(p)) if trained_on == folder.resolve() else None
+        keep = weak_held_out if trained_on == folder.resolve() else None
         try:
             scored = score_folder(
                 best_model, meta, folder, device, keep=keep, cache_dir=config.cache_dir, bf16=prep.bf16
@@ -506,7 +508,7 @@ def final_test(run: Path, config: Config, data: RunData, prep: Preprocess, devic
             continue
         results["external"][scored.name] = summarize(scored, classes)
         if keep is not None:
-            results["external"][scored.name]["scored_only"] = "the half not trained on"
+            results["external"][scored.name]["scored_only"] = HELD_OUT
         figure = plot_errors(run / f"errors-{scored.name}.png", best_model, scored, classes, prep)
         figures[f"{scored.name}: the most confident mistakes"] = figure.name
     atomic_write_text(run / "metrics.json", json.dumps(results, indent=1))

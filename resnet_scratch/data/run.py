@@ -16,6 +16,8 @@ from .labels import ANY_TUMOUR, tumour_classes
 
 # The label of a weakly labelled image: one of the tumour classes, which one unknown.
 WEAK = -1
+# What a weakly labelled folder is scored on when part of it was trained on (weak_held_out).
+HELD_OUT = "held out: outside the trained half, and no near copy of a trained image"
 
 
 @dataclass
@@ -118,8 +120,17 @@ def subsample(rows: np.ndarray, labels: torch.Tensor, fraction: float, seed: int
 
 def weak_half(path: str) -> bool:
     """Whether a weakly labelled file is in the half that training may use: decided by a hash of its
-    file name, so any run, and any evaluation, draws the same halves without a list."""
+    file name (not by a seed), so any run, and any evaluation, draws the same halves without a list."""
     return hashlib.sha256(Path(path).name.encode("utf-8", "surrogateescape")).digest()[0] % 2 == 0
+
+
+def weak_held_out(split: Split, threshold: int = HAMMING_THRESHOLD) -> np.ndarray:
+    """Which images of a weakly labelled folder weak-label training never saw, nor a near copy of:
+    outside the trained half, in a group of duplicates (audit.duplicate_groups) with no member inside
+    it. Br35H holds many near copies of its own slices, and a copy of a trained image is not held out."""
+    groups = duplicate_groups(split, threshold, {})
+    trained = {g for g, p in zip(groups, split.paths) if weak_half(p)}
+    return np.array([not weak_half(p) and g not in trained for g, p in zip(groups, split.paths)], dtype=bool)
 
 
 def add_weak(train: Split, folder: Path, cache_dir: str | None, head_crop: bool) -> tuple[Split, int]:
@@ -132,6 +143,11 @@ def add_weak(train: Split, folder: Path, cache_dir: str | None, head_crop: bool)
             f"training classes must include notumor; found {weak.classes} and {train.classes}"
         )
     keep = [i for i, p in enumerate(weak.paths) if weak_half(p)]
+    if not keep:
+        raise ValueError(
+            f"weak labels: none of the {len(weak)} images in {folder} is in the half training may use "
+            "(a subset of the held-out half, as .gpu_data carries?)"
+        )
     images = torch.cat([train.images, weak.images[keep]]).contiguous(memory_format=torch.channels_last)
     labels = torch.cat([train.labels, torch.full((len(keep),), WEAK, dtype=torch.int64)])
     merged = Split(
