@@ -59,6 +59,10 @@ def main() -> None:
     compiled_model.load_state_dict(eager.state_dict())
     compiled = torch.compile(compiled_model)
     steps = {"eager": training_step(eager, x, y, device), "compiled": training_step(compiled, x, y, device)}
+    alone = interleaved({"eager": steps["eager"]}, rounds=args.rounds, steps=args.steps)["eager"]
+    print(
+        f"eager alone, before compiling: {batch / alone:,.0f} img/s", flush=True
+    )  # kept if compiling runs out of time
     start = time.perf_counter()
     steps["compiled"]()  # the first call compiles forward and backward
     steps["compiled"]()

@@ -126,7 +126,7 @@ def main(argv: list[str]) -> None:
     }
     base = base_config(args, preset)
     arms = arms_for(base, args.scale)
-    summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir)
+    summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir, train=not args.summarize_only)
     out = output_dir(NAME, args)
     out.mkdir(parents=True, exist_ok=True)
     groups = {

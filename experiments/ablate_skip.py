@@ -169,7 +169,7 @@ def main(argv: list[str]) -> None:
     seeds = list(range(args.seeds))
     device = str(resolve_device(args.device))
     at_init = grad_norms(arms, seeds, device=device)
-    summaries = run_arms(arms, seeds, args.runs_dir)
+    summaries = run_arms(arms, seeds, args.runs_dir, train=not args.summarize_only)
     runs = {s["label"]: [args.runs_dir / seed["run"] for seed in s["seeds"]] for s in summaries}
     done = all(s["finished"] == len(seeds) for s in summaries)
     trained = grad_norms(arms, seeds, runs, device) if done else {}

@@ -78,7 +78,7 @@ def main(argv: list[str]) -> None:
     args = experiment_args(__doc__, argv)
     base = base_config(args, RECIPES[args.scale])
     arms = [Arm(label, model_config(base, model, args.scale)) for label, model in MODELS.items()]
-    summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir)
+    summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir, train=not args.summarize_only)
     out = output_dir(NAME, args)
     out.mkdir(parents=True, exist_ok=True)
     plot_curves(out / "curves.png", summaries)

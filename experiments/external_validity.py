@@ -187,7 +187,7 @@ def main(argv: list[str]) -> None:
     recipe = recipe[args.scale]
     base = base_config(args, recipe)
     arms = arms_for(base, external)
-    summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir)
+    summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir, train=not args.summarize_only)
     out = output_dir(NAME, args)
     out.mkdir(parents=True, exist_ok=True)
     rows = external_figures(summaries, args.runs_dir, held_out_files(external))
@@ -198,6 +198,8 @@ def main(argv: list[str]) -> None:
         ("Testing accuracy, full split and leak-free subset", "test_accuracy.png"),
     ]
     for arm in (summaries[0], summaries[-1]):  # the recipe's and the combined arm's mistakes, first seed
+        if not arm["seeds"]:
+            continue
         run = args.runs_dir / arm["seeds"][0]["run"]
         for name in (BR35H, SARTAJ):
             source = run / f"errors-{name}.png"

@@ -131,8 +131,9 @@ def find_run(config: Config, runs_dir: Path) -> Path:
     return named
 
 
-def run_seed(arm: Arm, seed: int, runs_dir: Path) -> Path:
-    """Train (or reuse, or resume) one seed of an arm; returns its run folder.
+def run_seed(arm: Arm, seed: int, runs_dir: Path, train: bool = True) -> Path:
+    """Train (or reuse, or resume) one seed of an arm; returns its run folder (with train=False, the
+    folder as it is, finished or not).
 
     A run that diverges leaves diverged.txt in its folder with the reason, and is reported, not retried.
     """
@@ -143,6 +144,9 @@ def run_seed(arm: Arm, seed: int, runs_dir: Path) -> Path:
     config = replace(config, name=run.name)
     if (run / "metrics.json").is_file() or (run / "diverged.txt").is_file():
         print(f"[{arm.label} seed {seed}] reusing {run}", flush=True)
+        return run
+    if not train:
+        print(f"[{arm.label} seed {seed}] not finished: left out", flush=True)
         return run
     print(f"\n[{arm.label} seed {seed}] training in {run}", flush=True)
     try:
@@ -235,7 +239,8 @@ SCALAR_METRICS = (
 
 
 def summarize_arm(arm: Arm, runs: list[Path]) -> dict[str, object]:
-    """Per-seed summaries and their mean +- std."""
+    """Per-seed summaries and their mean +- std (runs that never finished are left out)."""
+    runs = [run for run in runs if (run / "metrics.json").is_file() or (run / "diverged.txt").is_file()]
     seeds = [summarize_run(run) for run in runs]
     done = [s for s in seeds if "diverged" not in s]
     summary: dict[str, object] = {
@@ -266,14 +271,14 @@ def summarize_arm(arm: Arm, runs: list[Path]) -> dict[str, object]:
     return summary
 
 
-def run_arms(arms: list[Arm], seeds: list[int], runs_dir: Path) -> list[dict[str, object]]:
+def run_arms(arms: list[Arm], seeds: list[int], runs_dir: Path, train: bool = True) -> list[dict[str, object]]:
     """Every arm at every seed (reusing finished runs), then each arm's summary. Seed by seed, so that
     an experiment cut short has every arm at its first seeds rather than some arms at none."""
     labels = [arm.label for arm in arms]
     if len(set(labels)) != len(labels):
         raise ValueError(f"arm labels must differ: {labels}")
     start = time.perf_counter()
-    done = {(arm.label, seed): run_seed(arm, seed, runs_dir) for seed in seeds for arm in arms}
+    done = {(arm.label, seed): run_seed(arm, seed, runs_dir, train) for seed in seeds for arm in arms}
     runs = {arm.label: [done[arm.label, seed] for seed in seeds] for arm in arms}
     print(f"\nall {len(arms) * len(seeds)} runs done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     return [summarize_arm(arm, runs[arm.label]) for arm in arms]
@@ -299,9 +304,8 @@ def results_table(summaries: list[dict[str, object]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for s in summaries:
         if not s["finished"]:
-            lines.append(
-                f"| {s['label']} | " + " | ".join(["-"] * (len(header) - 2)) + f" | 0 of {s['diverged']} (diverged) |"
-            )
+            why = f"0 of {s['diverged']} (diverged)" if s["diverged"] else "0 (not run)"
+            lines.append(f"| {s['label']} | " + " | ".join(["-"] * (len(header) - 2)) + f" | {why} |")
             continue
         cells = [s["label"], f"{s['params'] / 1e6:.1f}", f"{s['macs'] / 1e9:.2f}", pm(s["seconds_per_epoch"], False, 1)]
         cells += [pm(s["train_accuracy"]), pm(s["train_loss"], False, 3)]
@@ -408,6 +412,11 @@ def experiment_args(description: str, argv: list[str] | None = None) -> argparse
     p.add_argument("--device", default="auto", help='"auto", "cpu" or "cuda[:N]"')
     p.add_argument("--epochs", type=int, help="override the scale preset's epochs")
     p.add_argument("--image-size", type=int, help="override the scale preset's input size (px)")
+    p.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="train nothing: write the results of the runs that finished (after a run out of time)",
+    )
     p.add_argument(
         "--smoke",
         action="store_true",

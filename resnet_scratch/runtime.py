@@ -76,7 +76,9 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 def git_commit() -> str:
-    """The checkout's commit, with "-dirty" if it has uncommitted changes; "unknown" outside git."""
+    """The checkout's commit, with "-dirty" if it has uncommitted changes; outside git,
+    $RESNET_SCRATCH_COMMIT (a copy of the tree sent to another machine says where it came from), else
+    "unknown"."""
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
@@ -90,7 +92,7 @@ def git_commit() -> str:
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("RESNET_SCRATCH_COMMIT", "unknown")
     return commit + ("-dirty" if dirty else "")
 
 
