@@ -3,7 +3,7 @@ two other collections that share no image with brain-tumor-mri/ (../shared/data/
 arms that try to close the gap between the two:
 
   photometric  per-image gamma, contrast, brightness, blur and noise (what another scanner changes)
-  head crop    every image cropped to the head's bounding box first, so framing carries no label
+  head crop    every image cropped to the head's bounding box first, so framing carries less of the label
   weak labels  half of Br35H's tumour slices (fixed by a hash of each file name) added to training
                as "a tumour, type unknown"
                with the partial-label loss -log(p_glioma + p_meningioma + p_pituitary)

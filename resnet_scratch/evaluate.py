@@ -137,11 +137,10 @@ def plot_errors(path: Path, model: nn.Module, scored: Scored, classes: list[str]
         for i in chosen
     ]
     rows = [int(scored.rows[i]) for i in chosen]
-    images = scored.split.images.to(next(model.parameters()).device)
     return plot_grad_cam(
         path,
         model,
-        images,
+        scored.split.images,  # on the CPU: only the chosen rows go to the model's device
         rows,
         captions,
         [False] * len(rows),

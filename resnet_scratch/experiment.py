@@ -52,7 +52,7 @@ RECIPES: dict[str, dict[str, object]] = {
         "crop_scale_min": 0.35,
     },
     # Full resolution (the model's own: 224, InceptionV3 299 with its auxiliary loss), at a batch that
-    # keeps an H100 busy; epochs sized to fit an experiment in one 10-minute device command.
+    # keeps an H100 busy; epochs estimated (not measured) to fit an experiment in one device command.
     "gpu": {
         "image_size": None,
         "epochs": 8,

@@ -140,9 +140,9 @@ def plot_grad_cam(
     axes = fig.subplots(2, count, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    if rows:
+    if rows:  # the chosen rows where the store lives, then to the model
         batch = prep.batch(images, torch.as_tensor(rows, device=images.device))
-        heatmaps, _ = grad_cam(model, batch)
+        heatmaps, _ = grad_cam(model, batch.to(next(model.parameters()).device))
         shown = unnormalize(batch, prep.mean, prep.std)
         for col, (caption, ok) in enumerate(zip(captions, correct)):
             axes[0, col].imshow(shown[col].permute(1, 2, 0).numpy())

@@ -72,7 +72,8 @@ def test_the_gpu_loader_gives_the_cpu_loaders_batches(data: Path) -> None:
     std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
     for (a, la), (b, lb) in zip(cpu, gpu):
         assert torch.equal(la, lb)  # the same rows in the same order
-        assert ((a - b) * std).abs().max() <= 1 / 255 + 1e-6  # the same pixels, within 1/255
+        # the same pixels within about 1/255: the CPU resamples in fixed-point uint8, rounding twice
+        assert ((a - b) * std).abs().max() <= 1.5 / 255
 
     def augmented(device: str) -> torch.Tensor:
         g = torch.Generator().manual_seed(0)
@@ -153,9 +154,11 @@ def test_evaluate_and_predict_on_the_device(data: Path, tmp_path: Path, capsys) 
 
 
 @pytest.mark.parametrize("arch", ["resnet50", "vgg16_bn", "inception_v3"])
-def test_converted_torchvision_models_give_torchvisions_logits(arch: str) -> None:
+def test_converted_torchvision_models_give_torchvisions_logits(arch: str, monkeypatch) -> None:
     from weights_convert import from_torchvision
 
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # compare fp32 with fp32
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
     reference = torchvision_builders()[arch]().eval().to(DEVICE)
     ours = build(arch, **({"transform_input": True} if arch == "inception_v3" else {}))
@@ -169,6 +172,8 @@ def test_converted_torchvision_models_give_torchvisions_logits(arch: str) -> Non
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="nccl needs CUDA")
 def test_sync_batchnorm_under_a_one_process_nccl_group() -> None:
+    """fit's conversion and DDP wrapping run under nccl (with one process torch's SyncBatchNorm
+    normalises as BatchNorm does: this checks the plumbing, not the statistics across processes)."""
     import torch.distributed as dist
 
     with socket.socket() as s:

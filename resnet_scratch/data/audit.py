@@ -148,14 +148,13 @@ def audit_against(
     root = Path(root)
     classes = scan_split(root, SPLITS[0]).classes
     mine = [load_split(root, name, classes=classes, cache_dir=cache_dir) for name in SPLITS]
-    my_exact = {h for s in mine for h in s.pixel_hashes()}
+    my_exact = set(native_digests([p for s in mine for p in s.paths]))
     my_phash = np.concatenate([perceptual_hashes(s.images) for s in mine])
     report: dict = {"root": str(root), "hamming_threshold": threshold, "against": {}}
     for other in others:
         other = Path(other)
         split = load_folder(other, cache_dir=cache_dir)
-        native = [pixel_digest(decode(p)) for p in split.paths]  # before the store resized any of them
-        exact = [i for i, h in enumerate(native) if h in my_exact]
+        exact = [i for i, h in enumerate(native_digests(split.paths)) if h in my_exact]
         near = {i for i, _, _ in near_pairs(perceptual_hashes(split.images), my_phash, threshold)} - set(exact)
         tainted = set(exact) | near
         report["against"][str(other)] = {
@@ -167,6 +166,15 @@ def audit_against(
             "clean": [str(Path(p).relative_to(other.parent)) for i, p in enumerate(split.paths) if i not in tainted],
         }
     return report
+
+
+def native_digests(paths: list[str]) -> list[str]:
+    """pixel_digest of each file's decoded pixels at its own size (before a store resizes any of them),
+    decoded in threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor() as pool:
+        return list(pool.map(lambda p: pixel_digest(decode(Path(p))), paths))
 
 
 def format_against(report: dict) -> str:

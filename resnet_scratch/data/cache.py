@@ -131,7 +131,7 @@ def load_split(
     size: (H, W) to store at; by default the most common image size. An image of another size is
     resized with its aspect ratio kept so that it covers the store's size, then centre-cropped to it
     (counted in the log). head_crop: crop every image to the head's bounding box first
-    (folder.crop_to_head), so that framing and borders carry no label. Unreadable files are skipped
+    (folder.crop_to_head), so that framing and borders carry less of the label. Unreadable files are skipped
     with a warning naming each one; strict=True raises DatasetError listing them instead.
     """
     root = Path(root)

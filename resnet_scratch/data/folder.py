@@ -227,8 +227,8 @@ HEAD_LEVEL, PROFILE_SHARE = 0.1, 0.02
 
 
 def _main_run(profile: np.ndarray) -> tuple[int, int]:
-    """[start, end) of the heaviest run of True in a boolean profile, bridging gaps shorter than 3%
-    of its length (burned-in text beside the head is a separate, lighter run)."""
+    """[start, end) of the longest run of True in a boolean profile, bridging gaps shorter than 3% of
+    its length (burned-in text beside the head is a separate, shorter run)."""
     on = np.flatnonzero(profile)
     if len(on) == 0:
         return 0, len(profile)

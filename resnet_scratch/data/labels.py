@@ -38,7 +38,7 @@ def resolve_class(name: str, classes: list[str], class_map: dict[str, str] | Non
     the name itself, then ALIASES. An unknown name is an error listing what is understood."""
     target = (class_map or {}).get(name, name)
     if target not in classes and target != ANY_TUMOUR:
-        target = ALIASES.get(target.lower(), target)
+        target = ALIASES.get(target.lower(), target.lower() if target.lower() in classes + [ANY_TUMOUR] else target)
     if target in classes or (target == ANY_TUMOUR and tumour_classes(classes)):
         return target
     known = ", ".join(sorted(ALIASES))

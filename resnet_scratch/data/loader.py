@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .cache import Split
-from .transforms import gather
+from .transforms import gather, to_device
 
 # transform(images, rows, generator) -> float batch of images[rows]. images is the whole decoded
 # store (uint8, on the device), so a transform that can read its crops in place need not gather.
@@ -99,7 +99,8 @@ class Loader:
         self.epoch = 0
         self.pin = self.device.type == "cuda" and not keep_on_device
         if self.device.type == "cuda" and keep_on_device:
-            # The whole decoded split (about 1 GB) lives on the GPU: no batch crosses the bus again.
+            # The whole decoded split (about 1 GB) lives on the GPU: only each batch's row numbers (and its
+            # crop boxes) cross the bus, never its pixels.
             self.images = self.images.to(self.device)
             self.labels = self.labels.to(self.device)
 
@@ -134,7 +135,7 @@ class Loader:
         return g
 
     def _make(self, index: np.ndarray, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        rows = torch.from_numpy(index).to(self.images.device)
+        rows = to_device(torch.from_numpy(index), self.images.device)
         images, labels = self.images, self.labels[rows]
         if self.pin:  # only the batch crosses the bus, from page-locked memory so asynchronously
             images = gather(images, rows).pin_memory().to(self.device, non_blocking=True)

@@ -83,7 +83,7 @@ def resized_crops(images: Tensor, boxes: Tensor, size: int, flip: Tensor | None 
     horizontally by negating the sampling grid's x axis (free: no extra pass over the pixels).
     """
     n, _, height, width = images.shape
-    b = boxes.to(device=images.device, dtype=images.dtype)
+    b = to_device(boxes, images.device).to(images.dtype)
     top, left, h, w = b.unbind(1)
     # affine_grid maps output coordinates in [-1, 1] to input coordinates in [-1, 1]
     # (align_corners=False: pixel centres). The crop box is an axis-aligned scale + shift.
@@ -91,7 +91,7 @@ def resized_crops(images: Tensor, boxes: Tensor, size: int, flip: Tensor | None 
     tx = (2 * left + w) / width - 1
     ty = (2 * top + h) / height - 1
     if flip is not None:
-        sx = torch.where(flip.to(images.device), -sx, sx)
+        sx = torch.where(to_device(flip, images.device), -sx, sx)
     zero = torch.zeros_like(sx)
     theta = torch.stack([torch.stack([sx, zero, tx], 1), torch.stack([zero, sy, ty], 1)], 1)
     grid = F.affine_grid(theta, [n, images.shape[1], size, size], align_corners=False)
@@ -163,6 +163,19 @@ def center_crop(images: Tensor, size: int, width: int | None = None) -> Tensor:
 BLOCK_ELEMENTS = 1 << 18
 
 
+def per_channel(values: list[float], device: torch.device) -> Tensor:
+    """A small float32 vector made on `device` itself (filled there, not copied from the host, so that a
+    batch on a GPU never waits for the stream to drain)."""
+    return torch.stack([torch.full((), v, dtype=torch.float32, device=device) for v in values])
+
+
+def to_device(t: Tensor, device: torch.device) -> Tensor:
+    """A small host tensor on `device` without making the host wait: through page-locked memory."""
+    if torch.device(device).type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def normalize_blocks(
     blocks: Iterable[Tensor],
     n: int,
@@ -184,9 +197,8 @@ def normalize_blocks(
         b, c, height, width = block.shape
         if out is None:
             out = torch.empty(n, height, width, c, dtype=dtype, device=block.device)
-            std_t = torch.tensor(std, device=block.device)
-            scale = (1.0 / (255.0 * std_t)).repeat(width, 1)  # W x C
-            shift = (-torch.tensor(mean, device=block.device) / std_t).repeat(width, 1)
+            scale = per_channel([1.0 / (255.0 * s) for s in std], block.device).repeat(width, 1)  # W x C
+            shift = per_channel([-m / s for m, s in zip(mean, std)], block.device).repeat(width, 1)
         if dtype == torch.float32:
             work = out[start : start + b]
         else:
@@ -224,20 +236,27 @@ def photometric_jitter(images: Tensor, generator: torch.Generator | None = None)
     """What another scanner or sequence setting does to a slice's intensities, drawn per image:
     gamma in [0.7, 1.5] (log-uniform), contrast x[0.7, 1.3] about the image mean, brightness
     +-10% of the range, a Gaussian blur (sigma 0.3-1.2 px) on 30% of the images, and Gaussian
-    noise up to 4% of the range. images: N x C x H x W float, 0..255 (changed in place and returned).
+    noise up to 4% of the range. images: N x C x H x W float, 0..255; returns the changed batch (the
+    input's memory is reused). On a GPU nothing waits for the device: the draws go over asynchronously,
+    the blur is selected with torch.where, and the noise comes from a generator on the device (seeded
+    from `generator`).
     """
     n = images.shape[0]
-    draw = torch.rand(n, 6, generator=generator, dtype=torch.float64).to(dtype=images.dtype, device=images.device)
+    draw = to_device(torch.rand(n, 6, generator=generator, dtype=torch.float64), images.device).to(images.dtype)
     per_image = (n, 1, 1, 1)
     gamma = torch.exp(math.log(0.7) + draw[:, 0] * math.log(1.5 / 0.7)).view(per_image)
     images.div_(255).clamp_(0, 1).pow_(gamma)
     mean = images.mean(dim=(1, 2, 3), keepdim=True)
     images.sub_(mean).mul_((0.7 + 0.6 * draw[:, 1]).view(per_image)).add_(mean)
     images.add_((draw[:, 2] * 0.2 - 0.1).view(per_image))
-    blurred = draw[:, 3] < 0.3
-    if blurred.any():
-        images[blurred] = gaussian_blur(images[blurred], 0.3 + 0.9 * draw[blurred, 4])
-    noise = torch.randn(images.shape, generator=generator).to(images.device, images.dtype)
+    blurred = (draw[:, 3] < 0.3).view(per_image)
+    images = torch.where(blurred, gaussian_blur(images, 0.3 + 0.9 * draw[:, 4]), images)
+    if images.device.type == "cpu":
+        noise = torch.randn(images.shape, generator=generator).to(images.dtype)
+    else:
+        on_device = torch.Generator(device=images.device)
+        on_device.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+        noise = torch.randn(images.shape, generator=on_device, device=images.device, dtype=images.dtype)
     images.add_(noise.mul_((0.04 * draw[:, 5]).view(per_image)))
     return images.clamp_(0, 1).mul_(255)
 
