@@ -93,7 +93,7 @@ def main(argv: list[str]) -> None:
         "side); its training figures are not said to be measured in eval mode, ours are the last epoch's running "
         "figures over augmented batches (label-smoothed loss). Its numbers are copied from its Table III, ours "
         "are measured here; the two are not the same experiment.",
-        SCALE_NOTES[args.scale],
+        f"{SCALE_NOTES[args.scale]} Budget: {base.epochs} epochs, {args.seeds} seed(s).",
     ]
     write_results(
         out,
