@@ -112,7 +112,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Classify images with a checkpoint; --explain saves Grad-CAM overlays. Exit 2 if any file was skipped."""
+    """Classify images with a checkpoint; --explain saves Grad-CAM overlays. Exit 2 if an image could not
+    be read (a folder's files that are not images by name are listed, and do not count)."""
     from .predict import predict_files
 
     results = predict_files(args.checkpoint, args.images, args.json, args.explain, args.batch_size, args.device)

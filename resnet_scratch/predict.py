@@ -78,8 +78,8 @@ def predict_files(
     for group in batches(iter(names), batch_size):
         ready, pixels = [], []
         for item in group:
-            if isinstance(item, tuple):
-                results.append(emit({"path": str(item[0]), "error": item[1]}, classes, as_json))
+            if isinstance(item, tuple):  # what the folder scan skipped (by name, a link): listed, not an error
+                results.append(emit({"path": str(item[0]), "skipped": item[1]}, classes, as_json))
                 continue
             try:
                 image = decode(item)
@@ -137,8 +137,8 @@ def emit(result: dict, classes: list[str], as_json: bool) -> dict:
     """Print one result as soon as it is known (errors and warnings also to stderr); returns it."""
     if as_json:
         print(json.dumps(result), flush=True)
-    elif "error" in result:
-        print(f"{result['path']}: skipped, {result['error']}", flush=True)
+    elif "error" in result or "skipped" in result:
+        print(f"{result['path']}: skipped, {result.get('error') or result['skipped']}", flush=True)
     else:
         shown = "  ".join(f"{c} {100 * v:5.1f}%" for c, v in result["probabilities"].items())
         print(f"{result['path']}: {result['class']}   ({shown})", flush=True)

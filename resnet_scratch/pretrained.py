@@ -33,7 +33,9 @@ def build(name: str, *, weights: str | Path | None = None, freeze: str | None = 
         build_fresh(name)  # the unknown-name error, with the list of names
     state, metadata = read_weights(name, weights)
     if name == "inception_v3" and "transform_input" not in options:
-        options["transform_input"] = bool(metadata.get("transform_input", False))
+        # a converted file says so at the top; a run's checkpoint among its builder options
+        saved = metadata.get("transform_input", (metadata.get("options") or {}).get("transform_input", False))
+        options["transform_input"] = bool(saved)
     model = build_fresh(name, **options)
     heads = MODEL_INFO[name].heads
     transplant(model, state, heads)

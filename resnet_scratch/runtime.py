@@ -63,6 +63,15 @@ def init_distributed(device: torch.device) -> Distributed:
     return place
 
 
+def all_ranks_agree(ok: bool, device: torch.device, place: Distributed) -> bool:
+    """Whether `ok` holds on every process (one all-reduce under torchrun; `ok` itself otherwise)."""
+    if place.world_size == 1:
+        return ok
+    flag = torch.tensor([1 if ok else 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
 def bf16_supported(device: torch.device) -> bool:
     """Whether bf16 autocast is fast here: CUDA with bf16, or a CPU with avx512_bf16 / AMX."""
     if device.type == "cuda":

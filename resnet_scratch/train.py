@@ -45,6 +45,7 @@ from .runtime import (
     Distributed,
     Progress,
     TrainingDiverged,
+    all_ranks_agree,
     bf16_supported,
     environment,
     git_commit,
@@ -220,23 +221,40 @@ def fit(config: Config, resume: bool = False) -> Path:
         torch.cuda.set_device(device)
     if config.batch_size % place.world_size:
         raise ValueError(f"batch_size {config.batch_size} does not split evenly across {place.world_size} processes")
-    lock = None
+    lock, refused = None, None
     if place.main:
-        if run.exists() and not run.is_dir():
-            raise FileExistsError(f"{run} exists and is not a folder: choose another --name")
-        if run.exists() and not resume and any(p.name != ".lock" for p in run.iterdir()):
-            raise FileExistsError(f"{run} already holds a run: resume it with --resume {run}, or choose another --name")
-        run.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(run)
-        remove_stale_temporaries(run)
-        if resume and (run / "state.json").is_file():  # under the lock: one process renames best files
-            reconcile_best(run, read_state_record(run))
+        try:
+            lock = take_run_folder(run, resume)
+        except (OSError, ValueError) as e:
+            refused = e
+    # Every rank learns whether rank 0 took the folder: otherwise the others would wait for it in
+    # DDP's first collective until the timeout.
     try:
+        if not all_ranks_agree(refused is None, device, place):
+            raise refused or FileExistsError(f"rank 0 could not take the run folder {run}; its error says why")
         _fit(config, resume, run, device, place)
     finally:
         if lock is not None:
             lock.release()
     return run
+
+
+def take_run_folder(run: Path, resume: bool) -> RunLock:
+    """Check that `run` may be written (new, or resumed), create it and lock it."""
+    if run.exists() and not run.is_dir():
+        raise FileExistsError(f"{run} exists and is not a folder: choose another --name")
+    if run.exists() and not resume and any(p.name != ".lock" for p in run.iterdir()):
+        raise FileExistsError(f"{run} already holds a run: resume it with --resume {run}, or choose another --name")
+    run.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run)
+    try:
+        remove_stale_temporaries(run)
+        if resume and (run / "state.json").is_file():  # under the lock: one process renames best files
+            reconcile_best(run, read_state_record(run))
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def _fit(config: Config, resume: bool, run: Path, device: torch.device, place: Distributed) -> None:

@@ -120,28 +120,16 @@ def test_torchrun_trains_and_only_rank_0_writes(tmp_path: Path) -> None:
         "--bf16",
         "false",
     ]
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "resnet_scratch",
-            "train",
-            *flags,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=os.environ | {"OMP_NUM_THREADS": "1"},
-        timeout=300,
-    )
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["-m", "resnet_scratch", "train", *flags]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [0]
     assert done.stdout.count("data: ") == 1 and done.stdout.count("Testing (full)") == 1  # only rank 0 speaks
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["test"]["samples"] == 8
     assert np.isfinite(lines[0]["train_loss"])
+    # The same name again: rank 0 refuses the folder, and rank 1 must stop with it, not wait in DDP.
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode != 0 and "already holds a run" in again.stderr, again.stderr[-2000:]

@@ -96,15 +96,37 @@ def test_a_class_folder_that_links_to_its_split_and_a_second_link_to_one_image(d
     assert "not followed" in reasons["zz_loop"] and "listed already" in reasons["again.jpg"]
 
 
+def test_a_class_folder_linked_to_another_split_is_not_followed_but_one_outside_is(
+    data: Path, tmp_path: Path, capsys
+) -> None:
+    """Training/glioma -> ../Testing/glioma would train on Testing; a class folder kept elsewhere is fine."""
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    shutil.rmtree(copy / "Training" / "glioma")
+    (copy / "Training" / "glioma").symlink_to(copy / "Testing" / "glioma")
+    split = load_split(copy, "Training")
+    assert "glioma" not in split.classes and len(split) == 30
+    reasons = {Path(s.path).name: s.reason for s in split.skipped}
+    assert "not followed" in reasons["glioma"]
+    assert main(["train", *flags(copy, tmp_path / "runs", "leak")]) == 2
+    one_line_error(capsys, "classes")
+    elsewhere = tmp_path / "elsewhere" / "glioma"
+    shutil.copytree(data / "Training" / "glioma", elsewhere)
+    (copy / "Training" / "glioma").unlink()
+    (copy / "Training" / "glioma").symlink_to(elsewhere)
+    split = load_split(copy, "Training")
+    assert split.counts() == dict.fromkeys(CLASSES, 10)
+
+
 def test_predict_scans_folders_by_the_same_rule(run: Path, data: Path, tmp_path: Path, capsys) -> None:
     folder = tmp_path / "images"
     shutil.copytree(data / "Testing" / "glioma", folder)
     (folder / "loop").symlink_to("..")
     capsys.readouterr()
-    assert main(["predict", "--checkpoint", str(run / "best.safetensors"), "--json", str(folder)]) == 2
+    assert main(["predict", "--checkpoint", str(run / "best.safetensors"), "--json", str(folder)]) == 0
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sum("class" in r for r in results) == 2
-    assert [r["error"] for r in results if "error" in r] == ["a link to a folder: not followed"]
+    assert [r["skipped"] for r in results if "skipped" in r] == ["a link to a folder: not followed"]
 
 
 # 2. The package's own checkpoints on its documented paths
@@ -284,7 +306,7 @@ def test_an_empty_training_class_folder_is_an_error_not_a_class(data: Path, tmp_
 def test_bad_settings_stop_before_any_work(data: Path, tmp_path: Path, capsys, extra: list[str], needle: str) -> None:
     assert main(["train", *flags(data, tmp_path, "x"), *extra]) == 2
     one_line_error(capsys, needle)
-    assert not (tmp_path / "x").exists()
+    assert not list(tmp_path.iterdir()) and not (tmp_path.parent.parent / "x").exists()  # nothing made anywhere
 
 
 def test_a_runs_folder_that_cannot_be_written(data: Path, tmp_path: Path, capsys) -> None:
@@ -319,6 +341,23 @@ def test_a_disk_that_fills_after_the_best_weights_is_one_line_and_resumable(
     monkeypatch.setattr(checkpoint, "save_file", real)  # room again: the run starts over in place
     assert main(["train", "--resume", str(folder)]) == 0
     assert json.loads((folder / "metrics.json").read_text())["best_epoch"] == 0
+
+
+def test_a_decode_cache_that_cannot_be_written_is_skipped_with_a_warning(
+    data: Path, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    """The cache only saves time: a full disk while writing it must not stop the run."""
+    from resnet_scratch.data import cache
+
+    def full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
+        raise Exception("I/O error: No space left on device (os error 28)")  # safetensors' own error type
+
+    monkeypatch.setattr(cache, "save_file", full)
+    split = load_split(data, "Training", cache_dir=tmp_path / "cache")
+    assert len(split) == 40
+    assert "decode cache not written" in caplog.text and "No space left" in caplog.text
+    assert not list((tmp_path / "cache").glob("*"))
 
 
 def test_weights_convert_refuses_a_folder_or_its_source_as_destination(
@@ -389,12 +428,17 @@ def test_predict_streams_in_batches_and_goes_on_past_a_bad_file(
     folder = tmp_path / "mixed"
     shutil.copytree(data / "Testing" / "glioma", folder)
     shutil.copytree(data / "Testing" / "notumor", folder, dirs_exist_ok=True)
+    (folder / "notes.txt").write_text("a file that is not an image, by its name")
+    command = ["predict", "--checkpoint", str(run / "best.safetensors"), "--batch-size", "2", str(folder)]
+    assert main(command) == 0  # the text file is listed, not an error
+    assert f"{folder / 'notes.txt'}: skipped, not an image file extension" in capsys.readouterr().out
     (folder / "aaa_broken.jpg").write_text("not an image")
     Image.fromarray(np.full((1, 1, 3), 128, np.uint8)).save(folder / "zzz_tiny.png")
-    assert main(["predict", "--checkpoint", str(run / "best.safetensors"), "--batch-size", "2", str(folder)]) == 2
+    sizes.clear()
+    assert main(command) == 2  # an image that cannot be read is
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
-    assert len(lines) == 6 and lines[0].startswith(str(folder / "aaa_broken.jpg") + ": skipped")
+    assert len(lines) == 7 and lines[0].startswith(str(folder / "aaa_broken.jpg") + ": skipped")
     assert max(sizes) <= 2 and sum(sizes) == 5
     assert "warning: " in captured.err and "zzz_tiny.png: only 1x1 px" in captured.err
 

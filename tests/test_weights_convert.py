@@ -364,3 +364,22 @@ def test_no_file_and_no_network_fails_fast_and_says_what_to_do(clean_lookup: Pat
     assert f"http://127.0.0.1:{port}/resnet50-0676ba61.pth" in message
     assert str(clean_lookup) in message and "RESNET_SCRATCH_WEIGHTS" in message
     assert not clean_lookup.exists() or not any(clean_lookup.iterdir())
+
+
+def test_a_run_checkpoint_of_inception_keeps_transform_input(tmp_path: Path) -> None:
+    """A run records transform_input among its builder options: --weights RUN/best.safetensors must
+    rebuild the network with it, or a model fine-tuned from ImageNet sees other pixels."""
+    from resnet_scratch.checkpoint import checkpoint_metadata, save_model
+
+    model = build("inception_v3", num_classes=4, aux_logits=False, transform_input=True)
+    meta = checkpoint_metadata(
+        "inception_v3",
+        ["a", "b", "c", "d"],
+        299,
+        {"aux_logits": False, "transform_input": True},
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+    )
+    save_model(tmp_path / "best.safetensors", model, meta)
+    again = build("inception_v3", num_classes=4, aux_logits=False, weights=tmp_path / "best.safetensors")
+    assert again.transform_input

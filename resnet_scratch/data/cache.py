@@ -109,10 +109,15 @@ def _read_cache(path: Path) -> tuple[Tensor, dict[str, list]] | None:
 
 
 def _write_cache(path: Path, images: Tensor, index: dict[str, list]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent)
+    """Save the decoded split for the next run. The cache only saves time: when it cannot be written
+    (a full disk, a read-only folder) the run goes on without it, and says so."""
     pixels = images.permute(0, 2, 3, 1)
-    atomic_write(path, lambda tmp: save_file({CACHE_KEY: pixels}, str(tmp), metadata={"index": json.dumps(index)}))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent)
+        atomic_write(path, lambda tmp: save_file({CACHE_KEY: pixels}, str(tmp), metadata={"index": json.dumps(index)}))
+    except Exception as e:  # safetensors raises its own type on a full disk, not an OSError
+        log.warning("decode cache not written to %s (%s); going on without it", path, " ".join(str(e).split()))
 
 
 def load_split(

@@ -65,7 +65,9 @@ def hidden(name: str) -> bool:
 
 def list_classes(split_dir: Path) -> list[str]:
     """Class folder names, sorted as torchvision's ImageFolder sorts them (so indices agree). A class
-    folder may be a link, but not to the split folder, one above it, or another folder inside it."""
+    folder may be a link to a folder outside the dataset (one assembled from elsewhere), never to a
+    folder of the dataset itself: its own split, another split (Testing leaking into Training), or
+    a folder above it."""
     return sorted(
         e.name
         for e in os.scandir(split_dir)
@@ -74,11 +76,12 @@ def list_classes(split_dir: Path) -> list[str]:
 
 
 def looping_link(path: Path, split_dir: Path) -> bool:
-    """Whether `path` is a link to split_dir itself, a folder above it, or a folder inside it."""
+    """Whether `path` is a link to a folder of the dataset that holds split_dir (split_dir itself, a
+    folder inside it or beside it, as another split's class folder) or to a folder above it."""
     if not path.is_symlink():
         return False
     target, split = path.resolve(), Path(split_dir).resolve()
-    return split.is_relative_to(target) or target.is_relative_to(split)
+    return split.is_relative_to(target) or target.is_relative_to(split.parent)
 
 
 NOT_AN_IMAGE = "not an image file extension"
@@ -151,7 +154,7 @@ def scan_split(root: Path, split: str, classes: list[str] | None = None) -> Scan
         )
     scan = Scan(root, split, found_classes, [], [])
     scan.skipped += [
-        Skipped(str(split_dir / e.name), "a link to a folder of this split or above it: not followed")
+        Skipped(str(split_dir / e.name), "a link to a folder of this dataset or above it: not followed")
         for e in os.scandir(split_dir)
         if not hidden(e.name) and e.is_dir() and looping_link(split_dir / e.name, split_dir)
     ]
