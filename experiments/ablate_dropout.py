@@ -1,7 +1,7 @@
-"""Dropout where a network overfits: ResNet-18 with and without dropout before its fc (p = 0.5; the
+"""Dropout in a setting meant to overfit: ResNet-18 with and without dropout before its fc (p = 0.5; the
 ResNet paper uses none) and VGG16 with and without its classifier's dropout (p = 0.5 after fc6 and
-fc7, the VGG paper's), trained on a seeded, class-stratified 15% of the training rows for long enough
-that training accuracy runs ahead of validation accuracy. The train/validation gap is measured the
+fc7, the VGG paper's), trained on a seeded, class-stratified 15% of the training rows, so that training
+accuracy can run ahead of validation accuracy (the page says whether it did). The train/validation gap is measured the
 same way on both sides: the training rows and the validation rows both scored in eval mode, on
 centre crops, after every epoch.
 
@@ -36,6 +36,8 @@ NAME = "ablate_dropout"
 # --image-size override them). On the CPU, 32 px: VGG16's 134 M parameters make every step slow, and
 # overfitting, not resolution, is the point here.
 TRAIN_FRACTION = 0.15
+# A gap above this many points is more than the sampling noise of two accuracies on ~570 images each.
+MARGIN = 1.5
 EPOCHS = {"tiny": 1, "cpu": 20, "gpu": 40}
 IMAGE_SIZE = {"tiny": 32, "cpu": 32, "gpu": None}
 ARMS = {  # label: (model, dropout)
@@ -100,12 +102,13 @@ def gap_notes(summaries: list[dict]) -> list[str]:
         test_on = np.array(on["leak_free_accuracy"]["values"]) * 100
         n = min(len(gap_off), len(gap_on))
         spread = np.std(gap_off, ddof=1) if len(gap_off) > 1 else 0.0
-        overfits = int((gap_off > 0).sum())
+        overfits = int((gap_off > MARGIN).sum())
         narrower = int((np.abs(gap_on[:n]) < np.abs(gap_off[:n])).sum())
         higher = int((test_on[:n] > test_off[:n]).sum())
         lines.append(
             f"{family}: without dropout the last-epoch gap is {gap_off.mean():.1f} ± {spread:.1f} "
-            f"points (positive, i.e. overfitting, in {overfits} of {len(gap_off)} seeds); with p = 0.5 it is "
+            f"points (above {MARGIN} points, more than sampling noise, in {overfits} of {len(gap_off)} seeds); with "
+            "p = 0.5 it is "
             f"{gap_on.mean():.1f} points, smaller in size in {narrower} of {n} seeds. Leak-free Testing "
             f"{test_off.mean():.1f}% without and {test_on.mean():.1f}% with dropout, higher with it in {higher} of {n} "
             "seeds."
@@ -140,12 +143,13 @@ def main(argv: list[str]) -> None:
         f"Budget: {base.epochs} epochs on {100 * TRAIN_FRACTION:.0f}% of the training rows at {base.input_size} px "
         f"({args.scale} preset), validation on the full validation split; VGG16 at a fifth of ResNet's learning rate "
         "(it has no BatchNorm). Both sides of the gap are scored in eval mode on centre crops (train_eval), so "
-        "a positive gap is overfitting, not the measurement."
+        "a positive gap is not an artefact of measuring the two sides differently; below about 1.5 points "
+        "it is within the sampling noise of two accuracies on ~570 images each."
     ]
     write_results(
         out,
         NAME,
-        "Dropout where the networks overfit",
+        "Dropout on a small share of Training",
         f"Dropout before ResNet-18's fc (p = 0.5 against none) and in VGG16's classifier (p = 0.5 against none), "
         f"on a seeded {100 * TRAIN_FRACTION:.0f}% of the training rows; the same recipe otherwise, VGG16 at a fifth "
         "of ResNet-18's learning rate.",

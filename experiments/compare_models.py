@@ -99,8 +99,9 @@ def main(argv: list[str]) -> None:
         out,
         NAME,
         "Model comparison: VGG16, InceptionV3, ResNet50",
-        "The reference paper's three networks on the same data, split and recipe; its Table III figures beside "
-        "ours, then Testing and the external sets.",
+        "The reference paper's three networks on the same data and split, and the same recipe but for VGG16's "
+        "learning rate (a fifth: it has no BatchNorm); its Table III figures beside ours, then Testing and the "
+        "external sets.",
         args,
         argv,
         summaries,

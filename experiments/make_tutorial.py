@@ -20,7 +20,7 @@ from resnet_scratch import build
 from resnet_scratch.data import default_root
 from resnet_scratch.data.folder import decode
 from resnet_scratch.data.transforms import crop_boxes
-from resnet_scratch.experiment import results_table
+from resnet_scratch.experiment import TABLE_COLUMNS, results_table
 from resnet_scratch.explain import stage_grad_norms
 from resnet_scratch.files import atomic_write_text
 from resnet_scratch.models import MODEL_INFO
@@ -32,6 +32,7 @@ from resnet_scratch.sanity import (
     identity_blocks,
     initial_loss,
     overfit_one_batch,
+    passthrough_error,
     silence_residual_branches,
 )
 from resnet_scratch.summary import count_macs, summarize
@@ -250,6 +251,7 @@ def sanity_checks(figures: Path) -> list[str]:
     silence_residual_branches(residual)
     loss_silenced = initial_loss(residual, x, y)
     blocks = [name for name, _ in identity_blocks(residual)]
+    passthrough = passthrough_error(residual, torch.relu(x))
     torch.manual_seed(0)
     lr = inspect.signature(overfit_one_batch).parameters["lr"].default
     losses = overfit_one_batch(build("resnet18", num_classes=4), x[:8, :, :32, :32], y[:8], steps=60)
@@ -259,6 +261,19 @@ def sanity_checks(figures: Path) -> list[str]:
         norms[label] = stage_grad_norms(build("resnet34", num_classes=4, skip=skip), x, y)
     plot_sanity(figures / "sanity.png", losses, norms, lr)
     ratio = {label: v["conv1"] / v["conv5_x"] for label, v in norms.items()}
+    gap = {name: abs(loss - chance_loss(4)) for name, loss in (("plain", loss_plain), ("residual", loss_residual))}
+    further = (
+        "The residual network strays further from ln 4: every block adds its branch to the stream, so the "
+        "features, and the logits, start larger. "
+        if gap["residual"] > gap["plain"]
+        else "Here the plain network strays further from ln 4. "
+    )
+    shortcut_effect = (
+        f"with shortcuts it is {ratio['residual-34']:.3g} times, {ratio['plain-34'] / ratio['residual-34']:.3g} "
+        "times less growth"
+        if ratio["residual-34"] < ratio["plain-34"]
+        else "with shortcuts it grows no less, on this batch"
+    )
     return [
         "Four checks to run on any new network before spending hours training it. Each runs here on a generated "
         "batch (16 images of random pixels at 64 px, random labels: `sanity.generated_batch`) and is kept true by "
@@ -267,8 +282,8 @@ def sanity_checks(figures: Path) -> list[str]:
         f"1. **The loss at initialisation is about ln 4 = {chance_loss(4):.3f}.** A model that knows nothing "
         f"spreads its probability evenly over the four classes. Measured: plain ResNet-18 {loss_plain:.3f}, "
         f"residual ResNet-18 {loss_residual:.3f}, the residual one with its branches silenced (check 3) "
-        f"{loss_silenced:.3f}. The residual network strays further from ln 4 because every block adds its branch "
-        "to the stream, so the features, and the logits, start larger. torchvision's `zero_init_residual` "
+        f"{loss_silenced:.3f}. {further}"
+        "torchvision's `zero_init_residual` "
         "zeroes each branch's last BatchNorm weight (its bias is zero already), so that every block with an "
         "identity shortcut starts as the identity. A loss far above ln 4 means exploding logits; far below, the "
         "label is leaking into the input. (`pytest tests/test_sanity.py -k initialisation`)",
@@ -282,14 +297,15 @@ def sanity_checks(figures: Path) -> list[str]:
         f"BatchNorm's weight and bias of every block, so F(x) = 0: a block with an identity shortcut outputs "
         f"relu(0 + x) = x, exactly, for the non-negative x a ReLU stage hands on. In ResNet-18 these are "
         f"{', '.join(f'`{b}`' for b in blocks)}: every block except the first of conv3_x, conv4_x and conv5_x, "
-        "whose shortcut changes the shape. It shows that the identity is within a residual block's reach (F = 0), "
+        f"whose shortcut changes the shape. Measured on this batch: the largest |output - input| of those "
+        f"blocks is {passthrough:g}. It shows that the identity is within a residual block's reach (F = 0), "
         "the premise of section 1's first argument; not that SGD finds it. "
         "(`pytest tests/test_sanity.py -k silenced`)",
         "4. **The gradient reaching each stage, plain against residual, at initialisation.** The root mean square "
         "of dLoss/dx at each stage's output (`explain.stage_grad_norms`), for ResNet-34 in training mode on this "
         f"batch: at conv1 it is {ratio['plain-34']:.3g} times its size at conv5_x without shortcuts, and "
         f"{ratio['residual-34']:.3g} times with them. With BatchNorm the plain network's gradient does not vanish "
-        "(the paper's Section 4.1): it grows towards the input; with shortcuts it stays within a few times. "
+        f"(the paper's Section 4.1): it grows towards the input; {shortcut_effect}. "
         "(`pytest tests/test_sanity.py -k gradient`)",
         "",
         "![sanity checks](tutorial/sanity.png)",
@@ -311,7 +327,7 @@ def experiment_section(docs: Path, name: str, figures: list[str]) -> list[str]:
         f"[full results](results/{name}/README.md).",
         "",
     ]
-    lines += results_table(record["arms"]) + [""]
+    lines += results_table(record["arms"]) + ["", TABLE_COLUMNS, ""]
     lines += [note + "\n" for note in record["notes"]]
     for file in figures:
         caption = next(f["caption"] for f in record["figures"] if f["file"] == file)
@@ -419,7 +435,8 @@ def data_facts(docs: Path) -> list[str]:
         f"The Testing split holds {copies} Training images ([data.md](data.md)), so every result is reported on "
         "the full split and on the leak-free subset. The validation split, carved from Training, keeps every "
         "group of exact and near duplicates (pHash within the audit's threshold) on one side, so validation "
-        f"does not score a near copy of a training image either{moved}. And the no-tumour class comes from "
+        f"does not score a copy of a training image, as far as the audit's hashes find copies{moved}. "
+        "And the no-tumour class comes from "
         "another collection than the tumour classes: the kind of scan alone predicts much of the label "
         "([data.md](data.md), the shortcut probe), which is why every accuracy here has an external "
         "counterpart ([results.md](results.md)).",
@@ -484,9 +501,10 @@ def main(docs: Path = DOCS) -> Path:
             "    ∂Loss/∂x_l = ∂Loss/∂x_L · (1 + ∂/∂x_l Σ_{i=l}^{L-1} F(x_i))",
             "",
             "The 1 carries the gradient of any deeper unit to any shallower one directly: in the follow-up paper's "
-            "words, it is unlikely to be cancelled out, since the sum would have to be exactly -1. In a plain "
+            "words, it is unlikely to be cancelled out, since the derivative term would have to be exactly -1 "
+            "for every sample of a mini-batch. In a plain "
             "network the gradient is a product of one factor per layer, which can vanish or explode with depth; "
-            "with BatchNorm at initialisation the plain network's explodes towards the input (section 5, check 4). "
+            "with BatchNorm at initialisation the plain network's grows towards the input (section 5, check 4). "
             "The equation holds within a stage: where the shape changes, a projection or zero-padding shortcut "
             "stands in for the identity. And in the original block here (and in torchvision) a ReLU follows the "
             "addition, so the path is the identity only where the sum is positive: the argument holds approximately.",
@@ -589,7 +607,8 @@ def main(docs: Path = DOCS) -> Path:
             "The ResNet paper uses none (BatchNorm regularises); VGG16 uses p = 0.5 in its classifier. A gap can "
             "only be read when both sides are measured alike: here both are scored in eval mode on centre crops "
             "(a running accuracy over augmented batches with dropout on would understate the training side), and "
-            "the networks train on a small share of the data, long enough to overfit.",
+            "the networks train on a small share of the data, a setting chosen to make them overfit; the notes "
+            "below say, from the numbers, whether they did.",
             "",
         ]
         + experiment_section(docs, "ablate_dropout", ["gap.png", "curves.png"])

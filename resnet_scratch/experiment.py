@@ -34,12 +34,12 @@ from .train import fit
 CLASS_ORDER_HINT = ("glioma", "meningioma", "notumor", "pituitary")
 
 # The recipe every experiment shares at each scale (from scratch: SGD + nesterov, one-cycle, label
-# smoothing, crops of at least 35% of the slice); an experiment overrides only what it studies.
+# smoothing, a floor on the crop's share of the slice); an experiment overrides only what it studies.
 RECIPES: dict[str, dict[str, object]] = {
     # A smoke test on generated images: it must run, not learn.
     "tiny": {"image_size": 32, "epochs": 1, "batch_size": 4, "lr": 0.01, "val_fraction": 0.2},
     # The 2-core CPU: 64 px (InceptionV3: its 75 px minimum) and bf16 autocast; each experiment's
-    # page gives the wall time it took.
+    # page gives the time its runs' epochs took.
     "cpu": {
         "image_size": 64,
         "epochs": 4,
@@ -191,6 +191,7 @@ def summarize_run(run: Path) -> dict[str, object]:
         "leak_free_recall": {c: v["recall"] for c, v in results["test_leak_free"]["per_class"].items()},
         # medians: an epoch slowed by other work on the machine does not move them
         "seconds_per_epoch": float(np.median([e["seconds"] for e in epochs])),
+        "training_seconds": float(sum(e["seconds"] for e in epochs)),
         "images_per_s": float(np.median([e["images_per_s"] for e in epochs])),
         "curves": {
             key: [e[key] for e in epochs]
@@ -455,6 +456,30 @@ def output_dir(name: str, args: argparse.Namespace) -> Path:
     return Path("docs/results") / (name if args.scale == "cpu" else f"{name}-{args.scale}")
 
 
+TABLE_COLUMNS = (
+    "Training and validation figures are the last epoch's: `train acc` and `train loss` are running figures over "
+    "the epoch's augmented batches (loss with label smoothing, dropout on), `train acc (eval)` scores training "
+    "images as validation is scored (eval mode, centre crops). Testing is evaluated once per run, on the "
+    "checkpoint with the best validation accuracy."
+)
+
+
+def training_time(record: dict[str, object]) -> str:
+    """' The runs' epochs took N min in all.' from the per-seed seconds, or '' for older records."""
+    seconds = [
+        seed.get("training_seconds")
+        for arm in record["arms"]
+        for seed in arm.get("seeds", [])
+        if "diverged" not in seed
+    ]
+    if not seconds or None in seconds:
+        return ""
+    return (
+        f" The {len(seconds)} runs' training epochs took {sum(seconds) / 60:.0f} min in all (evaluation on "
+        "Testing and the external sets not counted)."
+    )
+
+
 def results_markdown(record: dict[str, object], figure_dir: str = "") -> list[str]:
     """An experiment's results.json as markdown: what and how, the table, notes, figures (their
     paths prefixed with figure_dir, so docs/results.md can point into the experiment's folder)."""
@@ -468,11 +493,9 @@ def results_markdown(record: dict[str, object], figure_dir: str = "") -> list[st
         f"Scale preset `{record['scale']}`, {record['seeds']} seed(s) per arm; device {', '.join(record['devices'])}; "
         f"runs trained at commit(s) {', '.join(f'`{c[:12]}`' for c in record['run_commits'])}; "
         f"written {record['written_at']}. "
-        "Each arm's settings are in results.json. Percentages are mean ± sample std over seeds. Training and "
-        "validation figures are the last epoch's: `train acc` and `train loss` are running figures over the "
-        "epoch's augmented batches (loss with label smoothing, dropout on), `train acc (eval)` scores training "
-        "images as validation is scored (eval mode, centre crops). Testing is evaluated once per run, on the "
-        "checkpoint with the best validation accuracy.",
+        "Each arm's settings are in results.json. Percentages are mean ± sample std over seeds. "
+        + TABLE_COLUMNS
+        + training_time(record),
         "",
     ]
     lines += results_table(record["arms"]) + [""]

@@ -84,3 +84,21 @@ def identity_blocks(model: ResNet) -> list[tuple[str, nn.Module]]:
         for i, block in enumerate(getattr(model, name))
         if block.skip and block.shortcut is None
     ]
+
+
+def passthrough_error(model: ResNet, images: Tensor) -> float:
+    """The largest |output - input| of any identity-shortcut block on one forward pass (eval mode):
+    exactly 0 once the branches are silenced, since relu(0 + x) = x for x >= 0."""
+    worst = [0.0]
+
+    def record(block: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        worst[0] = max(worst[0], float((output - inputs[0]).abs().max()))
+
+    handles = [block.register_forward_hook(record) for _, block in identity_blocks(model)]
+    try:
+        with torch.no_grad():
+            model.eval()(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return worst[0]

@@ -14,6 +14,7 @@ from resnet_scratch.sanity import (
     identity_blocks,
     initial_loss,
     overfit_one_batch,
+    passthrough_error,
     silence_residual_branches,
 )
 
@@ -69,6 +70,9 @@ def test_silenced_branches_let_identity_blocks_pass_their_input_through(name: st
                 if block.shortcut is None:
                     assert torch.equal(out, h)  # relu(0 + h) = h, since h >= 0
                 h = out
+    assert passthrough_error(model, x) == 0.0  # the tutorial's measurement of the same thing
+    fresh = build(name, num_classes=4)
+    assert passthrough_error(fresh, x) > 0.0  # and it can fail: live branches change their input
 
 
 def test_the_gradient_reaching_each_stage_plain_against_residual() -> None:

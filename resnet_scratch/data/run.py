@@ -79,8 +79,8 @@ def train_val_split(
 
     groups[i] names the group of sample i (exact and near duplicates: audit.duplicate_groups); all
     members of a group land on the same side, so validation never scores an image the model trained
-    on, nor a near copy of one. Each class gets round(fraction * its size) validation samples, give
-    or take a group.
+    on, nor a near copy of one (within the audit's pHash threshold). Each class gets
+    round(fraction * its size) validation samples, give or take a group.
     """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")

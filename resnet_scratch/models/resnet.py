@@ -38,7 +38,8 @@ class ZeroPadShortcut(nn.Module):
 
 
 def make_shortcut(in_channels: int, out_channels: int, stride: int, option: Shortcut) -> nn.Module | None:
-    """The shortcut of one block, by the paper's options (Section 3.3, Table 3); None is the identity.
+    """The shortcut of one block, by the paper's options (A and B: Section 3.3; C and Table 3: Section 4.1);
+    None is the identity.
 
     A: identity, and zero-padding where the shape changes (no parameters at all).
     B: identity, and a 1x1 conv + BN projection where the shape changes (torchvision's layout).
@@ -106,8 +107,9 @@ class Bottleneck(nn.Module):
     ) -> None:
         super().__init__()
         out_channels = width * self.expansion
-        # The paper (v1) strides the first 1x1, which throws away 3/4 of the activations before
-        # any 3x3 sees them. v1.5 (torchvision, and its weights) moves the stride to the 3x3:
+        # v1 (the released Caffe models; the paper does not say which layer strides) strides the
+        # first 1x1, which throws away 3/4 of the activations before any 3x3 sees them.
+        # v1.5 (torchvision, and its weights) moves the stride to the 3x3:
         # about +0.5% top-1 on ImageNet for 4.1 instead of 3.9 GMACs.
         stride_1x1, stride_3x3 = (1, stride) if stride_on == "3x3" else (stride, 1)
         self.skip = skip
