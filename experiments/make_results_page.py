@@ -16,7 +16,15 @@ from resnet_scratch.experiment import external_headline, mean_std, results_markd
 from resnet_scratch.files import atomic_write_text
 from resnet_scratch.report import external_lines
 
-ORDER = ("compare_models", "ablate_skip", "ablate_dropout", "resnet18_cpu_onecycle", "peer_torchvision")  # then by name
+ORDER = (  # then by name
+    "main_cpu",
+    "external_validity",
+    "resnet18_cpu_onecycle",
+    "ablate_skip",
+    "ablate_dropout",
+    "compare_models",
+    "peer_torchvision",
+)
 
 
 NOT_EXTERNAL = (
