@@ -97,7 +97,9 @@ def predict_files(
         if not ready:
             continue
         batch = torch.cat(pixels).to(device)
-        if explain:
+        # a grid stops taking images at GRID_LIMIT: no backward pass for the batches after it is full
+        explaining = explain and (Path(explain).suffix.lower() != ".png" or len(grid) < GRID_LIMIT)
+        if explaining:
             heatmaps, logits = grad_cam(model, batch)
         else:
             with torch.no_grad():
@@ -111,7 +113,7 @@ def predict_files(
             if min(h, w) < prep.size // 2:
                 result["warning"] = f"only {w}x{h} px: enlarged to {prep.size} px, so this prediction means little"
             results.append(emit(result, classes, as_json))
-            if explain:
+            if explaining:
                 keep_explanation(
                     Path(explain), grid, path, batch[k].cpu(), heatmaps[k].cpu(), result, prep, len(results)
                 )

@@ -449,12 +449,15 @@ def test_explain_grid_is_bounded_and_a_folder_gets_one_file_per_image(
     from resnet_scratch import predict as predict_module
 
     monkeypatch.setattr(predict_module, "GRID_LIMIT", 3)
+    calls = []
+    real = predict_module.grad_cam
+    monkeypatch.setattr(predict_module, "grad_cam", lambda model, batch: calls.append(len(batch)) or real(model, batch))
     checkpoint = str(run / "best.safetensors")
-    assert (
-        main(["predict", "--checkpoint", checkpoint, str(data / "Testing"), "--explain", str(tmp_path / "g.png")]) == 0
-    )
+    grid_flags = ["--explain", str(tmp_path / "g.png"), "--batch-size", "2"]
+    assert main(["predict", "--checkpoint", checkpoint, str(data / "Testing"), *grid_flags]) == 0
     with Image.open(tmp_path / "g.png") as grid:
         assert grid.size[1] <= 3 * 300 + 50  # three rows, not eight
+    assert calls == [2, 2]  # no backward pass once the grid is full
     assert (
         main(["predict", "--checkpoint", checkpoint, str(data / "Testing"), "--explain", str(tmp_path / "each")]) == 0
     )
