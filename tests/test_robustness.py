@@ -292,6 +292,17 @@ def test_an_empty_training_class_folder_is_an_error_not_a_class(data: Path, tmp_
     one_line_error(capsys, "zz_empty has no images")
 
 
+def test_a_training_split_where_no_file_decodes_names_its_classes(tmp_path: Path, capsys) -> None:
+    """Not the misleading 'val_fraction leaves 0 training images' of an empty tensor."""
+    root = tmp_path / "data"
+    for split in ("Training", "Testing"):
+        for c in CLASSES:
+            (root / split / c).mkdir(parents=True)
+            (root / split / c / "a.jpg").write_text("text, not a JPEG")
+    assert main(["train", *flags(root, tmp_path / "runs", "x")]) == 2
+    one_line_error(capsys, "have no readable images", "glioma")
+
+
 # 8. Tracebacks where one line was promised
 
 

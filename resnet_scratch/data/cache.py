@@ -212,7 +212,7 @@ def load_split(
         rows = {old: new for new, old in enumerate(good.tolist())}
         new_index = {rel: [a, b, rows[slot]] for rel, (a, b, slot) in new_index.items() if slot in rows}
 
-    if classes is None and len(labels):  # the split defines the classes: each needs an image that decoded
+    if classes is None:  # the split defines the classes: each needs an image that decoded
         empty = [name for i, name in enumerate(scan.classes) if not (labels == i).any()]
         if empty:
             raise DatasetError(
