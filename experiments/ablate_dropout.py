@@ -148,7 +148,8 @@ def main(argv: list[str]) -> None:
     plot_gap(out / "gap.png", summaries)
     plot_test_accuracy(out / "test_accuracy.png", summaries)
     notes = gap_notes(summaries) + [
-        f"Budget: {base.epochs} epochs in batches of {base.batch_size} on {100 * TRAIN_FRACTION:.0f}% of the training rows at {base.input_size} px "
+        f"Budget: {base.epochs} epochs in batches of {base.batch_size} on {100 * TRAIN_FRACTION:.0f}% of the "
+        f"training rows at {base.input_size} px "
         f"({args.scale} preset), validation on the full validation split; VGG16 at a fifth of ResNet's learning rate "
         "(it has no BatchNorm). Both sides of the gap are scored in eval mode on centre crops (train_eval), so "
         "a positive gap is not an artefact of measuring the two sides differently; below about 1.5 points "
