@@ -464,6 +464,20 @@ TABLE_COLUMNS = (
 )
 
 
+def unfinished(record: dict[str, object]) -> str:
+    """'' when every arm has all its seeds, else which arms have how many so far."""
+    short = [
+        (arm["label"], arm.get("finished", 0)) for arm in record["arms"] if arm.get("finished", 0) < record["seeds"]
+    ]
+    if not short:
+        return ""
+    done = ", ".join(f"{label} {n}" for label, n in short)
+    return (
+        f" (**not finished**: {done} of {record['seeds']} so far; rerunning the command trains the rest, and a "
+        "single seed's ± 0.00 is no spread)"
+    )
+
+
 def training_time(record: dict[str, object]) -> str:
     """' The runs' epochs took N min in all.' from the per-seed seconds, or '' for older records."""
     seconds = [
@@ -490,7 +504,8 @@ def results_markdown(record: dict[str, object], figure_dir: str = "") -> list[st
         record["command"],
         "```",
         "",
-        f"Scale preset `{record['scale']}`, {record['seeds']} seed(s) per arm; device {', '.join(record['devices'])}; "
+        f"Scale preset `{record['scale']}`, {record['seeds']} seed(s) per arm{unfinished(record)}; device "
+        f"{', '.join(record['devices'])}; "
         f"runs trained at commit(s) {', '.join(f'`{c[:12]}`' for c in record['run_commits'])}; "
         f"written {record['written_at']}. "
         "Each arm's settings are in results.json. Percentages are mean ± sample std over seeds. "
