@@ -20,7 +20,7 @@ from resnet_scratch import build
 from resnet_scratch.data import default_root
 from resnet_scratch.data.folder import decode
 from resnet_scratch.data.transforms import crop_boxes
-from resnet_scratch.experiment import TABLE_COLUMNS, results_table
+from resnet_scratch.experiment import TABLE_COLUMNS, results_table, unfinished
 from resnet_scratch.explain import stage_grad_norms
 from resnet_scratch.files import atomic_write_text
 from resnet_scratch.models import MODEL_INFO
@@ -269,8 +269,7 @@ def sanity_checks(figures: Path) -> list[str]:
         else "Here the plain network strays further from ln 4. "
     )
     shortcut_effect = (
-        f"with shortcuts it is {ratio['residual-34']:.3g} times, {ratio['plain-34'] / ratio['residual-34']:.3g} "
-        "times less growth"
+        f"with shortcuts it grows {ratio['plain-34'] / ratio['residual-34']:.3g} times less"
         if ratio["residual-34"] < ratio["plain-34"]
         else "with shortcuts it grows no less, on this batch"
     )
@@ -323,7 +322,7 @@ def experiment_section(docs: Path, name: str, figures: list[str]) -> list[str]:
         return [f"(Run `python experiments/{name}.py --scale cpu` to produce this section's results.)", ""]
     record = json.loads(path.read_text())
     lines = [
-        f"From `{record['command']}` ({record['seeds']} seeds, {', '.join(record['devices'])}); "
+        f"From `{record['command']}` ({record['seeds']} seeds{unfinished(record)}, {', '.join(record['devices'])}); "
         f"[full results](results/{name}/README.md).",
         "",
     ]
@@ -646,6 +645,7 @@ def main(docs: Path = DOCS) -> Path:
             "",
             "```python",
             "from resnet_scratch import build",
+            "",  # as ruff formats it: make test checks the code blocks of the docs too
             'model = build("resnet50", num_classes=4, weights="imagenet", freeze="backbone")',
             "```",
             "",

@@ -543,7 +543,8 @@ def write_results(
     seeds = [s for arm in summaries for s in arm["seeds"]]
     commits = sorted({s["commit"] for s in seeds})
     devices = sorted({f"{s['device']} (torch {s['torch']})" for s in seeds})
-    command = " ".join(["python", f"experiments/{name}.py", *argv])
+    # the command that trains these runs: --summarize-only only rewrote the page from them
+    command = " ".join(["python", f"experiments/{name}.py", *(a for a in argv if a != "--summarize-only")])
     record = {
         "experiment": name,
         "title": title,
