@@ -48,6 +48,7 @@ class Scored:
     rows: np.ndarray
     truth: list[str]
     logits: Tensor
+    held_out: bool = False  # only the part weak-label training never saw was scored (HELD_OUT)
 
 
 def summarize(scored: Scored, classes: list[str]) -> dict[str, object]:
@@ -82,7 +83,7 @@ def summarize(scored: Scored, classes: list[str]) -> dict[str, object]:
         "predictions": {
             str(Path(scored.split.paths[r]).relative_to(scored.folder)): p for r, p in zip(scored.rows, predicted)
         },
-    }
+    } | ({"scored_only": HELD_OUT} if scored.held_out else {})
 
 
 def score_folder(
@@ -93,25 +94,26 @@ def score_folder(
     *,
     class_map: dict[str, str] | None = None,
     clean_list: Path | None = None,
-    keep: Callable[[Split], np.ndarray] | None = None,
     cache_dir: str | None = None,
     bf16: bool = False,
 ) -> Scored:
-    """A folder of class folders through the checkpoint's preprocessing; clean_list or keep (a mask over
-    the folder's decoded images, e.g. data.run.weak_held_out) choose the images scored."""
+    """A folder of class folders through the checkpoint's preprocessing; clean_list chooses the images
+    scored. The folder a checkpoint was weakly trained on (its metadata's weak_trained_on) is scored
+    on its held-out part only (data.run.weak_held_out)."""
     folder = Path(folder)
     classes = list(meta["classes"])
     side = eval_resize(int(meta["input_size"]))
     split = load_folder(folder, size=(side, side), head_crop=bool(meta.get("head_crop")), cache_dir=cache_dir)
     names = [resolve_class(c, classes, class_map) for c in split.classes]
     rows = clean_rows(split, folder, clean_list) if clean_list else np.arange(len(split))
-    if keep is not None:
-        rows = rows[keep(split)[rows]]
+    held_out = meta.get("weak_trained_on") == folder.name
+    if held_out:
+        rows = rows[weak_held_out(split)[rows]]
     if len(rows) == 0:
         raise ValueError(f"{folder}: no images left to score")
     logits = logits_of(model, split.to(device).images, rows, Preprocess.of_checkpoint(meta, bf16))
     truth = [names[int(split.labels[r])] for r in rows]
-    return Scored(folder.name, folder, split, rows, truth, logits)
+    return Scored(folder.name, folder, split, rows, truth, logits, held_out)
 
 
 def worst_errors(scored: Scored, classes: list[str], count: int = 8) -> list[int]:
@@ -205,21 +207,9 @@ def evaluate_checkpoint(
                 results["test_leak_free"] = report_on(logits[leak_free], labels[leak_free], classes)
                 panels += testing_panels({"test_leak_free": results["test_leak_free"]})
             continue
-        trained_on_part = meta.get("weak_trained_on") == path.name  # weak labels: score the held-out part only
-        scored = score_folder(
-            model,
-            meta,
-            path,
-            device,
-            class_map=mapping,
-            clean_list=clean_list,
-            bf16=bf16,
-            keep=weak_held_out if trained_on_part else None,
-        )
+        scored = score_folder(model, meta, path, device, class_map=mapping, clean_list=clean_list, bf16=bf16)
         name = scored.name if scored.name not in results["sets"] else f"{scored.name}-{len(results['sets'])}"
         results["sets"][name] = summarize(scored, classes)
-        if trained_on_part:
-            results["sets"][name]["scored_only"] = HELD_OUT
         confusion = results["sets"][name]["confusion"]
         panels.append((name, confusion["counts"], confusion["rows"], confusion["columns"]))
         figures[f"{name}: the most confident mistakes, with Grad-CAM"] = plot_errors(

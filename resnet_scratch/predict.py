@@ -73,6 +73,7 @@ def predict_files(
     names = list(list_images(paths))  # paths only: cheap even for many thousands
     if not names:
         raise ValueError(f"no images found in {', '.join(map(str, paths))}")
+    as_grid = explain is not None and Path(explain).suffix.lower() == ".png"
     grid: list[tuple[Path, torch.Tensor, torch.Tensor, dict]] = []
     results: list[dict] = []
     for group in batches(iter(names), batch_size):
@@ -98,7 +99,7 @@ def predict_files(
             continue
         batch = torch.cat(pixels).to(device)
         # a grid stops taking images at GRID_LIMIT: no backward pass for the batches after it is full
-        explaining = explain and (Path(explain).suffix.lower() != ".png" or len(grid) < GRID_LIMIT)
+        explaining = explain and (not as_grid or len(grid) < GRID_LIMIT)
         if explaining:
             heatmaps, logits = grad_cam(model, batch)
         else:
@@ -117,7 +118,7 @@ def predict_files(
                 keep_explanation(
                     Path(explain), grid, path, batch[k].cpu(), heatmaps[k].cpu(), result, prep, len(results)
                 )
-    if explain and Path(explain).suffix.lower() == ".png":
+    if as_grid:
         save_grid(Path(explain), grid, prep, total=sum(1 for r in results if "class" in r))
         if not as_json:
             print(f"wrote {explain}")

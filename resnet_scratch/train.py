@@ -34,7 +34,7 @@ from .checkpoint import (
 from .config import Config, ConfigError, load_config, read_toml, to_dict
 from .data.labels import tumour_classes
 from .data.loader import Loader, Transform
-from .data.run import HELD_OUT, WEAK, RunData, load_run_data, weak_held_out
+from .data.run import WEAK, RunData, load_run_data
 from .data.transforms import eval_transform, train_transform
 from .files import atomic_write_text, remove_stale_temporaries
 from .inference import Preprocess, evaluate, logits_of, report_on
@@ -514,19 +514,13 @@ def final_test(run: Path, config: Config, data: RunData, prep: Preprocess, devic
     plot_confusion(run / "confusion.png", testing_panels(results))
     plot_predictions(run / "predictions.png", test.images, test.labels, logits, classes)
     testing_grad_cam(run / "gradcam.png", best_model, test.images, test.labels, logits, classes, prep)
-    trained_on = Path(config.weak_tumour).resolve() if config.weak_tumour else None
     for folder in external_sets(config.external):
-        keep = weak_held_out if trained_on == folder.resolve() else None
         try:
-            scored = score_folder(
-                best_model, meta, folder, device, keep=keep, cache_dir=config.cache_dir, bf16=prep.bf16
-            )
+            scored = score_folder(best_model, meta, folder, device, cache_dir=config.cache_dir, bf16=prep.bf16)
         except ValueError as e:  # e.g. class folders this model has no class for: the run itself is done
             print(f"external set {folder} not scored: {e}", flush=True)
             continue
         results["external"][scored.name] = summarize(scored, classes)
-        if keep is not None:
-            results["external"][scored.name]["scored_only"] = HELD_OUT
         figure = plot_errors(run / f"errors-{scored.name}.png", best_model, scored, classes, prep)
         figures[f"{scored.name}: the most confident mistakes"] = figure.name
     atomic_write_text(run / "metrics.json", json.dumps(results, indent=1))
