@@ -17,6 +17,7 @@ import numpy as np
 
 from resnet_scratch.config import Config
 from resnet_scratch.experiment import (
+    MARGIN,
     RECIPES,
     Arm,
     base_config,
@@ -36,8 +37,6 @@ NAME = "ablate_dropout"
 # --image-size override them). On the CPU, 32 px: VGG16's 134 M parameters make every step slow, and
 # overfitting, not resolution, is the point here.
 TRAIN_FRACTION = 0.15
-# A gap above this many points is more than the sampling noise of two accuracies on ~570 images each.
-MARGIN = 1.5
 EPOCHS = {"tiny": 1, "cpu": 20, "gpu": 40}
 IMAGE_SIZE = {"tiny": 32, "cpu": 32, "gpu": None}
 # The CPU preset's 770 training rows in 14 full batches of 55. In batches of 64 the 13th held 2 images,
