@@ -120,7 +120,10 @@ def test_the_ablations_measure_training_like_validation_and_judge_the_paper(fini
     assert any(note.startswith("Half 1, degradation") for note in skip["notes"])
     assert {"grad_norms_at_init", "grad_norms_trained"} <= set(skip["extra"])
     dropout = json.loads((finished["ablate_dropout"] / "out" / "results.json").read_text())
-    assert dropout["arms"][0]["settings"]["train_fraction"] == 0.15 and dropout["arms"][0]["settings"]["train_eval"]
+    settings = dropout["arms"][0]["settings"]
+    assert settings["train_fraction"] == 0.10 and settings["train_eval"]
+    # dropout is the only regulariser left on
+    assert not settings["augment"] and settings["weight_decay"] == 0 and settings["label_smoothing"] == 0
     assert any(note.startswith("ResNet-18: without dropout the last-epoch gap") for note in dropout["notes"])
 
 

@@ -39,8 +39,9 @@ def epoch_batches(
     global batches of batch_size * world_size; rank r takes every world_size-th sample of each, so
     the ranks' shards are disjoint, cover the epoch, and have the same number of batches, and a
     single process with the global batch size sees exactly the same batches. Without drop_last,
-    a last global batch too small to give every rank a sample is merged into the one before it
-    (there, and only there, the last step differs from a single process's).
+    a last global batch too small to give every rank two samples is merged into the one before it
+    (there, and only there, the last step can differ from a single process's): a batch of one image
+    would train BatchNorm on its own statistics, or fail where a map is 1 x 1 (ResNet's conv5_x at 32 px).
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
@@ -53,7 +54,7 @@ def epoch_batches(
     starts = list(range(0, n, step))
     if drop_last and n % step:
         starts.pop()
-    elif not drop_last and len(starts) > 1 and n - starts[-1] < world_size:
+    elif not drop_last and len(starts) > 1 and 0 < n % step < 2 * world_size:
         starts.pop()  # the remainder joins the previous global batch
     ends = starts[1:] + [n if not drop_last else starts[-1] + step] if starts else []
     return [order[a:b][rank::world_size] for a, b in zip(starts, ends)]
