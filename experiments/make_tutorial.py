@@ -20,7 +20,7 @@ from resnet_scratch import build
 from resnet_scratch.data import default_root
 from resnet_scratch.data.folder import decode
 from resnet_scratch.data.transforms import crop_boxes
-from resnet_scratch.experiment import TABLE_COLUMNS, results_table, unfinished
+from resnet_scratch.experiment import results_table, table_columns, unfinished
 from resnet_scratch.explain import stage_grad_norms
 from resnet_scratch.files import atomic_write_text
 from resnet_scratch.models import MODEL_INFO
@@ -326,7 +326,7 @@ def experiment_section(docs: Path, name: str, figures: list[str]) -> list[str]:
         f"[full results](results/{name}/README.md).",
         "",
     ]
-    lines += results_table(record["arms"]) + ["", TABLE_COLUMNS, ""]
+    lines += results_table(record["arms"]) + ["", table_columns(record["arms"]), ""]
     lines += [note + "\n" for note in record["notes"]]
     for file in figures:
         caption = next(f["caption"] for f in record["figures"] if f["file"] == file)
@@ -605,9 +605,10 @@ def main(docs: Path = DOCS) -> Path:
             "no unit can rely on another; it fights overfitting, a gap between training and validation accuracy. "
             "The ResNet paper uses none (BatchNorm regularises); VGG16 uses p = 0.5 in its classifier. A gap can "
             "only be read when both sides are measured alike: here both are scored in eval mode on centre crops "
-            "(a running accuracy over augmented batches with dropout on would understate the training side), and "
-            "the networks train on a small share of the data, a setting chosen to make them overfit; the notes "
-            "below say, from the numbers, whether they did.",
+            "(a running accuracy over the epoch's batches, with dropout on and the weights still moving, would "
+            "understate the training side), and the networks train on a small share of the data with every other "
+            "regulariser off (no augmentation, weight decay or label smoothing), a setting chosen to make them "
+            "overfit; the notes below say, from the numbers, whether they did and what dropout changed.",
             "",
         ]
         + experiment_section(docs, "ablate_dropout", ["gap.png", "curves.png"])

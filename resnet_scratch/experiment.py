@@ -459,12 +459,18 @@ def output_dir(name: str, args: argparse.Namespace) -> Path:
     return Path("docs/results") / (name if args.scale == "cpu" else f"{name}-{args.scale}")
 
 
-TABLE_COLUMNS = (
-    "Training and validation figures are the last epoch's: `train acc` and `train loss` are running figures over "
-    "the epoch's augmented batches (loss with label smoothing, dropout on), `train acc (eval)` scores training "
-    "images as validation is scored (eval mode, centre crops). Testing is evaluated once per run, on the "
-    "checkpoint with the best validation accuracy."
-)
+def table_columns(arms: list[dict[str, object]]) -> str:
+    """What the table's training columns measure, for the arms' settings (augmented or not, label
+    smoothing or not)."""
+    settings = [arm["settings"] for arm in arms if "settings" in arm]
+    batches = "augmented batches" if any(s.get("augment", True) for s in settings) else "batches (not augmented)"
+    smoothing = "loss with label smoothing, " if any(s.get("label_smoothing", 0) for s in settings) else ""
+    return (
+        "Training and validation figures are the last epoch's: `train acc` and `train loss` are running figures over "
+        f"the epoch's {batches} ({smoothing}dropout on where an arm has it), `train acc (eval)` scores training "
+        "images as validation is scored (eval mode, centre crops). Testing is evaluated once per run, on the "
+        "checkpoint with the best validation accuracy."
+    )
 
 
 def unfinished(record: dict[str, object]) -> str:
@@ -512,7 +518,7 @@ def results_markdown(record: dict[str, object], figure_dir: str = "") -> list[st
         f"runs trained at commit(s) {', '.join(f'`{c[:12]}`' for c in record['run_commits'])}; "
         f"written {record['written_at']}. "
         "Each arm's settings are in results.json. Percentages are mean ± sample std over seeds. "
-        + TABLE_COLUMNS
+        + table_columns(record["arms"])
         + training_time(record),
         "",
     ]
