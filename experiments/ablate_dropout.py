@@ -40,6 +40,8 @@ NAME = "ablate_dropout"
 TRAIN_FRACTION = 0.10
 EPOCHS = {"tiny": 1, "cpu": 30, "gpu": 40}
 IMAGE_SIZE = {"tiny": 32, "cpu": 32, "gpu": None}
+# A run whose training rows are scored below this (eval mode) at the last epoch has not fit them yet.
+FITTED = 0.95
 BATCH_SIZE = {"cpu": 48}  # 514 rows: 10 batches of 48 and one of 34, not a last batch of 2 (as 32 or 64 give)
 # What the shared recipe regularises with, switched off: dropout is the one regulariser studied.
 NO_OTHER_REGULARISER = {"augment": False, "weight_decay": 0.0, "label_smoothing": 0.0}
@@ -93,29 +95,75 @@ def plot_gap(path: Path, summaries: list[dict]) -> Path:
 
 def gap_notes(summaries: list[dict]) -> list[str]:
     """Whether each network overfits without dropout, and what dropout did to the gap and to leak-free
-    Testing, seed by seed (seeds paired by their order)."""
+    Testing, seed by seed (seeds paired by number; a change under MARGIN points counts as none). A run that
+    has not fit its training rows (below FITTED in eval mode) has a small gap for that reason, and is named."""
     by = {s["label"]: s for s in summaries if s["finished"]}
     lines = []
     for family in ("ResNet-18", "VGG16"):
         off, on = by.get(f"{family} p=0"), by.get(f"{family} p=0.5")
         if not (off and on):
             continue
-        gap_off, gap_on = np.array([g[-1] for g in gaps(off)]), np.array([g[-1] for g in gaps(on)])
-        test_off = np.array(off["leak_free_accuracy"]["values"]) * 100
-        test_on = np.array(on["leak_free_accuracy"]["values"]) * 100
-        n = min(len(gap_off), len(gap_on))
-        spread = np.std(gap_off, ddof=1) if len(gap_off) > 1 else 0.0
-        overfits = int((gap_off > MARGIN).sum())
-        narrower = int((np.abs(gap_on[:n]) < np.abs(gap_off[:n])).sum())
-        higher = int((test_on[:n] > test_off[:n]).sum())
-        lines.append(
-            f"{family}: without dropout the last-epoch gap is {gap_off.mean():.1f} ± {spread:.1f} "
-            f"points (above {MARGIN} points, more than sampling noise, in {overfits} of {len(gap_off)} seeds); with "
-            "p = 0.5 it is "
-            f"{gap_on.mean():.1f} points, smaller in size in {narrower} of {n} seeds. Leak-free Testing "
-            f"{test_off.mean():.1f}% without and {test_on.mean():.1f}% with dropout, higher with it in {higher} of {n} "
-            "seeds."
+        runs_off = {r["seed"]: r for r in off["seeds"] if "curves" in r}
+        runs_on = {r["seed"]: r for r in on["seeds"] if "curves" in r}
+        seeds = sorted(runs_off.keys() & runs_on.keys())
+        if not seeds:
+            continue
+
+        def last_gap(run: dict) -> float:
+            return 100 * (run["curves"]["train_eval_accuracy"][-1] - run["curves"]["val_accuracy"][-1])
+
+        gap_off = np.array([last_gap(runs_off[k]) for k in seeds])
+        gap_on = np.array([last_gap(runs_on[k]) for k in seeds])
+        change = gap_on - gap_off
+        unfit = [
+            f"seed {k} {label} (training rows {100 * run['curves']['train_eval_accuracy'][-1]:.1f}% right)"
+            for label, runs in (("p=0", runs_off), ("p=0.5", runs_on))
+            for k in seeds
+            if (run := runs[k])["curves"]["train_eval_accuracy"][-1] < FITTED
+        ]
+        fitted = [
+            i
+            for i, k in enumerate(seeds)
+            if min(r[k]["curves"]["train_eval_accuracy"][-1] for r in (runs_off, runs_on)) >= FITTED
+        ]
+        test_change = np.array(
+            [100 * (runs_on[k]["leak_free_accuracy"] - runs_off[k]["leak_free_accuracy"]) for k in seeds]
         )
+        sd = (lambda v: f" ± {np.std(v, ddof=1):.1f}") if len(seeds) > 1 else (lambda v: "")
+        line = (
+            f"{family}: without dropout the last-epoch gap is {gap_off.mean():.1f}{sd(gap_off)} points (above "
+            f"{MARGIN} points, more than sampling noise, in {int((gap_off > MARGIN).sum())} of {len(seeds)} seeds); "
+            f"with p = 0.5 it is {gap_on.mean():.1f}{sd(gap_on)}. Seed by seed, dropout changed the gap by "
+            + ", ".join(f"{c:+.1f}" for c in change)
+            + f" points: narrower by more than {MARGIN} in {int((change < -MARGIN).sum())}, wider by more than "
+            f"{MARGIN} in {int((change > MARGIN).sum())}, within {MARGIN} in {int((abs(change) <= MARGIN).sum())} "
+            f"of {len(seeds)}. Leak-free Testing {100 * off['leak_free_accuracy']['mean']:.1f}% without and "
+            f"{100 * on['leak_free_accuracy']['mean']:.1f}% with dropout (paired difference "
+            f"{test_change.mean():+.1f}{sd(test_change)} points)."
+        )
+        if unfit:
+            line += (
+                f" Not fitted by the last epoch (below {100 * FITTED:.0f}% of its training rows right): "
+                + "; ".join(unfit)
+                + ". A small gap there means the network is still learning, not that dropout regularised it."
+            )
+        if not fitted:
+            verdict = "no seed has both runs fitted to their training rows, so the gaps say nothing about dropout yet"
+        else:
+            where = "seed" if len(fitted) == 1 else "seeds"
+            average = "" if len(fitted) == 1 else " on average"
+            verdict = (
+                f"in the {len(fitted)} {where} where both runs fitted their training rows, dropout changed the gap "
+                f"by {change[fitted].mean():+.1f} points{average}, against a gap of {gap_off[fitted].mean():.1f} "
+                "without it"
+            )
+            if (gap_on[fitted] > MARGIN).all():
+                verdict += (
+                    f"; with dropout it was still {gap_on[fitted].mean():.1f} points and the network got at least "
+                    f"{100 * FITTED:.0f}% of its training rows right: on this few images, with nothing else "
+                    "regularising, it memorises them with or without dropout"
+                )
+        lines.append(f"{line} **In short: {verdict}.**")
     return lines
 
 

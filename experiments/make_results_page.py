@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from resnet_scratch.checkpoint import read_epochs
-from resnet_scratch.experiment import external_headline, mean_std, results_markdown
+from resnet_scratch.experiment import external_headline, mean_std, results_markdown, short_commit
 from resnet_scratch.files import atomic_write_text
 from resnet_scratch.report import external_lines
 
@@ -50,7 +50,7 @@ def single_run_markdown(folder: Path, prefix: str) -> list[str]:
         f"{settings['model']} at {results['input_size']} px, {len(epochs)} epochs, {settings['schedule']} schedule, "
         f"lr {settings['lr']}, batch {settings['batch_size']}, seed {settings['seed']}; device "
         f"{config['environment'].get('gpu', config['environment']['device'])}, torch {config['environment']['torch']}, "
-        f"commit `{config['commit'][:12]}`. {minutes:.1f} minutes of training epochs; best validation epoch "
+        f"commit `{short_commit(config['commit'])}`. {minutes:.1f} minutes of training epochs; best validation epoch "
         f"{results['best_epoch'] + 1} ({100 * results['val_accuracy']:.2f}%).",
         "",
         "| Testing | images | accuracy | macro F1 | " + " | ".join(f"recall {c}" for c in classes) + " |",
@@ -75,7 +75,8 @@ def seeds_markdown(folders: list[Path], prefix: str) -> list[str]:
     settings = runs[0][0]["config"]
     lines = [
         f"{settings['model']} at {runs[0][1]['input_size']} px, {settings['epochs']} epochs, {settings['schedule']} "
-        f"schedule, lr {settings['lr']}, batch {settings['batch_size']}; commit `{runs[0][0]['commit'][:12]}`.",
+        f"schedule, lr {settings['lr']}, batch {settings['batch_size']}; "
+        f"commit `{short_commit(runs[0][0]['commit'])}`.",
         "",
         "| seed | Testing, full | Testing, leak-free | macro F1 full / leak-free | best epoch (val acc) "
         "| training min |",

@@ -459,6 +459,11 @@ def output_dir(name: str, args: argparse.Namespace) -> Path:
     return Path("docs/results") / (name if args.scale == "cpu" else f"{name}-{args.scale}")
 
 
+def short_commit(commit: str) -> str:
+    """12 hex digits, keeping the -dirty mark of a run trained with uncommitted changes."""
+    return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
 def table_columns(arms: list[dict[str, object]]) -> str:
     """What the table's training columns measure, for the arms' settings (augmented or not, label
     smoothing or not)."""
@@ -515,7 +520,7 @@ def results_markdown(record: dict[str, object], figure_dir: str = "") -> list[st
         "",
         f"Scale preset `{record['scale']}`, {record['seeds']} seed(s) per arm{unfinished(record)}; device "
         f"{', '.join(record['devices'])}; "
-        f"runs trained at commit(s) {', '.join(f'`{c[:12]}`' for c in record['run_commits'])}; "
+        f"runs trained at commit(s) {', '.join(f'`{short_commit(c)}`' for c in record['run_commits'])}; "
         f"written {record['written_at']}. "
         "Each arm's settings are in results.json. Percentages are mean ± sample std over seeds. "
         + table_columns(record["arms"])
