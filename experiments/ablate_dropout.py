@@ -186,8 +186,7 @@ def main(argv: list[str]) -> None:
     base = base_config(args, preset)
     arms = arms_for(base, args.scale)
     summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir, train=not args.summarize_only)
-    out = output_dir(NAME, args)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(NAME, args, summaries)
     groups = {
         "ResNet-18": [a for a in ARMS if a.startswith("ResNet")],
         "VGG16": [a for a in ARMS if a.startswith("VGG")],

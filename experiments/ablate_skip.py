@@ -191,8 +191,7 @@ def main(argv: list[str]) -> None:
     runs = {s["label"]: [args.runs_dir / seed["run"] for seed in s["seeds"]] for s in summaries}
     done = all(s["finished"] == len(seeds) for s in summaries)
     trained = grad_norms(arms, seeds, runs, device, batch) if done else {}
-    out = output_dir(NAME, args)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(NAME, args, summaries)
     groups = {
         "plain": ["plain-18", "plain-34"],
         "residual, option B": ["residual-18 (B)", "residual-34 (B)"],

@@ -79,8 +79,7 @@ def main(argv: list[str]) -> None:
     base = base_config(args, RECIPES[args.scale])
     arms = [Arm(label, model_config(base, model, args.scale)) for label, model in MODELS.items()]
     summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir, train=not args.summarize_only)
-    out = output_dir(NAME, args)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(NAME, args, summaries)
     plot_curves(out / "curves.png", summaries)
     plot_test_accuracy(out / "test_accuracy.png", summaries)
     sizes = ", ".join(f"{a.label} {a.config.input_size} px" for a in arms)

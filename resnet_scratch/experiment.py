@@ -452,11 +452,45 @@ def base_config(args: argparse.Namespace, overrides: dict[str, object]) -> Confi
     return load_config(None, overrides | extra)
 
 
-def output_dir(name: str, args: argparse.Namespace) -> Path:
-    """docs/results/<name> for the CPU preset (the committed results), <name>-<scale> otherwise."""
-    if args.out is not None:
-        return args.out
-    return Path("docs/results") / (name if args.scale == "cpu" else f"{name}-{args.scale}")
+def output_dir(name: str, args: argparse.Namespace, summaries: list[dict[str, object]]) -> Path:
+    """docs/results/<name> for the CPU preset (the committed results), <name>-<scale> otherwise; created.
+
+    Stops, writing nothing, where the folder's results.json holds more finished runs of an arm with the
+    same settings than `summaries` has (its runs are in another runs_dir, or on another machine): a page
+    regenerated with --summarize-only must never lose results. An arm whose settings changed may shrink.
+    """
+    out = (
+        args.out
+        if args.out is not None
+        else Path("docs/results") / (name if args.scale == "cpu" else f"{name}-{args.scale}")
+    )
+    path = out / "results.json"
+    if path.is_file():
+        old = {arm["label"]: arm for arm in json.loads(path.read_text()).get("arms", [])}
+        new = {arm["label"]: arm for arm in summaries}
+        fewer = [
+            f"{label}: {new[label]['finished']} of {arm['finished']}"
+            for label, arm in old.items()
+            if label in new
+            and same_settings(arm.get("settings", {}), new[label]["settings"])
+            and new[label]["finished"] < arm.get("finished", 0)
+        ]
+        if fewer:
+            raise SystemExit(
+                f"{path} holds more finished runs than {args.runs_dir} has ({'; '.join(fewer)}): not overwriting it. "
+                "Point --runs-dir at the runs, or write elsewhere with --out"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def same_settings(a: dict[str, object], b: dict[str, object]) -> bool:
+    """Whether two arms' recorded settings train the same runs: settings added since one was recorded
+    take their defaults, and where runs and files go does not count."""
+    try:
+        return settings_of(load_config(None, a)) == settings_of(load_config(None, b))
+    except (ValueError, TypeError, KeyError):  # a setting since removed, or a value no longer valid
+        return False
 
 
 def short_commit(commit: str) -> str:

@@ -114,6 +114,19 @@ def test_experiment_runs_at_tiny_scale_and_reuses_its_runs(name: str, data, fini
     assert "training in" not in printed and printed.count("reusing") == len(labels) * seeds
 
 
+def test_a_page_is_never_rewritten_from_fewer_runs_than_it_holds(data, finished, tmp_path) -> None:
+    # --summarize-only with the runs elsewhere (another runs_dir, another machine) used to rewrite the
+    # committed page from nothing: every number on it gone.
+    out = finished["ablate_skip"] / "out"
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    assert any(arm["finished"] for arm in json.loads((out / "results.json").read_text())["arms"])
+    argv = argv_for("ablate_skip", data, finished["ablate_skip"])
+    argv[argv.index("--runs-dir") + 1] = str(tmp_path / "elsewhere")
+    with pytest.raises(SystemExit, match="not overwriting"):
+        load_script("ablate_skip").main(argv + ["--summarize-only"])
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+
+
 def test_the_ablations_measure_training_like_validation_and_judge_the_paper(finished) -> None:
     skip = json.loads((finished["ablate_skip"] / "out" / "results.json").read_text())
     assert all("train_eval_accuracy" in arm for arm in skip["arms"] if arm["finished"])
