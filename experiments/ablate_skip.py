@@ -25,12 +25,13 @@ from resnet_scratch.config import Config
 from resnet_scratch.data import load_split
 from resnet_scratch.data.transforms import train_transform
 from resnet_scratch.experiment import (
-    MARGIN,
     RECIPES,
+    VAL_IMAGES,
     Arm,
     base_config,
     experiment_args,
     mean_std,
+    noise_margin,
     output_dir,
     plot_curves,
     plot_test_accuracy,
@@ -128,9 +129,10 @@ def seedwise(by: dict, worse: str, better: str, key: str) -> tuple[float, float,
     agree = int((a[:n] > b[:n]).sum())
     seeds = "in every seed" if agree == n else "in no seed" if agree == 0 else f"in {agree} of {n} seeds"
     gap = float(a[:n].mean() - b[:n].mean())
-    if agree == n and gap > MARGIN:
-        verdict = "reproduced"
-    elif agree == 0 and gap < -MARGIN:
+    margin = noise_margin((a[:n].mean() + b[:n].mean()) / 200)
+    if agree == n and gap > margin:
+        verdict = "reproduced at this budget"
+    elif agree == 0 and gap < -margin:
         verdict = "not reproduced (the opposite holds)"
     else:
         verdict = "undecided at this budget"
@@ -170,8 +172,9 @@ def verdicts(summaries: list[dict]) -> list[str]:
             )
     if lines:
         lines.append(
-            f"A verdict of reproduced needs every seed on the paper's side and a mean gap above {MARGIN} points (two "
-            "error rates on ~570 images differ by about 1.3 points from sampling alone); three of three seeds "
+            "A verdict of reproduced needs every seed on the paper's side and a mean gap above the sampling noise of "
+            f"two error rates on ~{VAL_IMAGES} images (one standard error of their difference: "
+            f"{noise_margin(0.05):.1f} points at 5% error, {noise_margin(0.15):.1f} at 15%); three of three seeds "
             "agreeing happens by chance one time in eight, so even that is weak evidence."
         )
     return lines

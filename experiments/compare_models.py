@@ -22,6 +22,7 @@ from resnet_scratch.experiment import (
     plot_test_accuracy,
     pm,
     run_arms,
+    with_recorded,
     write_results,
 )
 
@@ -79,6 +80,7 @@ def main(argv: list[str]) -> None:
     base = base_config(args, RECIPES[args.scale])
     arms = [Arm(label, model_config(base, model, args.scale)) for label, model in MODELS.items()]
     summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir, train=not args.summarize_only)
+    summaries = with_recorded(NAME, args, summaries)  # its committed runs were trained on another machine
     out = output_dir(NAME, args, summaries)
     plot_curves(out / "curves.png", summaries)
     plot_test_accuracy(out / "test_accuracy.png", summaries)

@@ -410,7 +410,11 @@ def recipe_result(docs: Path) -> str:
     if not path.is_file():
         return "(docs/results/external_validity gives its accuracy)"
     arm = next(a for a in json.loads(path.read_text())["arms"] if a["label"] == "recipe")
-    return f"(Testing {100 * arm['test_accuracy']['mean']:.1f}% over {arm['finished']} seeds here)"
+    n = arm["finished"]
+    return (
+        f"(Testing {100 * arm['test_accuracy']['mean']:.1f}% full, {100 * arm['leak_free_accuracy']['mean']:.1f}% "
+        f"leak-free, {'one seed' if n == 1 else f'mean of {n} seeds'} here)"
+    )
 
 
 def data_facts(docs: Path) -> list[str]:
@@ -669,10 +673,14 @@ def main(docs: Path = DOCS) -> Path:
             "for i in range(len(getattr(m, s))) if f'{s}.{i}' not in names])\"`.",
             "4. Does degradation survive a longer budget? Train all six networks of section 6 for twice its epochs "
             "on one seed and compare plain-18 with plain-34 again: "
-            f"`python experiments/ablate_skip.py --scale cpu --epochs {2 * skip_epochs()} --seeds 1 --out /tmp/skip`.",
-            "5. Show that a running training accuracy understates overfitting: in /tmp/drop/README.md after "
-            "`python experiments/ablate_dropout.py --scale cpu --seeds 1 --out /tmp/drop`, compare `train acc` with "
-            "`train acc (eval)` for VGG16 p=0.5.",
+            f"`python experiments/ablate_skip.py --scale cpu --epochs {2 * skip_epochs()} --seeds 1 --out /tmp/skip` "
+            "(six runs: about 45 minutes on the 2-core CPU, estimated from the section's own runs).",
+            "5. Show that a running training accuracy over augmented batches understates how well a network fits "
+            "its training rows, and say why (random crops, BatchNorm in training mode, weights still moving during "
+            "the epoch): `python -c \"import json; r = json.load(open('docs/results/ablate_skip/results.json')); "
+            "[print(a['label'], round(100 * a['train_accuracy']['mean'], 1), "
+            "round(100 * a['train_eval_accuracy']['mean'], 1)) for a in r['arms']]\"` prints both for each network "
+            "of section 6.",
             "6. Make the overfit-one-batch check fail on purpose, with labels that change every step: "
             '`python -c "import torch; from resnet_scratch.models import build; from resnet_scratch.sanity import '
             "generated_batch; x, y = generated_batch(8, 32); m = build('resnet18', num_classes=4); "
