@@ -81,11 +81,26 @@ def plot_gap(path: Path, summaries: list[dict]) -> Path:
             std = values.std(0, ddof=1)
             ax_curve.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15)
     ax_curve.axhline(0, color="black", linewidth=0.8)
-    ax_curve.set(xlabel="epoch", ylabel="train acc - val acc (points)", title="Gap per epoch, both in eval mode")
+    ax_curve.set(
+        xlabel="epoch",
+        ylabel="train acc - val acc (points)",
+        title="Gap per epoch, both in eval mode (mean, band ±1 std over seeds)",
+    )
     ax_curve.grid(alpha=0.3)
-    ax_curve.legend(fontsize=8, loc="upper left")
+    ax_curve.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(done))
     x = np.arange(len(done))
     seed_bars(ax_last, x, [[g[-1] for g in gaps(s)] for s in done], 0.6)
+    unfit = [
+        (i, 100 * (c["train_eval_accuracy"][-1] - c["val_accuracy"][-1]))
+        for i, s in enumerate(done)
+        for c in (run["curves"] for run in s["seeds"] if "curves" in run)
+        if c["train_eval_accuracy"][-1] < FITTED
+    ]
+    if unfit:
+        ax_last.plot(
+            *zip(*unfit), "rx", markersize=8, label=f"run with below {100 * FITTED:.0f}% of its training rows right"
+        )
+        ax_last.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3))
     ax_last.axhline(0, color="black", linewidth=0.8)
     ax_last.set_xticks(x, [s["label"] for s in done], rotation=15, ha="right")
     ax_last.set(ylabel="points", title="Gap at the last epoch (bars: mean ± std, dots: seeds)")
