@@ -91,9 +91,10 @@ def main(argv: list[str]) -> None:
         f"Protocol: {sizes}; {started}; VGG16 at a fifth of the others' learning rate (it has no BatchNorm). "
         "Where ours differs from the paper's: it fine-tunes ImageNet weights, these runs train from scratch unless "
         "a row says otherwise; its validation set is its own, ours is 10% of Training (near duplicates kept on one "
-        "side); its training figures are not said to be measured in eval mode, ours are the last epoch's running "
-        "figures over augmented batches (label-smoothed loss). Its numbers are copied from its Table III, ours "
-        "are measured here; the two are not the same experiment.",
+        "side from commit 6b7df8b on; runs trained before it, at a commit listed above, kept only identical "
+        "images together); its training figures are not said to be measured in eval mode, ours are the last "
+        "epoch's running figures over augmented batches (label-smoothed loss). Its numbers are copied from its "
+        "Table III, ours are measured here; the two are not the same experiment.",
         f"{SCALE_NOTES[args.scale]} Budget: {base.epochs} epochs, {args.seeds} seed(s).",
     ]
     write_results(

@@ -610,8 +610,8 @@ def main(docs: Path = DOCS) -> Path:
             "The ResNet paper uses none (BatchNorm regularises); VGG16 uses p = 0.5 in its classifier. A gap can "
             "only be read when both sides are measured alike: here both are scored in eval mode on centre crops "
             "(a running accuracy over the epoch's batches, with dropout on and the weights still moving, would "
-            "understate the training side), and the networks train on a small share of the data with every other "
-            "regulariser off (no augmentation, weight decay or label smoothing), a setting chosen to make them "
+            "understate the training side), and the networks train on a small share of the data with no augmentation, "
+            "weight decay or label smoothing (ResNet-18 keeps its BatchNorm), a setting chosen to make them "
             "overfit; the notes below say, from the numbers, whether they did and what dropout changed.",
             "",
         ]

@@ -37,10 +37,11 @@ VAL_IMAGES = 570
 
 
 def noise_margin(error: float, n: int = VAL_IMAGES) -> float:
-    """Points by which two error rates near `error` (a fraction), each measured on n images, differ from
-    sampling alone: one standard error of their difference (1.3 points at 5% error, 2.3 at 18%). The
-    ablations count a difference only above it."""
-    return 100 * float(np.sqrt(2 * error * (1 - error) / n))
+    """Points by which two error rates near `error` (a fraction), each measured on n images, can differ
+    from sampling alone: two standard errors of the difference of two independent accuracies (2.6 points
+    at 5% error, 4.6 at 18%), a rough bar that sampling crosses about one time in twenty. The ablations
+    count a difference only above it; noise from training itself is judged by asking every seed to agree."""
+    return 200 * float(np.sqrt(2 * error * (1 - error) / n))
 
 
 # The recipe every experiment shares at each scale (from scratch: SGD + nesterov, one-cycle, label
@@ -519,7 +520,8 @@ def output_dir(name: str, args: argparse.Namespace, summaries: list[dict[str, ob
         if fewer:
             raise SystemExit(
                 f"{path} holds more finished runs than {args.runs_dir} has ({'; '.join(fewer)}): not overwriting it. "
-                "Point --runs-dir at the runs, or write elsewhere with --out"
+                "Point --runs-dir at the runs, or write elsewhere with --out (any run trained now is kept in "
+                "the runs_dir)"
             )
     out.mkdir(parents=True, exist_ok=True)
     return out

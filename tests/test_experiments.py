@@ -137,7 +137,7 @@ def test_the_ablations_measure_training_like_validation_and_judge_the_paper(fini
     assert settings["train_fraction"] == 0.10 and settings["train_eval"]
     # dropout is the only regulariser left on
     assert not settings["augment"] and settings["weight_decay"] == 0 and settings["label_smoothing"] == 0
-    assert any(note.startswith("ResNet-18: without dropout the last-epoch gap") for note in dropout["notes"])
+    assert any(note.startswith("ResNet-18: without dropout the gap") for note in dropout["notes"])
 
 
 def test_external_validity_scores_br35h_on_the_half_no_arm_trains_on(finished) -> None:
@@ -238,13 +238,12 @@ def test_dropout_is_judged_on_fitted_seeds_and_above_the_noise() -> None:
     resnet, vgg = notes
     assert "no measurable effect of dropout" in resnet and "Not fitted" not in resnet
     assert "seed 2 p=0.5 (80.0%)" in vgg and "In the 2 seed(s) where both runs fitted" in vgg
-    assert "dropout narrowed the gap in every fitted seed, by 10.0 points on average" in vgg
+    assert "dropout narrowed the gap beyond the noise in 2 of 2 fitted seed(s)" in vgg and "by 10.0 points" in vgg
     one = load_script("ablate_dropout").gap_notes(
         [
             dropout_arm("VGG16 p=0", [(0, 0.98, 0.78), (1, 0.90, 0.77)]),
-            dropout_arm("VGG16 p=0.5", [(0, 0.99, 0.75), (1, 0.97, 0.77)]),
+            dropout_arm("VGG16 p=0.5", [(0, 0.99, 0.69), (1, 0.97, 0.77)]),
         ]
     )[0]
-    assert (
-        "seed 1 p=0 (90.0%)" in one and "widened the gap in the one seed where both runs fitted (weak evidence)" in one
-    )
+    assert "seed 1 p=0 (90.0%)" in one and "widened the gap beyond the noise in 1 of 1" in one
+    assert "from one seed only: weak evidence" in one
