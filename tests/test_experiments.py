@@ -137,7 +137,7 @@ def test_the_ablations_measure_training_like_validation_and_judge_the_paper(fini
     assert settings["train_fraction"] == 0.10 and settings["train_eval"]
     # dropout is the only regulariser left on
     assert not settings["augment"] and settings["weight_decay"] == 0 and settings["label_smoothing"] == 0
-    assert any(note.startswith("ResNet-18: without dropout the gap") for note in dropout["notes"])
+    assert any(note.startswith("ResNet-18, all ") for note in dropout["notes"])
 
 
 def test_external_validity_scores_br35h_on_the_half_no_arm_trains_on(finished) -> None:
