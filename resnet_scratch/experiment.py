@@ -355,9 +355,7 @@ def plot_curves(
     groups = groups or {"": list(by_label)}
     fig = new_figure(11, 3.4 * len(groups) + 0.8)
     axes = fig.subplots(len(groups), 2, squeeze=False, sharex=True, sharey="col")
-    settings = [s["settings"] for s in by_label.values() if "settings" in s]
-    augmented = any(s.get("augment", True) for s in settings) or not settings
-    smoothed = any(s.get("label_smoothing", 0) for s in settings)
+    augmented, smoothed = training_conditions(list(by_label.values()))
     running = "running, augmented" if augmented else "running"
     measured = "eval mode, centre crops" if train_key == "train_eval_accuracy" else running
     loss_label = "running training loss" + (" (smoothed labels)" if smoothed else "")
@@ -472,9 +470,19 @@ def results_folder(name: str, args: argparse.Namespace) -> Path:
     return Path("docs/results") / (name if args.scale == "cpu" else f"{name}-{args.scale}")
 
 
-def recorded_arms(path: Path) -> dict[str, dict[str, object]]:
-    """The arms a results.json holds, by label."""
-    return {arm["label"]: arm for arm in json.loads(path.read_text()).get("arms", [])}
+def recorded_richer(path: Path, summaries: list[dict[str, object]]) -> dict[str, dict[str, object]]:
+    """The arms of the results.json at `path` (if any) that hold more finished runs than the summary of
+    the same label and settings in `summaries`, by label."""
+    if not path.is_file():
+        return {}
+    old = {arm["label"]: arm for arm in json.loads(path.read_text()).get("arms", [])}
+    return {
+        arm["label"]: was
+        for arm in summaries
+        if (was := old.get(arm["label"]))
+        and was.get("finished", 0) > arm["finished"]
+        and same_settings(was.get("settings", {}), arm["settings"])
+    }
 
 
 def with_recorded(name: str, args: argparse.Namespace, summaries: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -483,11 +491,11 @@ def with_recorded(name: str, args: argparse.Namespace, summaries: list[dict[str,
     rewritten, after its text or figures changed, without losing a number. Only for experiments whose
     page is made from the summaries alone."""
     path = results_folder(name, args) / "results.json"
-    old = recorded_arms(path) if path.is_file() else {}
+    richer = recorded_richer(path, summaries)
     kept = []
     for arm in summaries:
-        was = old.get(arm["label"])
-        if was and same_settings(was.get("settings", {}), arm["settings"]) and was.get("finished", 0) > arm["finished"]:
+        was = richer.get(arm["label"])
+        if was:
             print(
                 f"[{arm['label']}] {arm['finished']} finished run(s) here, {was['finished']} recorded in {path}: "
                 "using the recorded ones",
@@ -507,22 +515,17 @@ def output_dir(name: str, args: argparse.Namespace, summaries: list[dict[str, ob
     """
     out = results_folder(name, args)
     path = out / "results.json"
-    if path.is_file():
-        old = recorded_arms(path)
-        new = {arm["label"]: arm for arm in summaries}
-        fewer = [
-            f"{label}: {new[label]['finished']} of {arm['finished']}"
-            for label, arm in old.items()
-            if label in new
-            and same_settings(arm.get("settings", {}), new[label]["settings"])
-            and new[label]["finished"] < arm.get("finished", 0)
-        ]
-        if fewer:
-            raise SystemExit(
-                f"{path} holds more finished runs than {args.runs_dir} has ({'; '.join(fewer)}): not overwriting it. "
-                "Point --runs-dir at the runs, or write elsewhere with --out (any run trained now is kept in "
-                "the runs_dir)"
-            )
+    new = {arm["label"]: arm for arm in summaries}
+    fewer = [
+        f"{label}: {new[label]['finished']} of {was['finished']}"
+        for label, was in recorded_richer(path, summaries).items()
+    ]
+    if fewer:
+        raise SystemExit(
+            f"{path} holds more finished runs than {args.runs_dir} has ({'; '.join(fewer)}): not overwriting it. "
+            "Point --runs-dir at the runs, or write elsewhere with --out (any run trained now is kept in "
+            "the runs_dir)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -541,13 +544,20 @@ def short_commit(commit: str) -> str:
     return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
 
 
+def training_conditions(arms: list[dict[str, object]]) -> tuple[bool, bool]:
+    """(augmented, label-smoothed): whether any arm trains on augmented batches (the default where no arm
+    records its settings) and whether any smooths its labels."""
+    settings = [arm["settings"] for arm in arms if "settings" in arm]
+    augmented = any(s.get("augment", True) for s in settings) or not settings
+    return augmented, any(s.get("label_smoothing", 0) for s in settings)
+
+
 def table_columns(arms: list[dict[str, object]]) -> str:
     """What the table's training columns measure, for the arms' settings (augmented or not, label
     smoothing or not)."""
-    settings = [arm["settings"] for arm in arms if "settings" in arm]
-    augmented = any(s.get("augment", True) for s in settings) or not settings
+    augmented, smoothed = training_conditions(arms)
     batches = "augmented batches" if augmented else "unaugmented batches"
-    smoothing = "loss with label smoothing, " if any(s.get("label_smoothing", 0) for s in settings) else ""
+    smoothing = "loss with label smoothing, " if smoothed else ""
     return (
         "Training and validation figures are the last epoch's: `train acc` and `train loss` are running figures over "
         f"the epoch's {batches} ({smoothing}dropout on where an arm has it), `train acc (eval)` scores training "
