@@ -70,8 +70,9 @@ def grad_norms(
     arms: list[Arm], seeds: list[int], runs: dict[str, list[Path]] | None = None, device: str = "cpu", batch: int = 64
 ) -> dict[str, dict]:
     """Per arm and stage: the gradient reaching the stage's output (explain.stage_grad_norms: the RMS of
-    dLoss/dx over its elements), on
-    one batch, mean +- std over seeds; at initialisation, or (runs given) of each seed's trained model."""
+    dLoss/dx over its elements) on one batch per seed (probe_batch: the same batch at initialisation and
+    after training), mean +- std over seeds; at initialisation, or (runs given) of each seed's trained
+    model."""
     norms: dict[str, dict[str, list[float]]] = {}
     for k, seed in enumerate(seeds):
         x, y, classes = probe_batch(arms[0].config, seed, batch)
@@ -113,8 +114,8 @@ def plot_grad_norms(path: Path, panels: dict[str, dict[str, dict]]) -> Path:
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12))
     fig.suptitle(
-        "The gradient reaching each stage's output (root mean square over its elements), one batch of "
-        "Training images (mean ± std over seeds)",
+        "The gradient reaching each stage's output (root mean square over its elements), on one augmented batch "
+        "of Training images per seed,\nthe same batch in both panels (mean ± std over seeds)",
         fontsize=10,
     )
     return save_figure(fig, path)

@@ -125,7 +125,8 @@ def plot_blocks(path: Path) -> Path:
         "Bottleneck (ResNet-50/101/152)",
     )
     fig.suptitle(
-        "relu(F(x) + x): the branch F learns what to add to x (option C: a projection on every shortcut)", fontsize=10
+        "relu(F(x) + x): the branch F learns what to add to x\n(not drawn: option C, a projection on every shortcut)",
+        fontsize=10,
     )
     return save_figure(fig, path, dpi=100)
 
@@ -156,7 +157,7 @@ def plot_crops(path: Path, scale_min: float) -> Path:
             ax.add_patch(Rectangle((left, top), bw, bh, fill=False, linewidth=1.0, color="yellow"))
         many = crop_boxes(10_000, h, w, scale=(low, 1.0), generator=torch.Generator().manual_seed(1))
         small = (many[:, 2] * many[:, 3] < 0.2 * h * w).float().mean()
-        ax.set(title=f"scale ({low}, 1):\n{100 * small:.0f}% of crops cover less than 20% of the slice")
+        ax.set(title=f"scale ({low}, 1): {100 * small:.0f}% of 10,000 drawn crops\ncover less than 20% of the slice")
         ax.axis("off")
     fig.suptitle(
         f"12 RandomResizedCrop boxes on {what}\n(each box is resized to the input size in training)", fontsize=10

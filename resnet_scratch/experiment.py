@@ -389,20 +389,38 @@ def seed_bars(ax, x: np.ndarray, per_arm: list[list[float]], width: float, label
         ax.plot([xi] * len(values), values, "k.", markersize=4)
 
 
+def seed_points(ax, x: np.ndarray, per_arm: list[list[float]], label: str | None = None) -> None:
+    """The mean as a marker with ±1 sample std, and a small black dot for every seed's value beside it:
+    for axes that do not start at zero, where a bar's length would mislead."""
+    stats = [mean_std(values) for values in per_arm]
+    ax.errorbar(
+        x, [st["mean"] for st in stats], yerr=[st["std"] for st in stats], fmt="o", capsize=4, markersize=6, label=label
+    )
+    for xi, values in zip(x, per_arm):
+        ax.plot([xi + 0.07] * len(values), values, "k.", markersize=4)
+
+
 def plot_test_accuracy(path: Path, summaries: list[dict[str, object]]) -> Path:
-    """Testing accuracy per arm, full split and leak-free subset, each seed a dot on its bar."""
+    """Testing accuracy per arm, full split and leak-free subset: mean ± std and each seed, as points,
+    on an axis cut to the range of the values (bars would exaggerate the differences)."""
     done = [s for s in summaries if s["finished"]]
     fig = new_figure(max(5, 1.6 * len(done)), 3.8)
     ax = fig.subplots()
     x = np.arange(len(done))
-    for offset, key, name in ((-0.2, "test_accuracy", "full Testing"), (0.2, "leak_free_accuracy", "leak-free subset")):
-        seed_bars(ax, x + offset, [[100 * v for v in s[key]["values"]] for s in done], 0.38, name)
+    for offset, key, name in (
+        (-0.15, "test_accuracy", "full Testing"),
+        (0.15, "leak_free_accuracy", "leak-free subset"),
+    ):
+        seed_points(ax, x + offset, [[100 * v for v in s[key]["values"]] for s in done], name)
     low = min(
         [100 * v for s in done for key in ("test_accuracy", "leak_free_accuracy") for v in s[key]["values"]], default=0
     )
     ax.set_ylim(max(0, low - 5), 100)
+    ax.set_xlim(-0.6, len(done) - 0.4)
     ax.set_xticks(x, [s["label"] for s in done], rotation=15, ha="right")
-    ax.set(ylabel="accuracy (%)", title="Testing accuracy (bars: mean ± std, dots: seeds)")
+    ax.set(
+        ylabel="accuracy (%), axis not from 0", title="Testing accuracy (circles: mean ± std over seeds, dots: seeds)"
+    )
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2)
     return save_figure(fig, path)
