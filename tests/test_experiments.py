@@ -247,3 +247,12 @@ def test_dropout_is_judged_on_fitted_seeds_and_above_the_noise() -> None:
     )[0]
     assert "seed 1 p=0 (90.0%)" in one and "widened the gap beyond the noise in 1 of 1" in one
     assert "from one seed only: weak evidence" in one
+
+
+def test_weak_label_caveat_gives_sartajs_sampling_noise_once_sartaj_is_scored() -> None:
+    caveat = load_script("external_validity").weak_label_caveat
+    assert caveat([{"label": "recipe"}]) == []
+    (text,) = caveat([{"label": "recipe", "sartaj_images": 269}, {"label": "weak labels", "sartaj_images": 269}])
+    # two standard errors of the difference of two accuracies near 85% on 269 slices: 200 * sqrt(2 * .15 * .85 / 269)
+    assert "with 269 slices" in text and "differ by 6.2 points" in text
+    assert "no longer a collection they never saw" in text
