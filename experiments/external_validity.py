@@ -72,6 +72,19 @@ def held_out_files(external: Path) -> set[str]:
     return {str(Path(p).relative_to(folder)) for p, held in zip(split.paths, mask) if held}
 
 
+def scored_by_every_run(summaries: list[dict], runs_dir: Path, held_out: set[str]) -> set[str]:
+    """The held-out files that every run scored: a weak-label run scores only its own held-out part,
+    whose near-duplicate groups are drawn on the images as its checkpoint preprocesses them (size, head
+    crop), so it can miss a few of `held_out`. Narrowing to these keeps one set of slices for all arms."""
+    for arm in summaries:
+        for seed in arm["seeds"]:
+            results = json.loads((runs_dir / seed["run"] / "metrics.json").read_text())
+            scored = results.get("external", {}).get(BR35H)
+            if scored is not None:
+                held_out = held_out & set(scored["predictions"])
+    return held_out
+
+
 def held_out_sensitivity(run: Path, held_out: set[str]) -> dict[str, float] | None:
     """Br35H tumour sensitivity on the held-out files, from the run's per-image predictions; None if
     the run did not score Br35H."""
@@ -207,7 +220,8 @@ def main(argv: list[str]) -> None:
     arms = arms_for(base, external)
     summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir, train=not args.summarize_only)
     out = output_dir(NAME, args, summaries)
-    rows = external_figures(summaries, args.runs_dir, held_out_files(external))
+    held_out = scored_by_every_run(summaries, args.runs_dir, held_out_files(external))
+    rows = external_figures(summaries, args.runs_dir, held_out)
     plot_external(out / "external.png", rows)
     plot_test_accuracy(out / "test_accuracy.png", summaries)
     figures = [
@@ -233,8 +247,10 @@ def main(argv: list[str]) -> None:
         "not known), on the slices that the weak-label arms never train on, nor on a near copy of: half of "
         "Br35H's files are held out by a hash of each file name (resnet_scratch/data/run.py, weak_half), and of "
         "those, the ones whose near-duplicate group (pHash within the audit's 4 bits) has a member in the trained "
-        "half are left out too (weak_held_out), since Br35H holds many near copies of its own slices. The same "
-        "slices for every arm; the column beside gives all 703 for the arms that train on none of them.",
+        "half are left out too (weak_held_out), since Br35H holds many near copies of its own slices; and of "
+        "those, only the slices that every run scored (a weak-label run draws the groups on its own "
+        f"preprocessing, so it can miss a few): the same {len(held_out)} slices for every arm. The column beside "
+        "gives all 703 for the arms that train on none of them.",
         *weak_label_caveat(rows),
         "\n".join(
             ["Goals (mean of the seeds): Br35H sensitivity >= 90%, Sartaj accuracy >= 85%, Testing >= 97.5%."]

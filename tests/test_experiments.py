@@ -256,3 +256,15 @@ def test_weak_label_caveat_gives_sartajs_sampling_noise_once_sartaj_is_scored() 
     # two standard errors of the difference of two accuracies near 85% on 269 slices: 200 * sqrt(2 * .15 * .85 / 269)
     assert "with 269 slices" in text and "differ by 6.2 points" in text
     assert "no longer a collection they never saw" in text
+
+
+def test_br35h_is_scored_on_the_slices_every_run_scored(tmp_path: Path) -> None:
+    # a weak-label run scores only its own held-out part, which can miss a slice of the page's set
+    for run, files in (("recipe-seed0", ["a.jpg", "b.jpg", "c.jpg"]), ("weak-seed0", ["a.jpg", "c.jpg", "d.jpg"])):
+        (tmp_path / run).mkdir()
+        external = {"br35h-tumour": {"predictions": {f"tumour/{f}": "glioma" for f in files}}}
+        (tmp_path / run / "metrics.json").write_text(json.dumps({"external": external}))
+    summaries = [{"seeds": [{"run": "recipe-seed0"}]}, {"seeds": [{"run": "weak-seed0"}]}]
+    held_out = {"tumour/a.jpg", "tumour/b.jpg", "tumour/c.jpg"}
+    narrowed = load_script("external_validity").scored_by_every_run(summaries, tmp_path, held_out)
+    assert narrowed == {"tumour/a.jpg", "tumour/c.jpg"}
