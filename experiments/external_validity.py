@@ -85,11 +85,10 @@ def scored_by_every_run(summaries: list[dict], runs_dir: Path, held_out: set[str
     return held_out
 
 
-def held_out_sensitivity(run: Path, held_out: set[str]) -> dict[str, float] | None:
-    """Br35H tumour sensitivity on the held-out files, from the run's per-image predictions; None if
-    the run did not score Br35H."""
-    results = json.loads((run / "metrics.json").read_text())
-    scored = results.get("external", {}).get(BR35H)
+def held_out_sensitivity(external: dict, held_out: set[str]) -> dict[str, float] | None:
+    """Br35H tumour sensitivity on the held-out files, from a run's per-image predictions (the
+    "external" part of its metrics.json); None if the run did not score Br35H."""
+    scored = external.get(BR35H)
     if scored is None:
         return None
     predictions = {p: c for p, c in scored["predictions"].items() if p in held_out}
@@ -104,7 +103,7 @@ def external_figures(summaries: list[dict], runs_dir: Path, held_out: set[str]) 
     for arm in summaries:
         runs = [runs_dir / s["run"] for s in arm["seeds"] if "diverged" not in s]
         metrics = [json.loads((run / "metrics.json").read_text()).get("external", {}) for run in runs]
-        held = [held_out_sensitivity(run, held_out) for run in runs]
+        held = [held_out_sensitivity(m, held_out) for m in metrics]
         row = {"label": arm["label"], "seeds": len(runs)}
         if runs and all(SARTAJ in m for m in metrics):
             row["sartaj_accuracy"] = mean_std([m[SARTAJ]["accuracy"] for m in metrics])
