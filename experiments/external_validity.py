@@ -29,6 +29,7 @@ import numpy as np
 from resnet_scratch.config import read_toml
 from resnet_scratch.data import load_folder
 from resnet_scratch.data.run import weak_held_out
+from resnet_scratch.data.transforms import eval_resize
 from resnet_scratch.experiment import (
     RECIPES,
     Arm,
@@ -39,6 +40,8 @@ from resnet_scratch.experiment import (
     output_dir,
     plot_test_accuracy,
     pm,
+    recorded_seeds,
+    results_folder,
     run_arms,
     seed_bars,
     write_results,
@@ -63,25 +66,21 @@ def arms_for(base, external: Path) -> list[Arm]:
     ]
 
 
-def held_out_files(external: Path) -> set[str]:
-    """Br35H's files that no arm trains on, nor on a near copy of (data.run.weak_held_out), as paths
-    relative to its folder: the set every arm is scored on."""
+def held_out_files(external: Path, arms: list[Arm]) -> set[str]:
+    """Br35H's files that no weak-label arm trains on, nor on a near copy of (data.run.weak_held_out), as
+    paths relative to its folder: the set every arm is scored on. A checkpoint scores its own held-out
+    part, whose near-duplicate groups are drawn on the images as it preprocesses them (evaluate), so the
+    set is the files held out under every weak-label arm's preprocessing, and at the recipe's 128 px
+    (the looks the recorded seeds were scored under: a new look would change the set under them)."""
     folder = external / BR35H
-    split = load_folder(folder, size=(128, 128))
-    mask = weak_held_out(split)
-    return {str(Path(p).relative_to(folder)) for p, held in zip(split.paths, mask) if held}
-
-
-def scored_by_every_run(summaries: list[dict], runs_dir: Path, held_out: set[str]) -> set[str]:
-    """The held-out files that every run scored: a weak-label run scores only its own held-out part,
-    whose near-duplicate groups are drawn on the images as its checkpoint preprocesses them (size, head
-    crop), so it can miss a few of `held_out`. Narrowing to these keeps one set of slices for all arms."""
-    for arm in summaries:
-        for seed in arm["seeds"]:
-            results = json.loads((runs_dir / seed["run"] / "metrics.json").read_text())
-            scored = results.get("external", {}).get(BR35H)
-            if scored is not None:
-                held_out = held_out & set(scored["predictions"])
+    looks = {(128, False)} | {
+        (eval_resize(arm.config.input_size), arm.config.head_crop) for arm in arms if arm.config.weak_tumour
+    }
+    held_out = None
+    for side, head_crop in sorted(looks):
+        split = load_folder(folder, size=(side, side), head_crop=head_crop)
+        files = {str(Path(p).relative_to(folder)) for p, held in zip(split.paths, weak_held_out(split)) if held}
+        held_out = files if held_out is None else held_out & files
     return held_out
 
 
@@ -91,32 +90,46 @@ def held_out_sensitivity(external: dict, held_out: set[str]) -> dict[str, float]
     scored = external.get(BR35H)
     if scored is None:
         return None
-    predictions = {p: c for p, c in scored["predictions"].items() if p in held_out}
-    tumour = sum(1 for c in predictions.values() if c != "notumor")
-    return {"value": tumour / max(len(predictions), 1), "images": len(predictions)}
+    missing = held_out - set(scored["predictions"])
+    if missing:
+        raise ValueError(f"a run's Br35H predictions lack {len(missing)} held-out files, e.g. {sorted(missing)[0]}")
+    tumour = sum(1 for p in held_out if scored["predictions"][p] != "notumor")
+    return {"value": tumour / max(len(held_out), 1), "images": len(held_out)}
 
 
-def external_figures(summaries: list[dict], runs_dir: Path, held_out: set[str]) -> list[dict]:
+def with_external_figures(summaries: list[dict], runs_dir: Path, held_out: set[str]) -> list[dict]:
+    """Each seed summary with what the page needs from its run's per-image external results (its
+    Br35H sensitivity on `held_out`, Sartaj's per-class recall), kept in results.json so that the page
+    can be remade where the runs are gone. A seed recorded there already holds them."""
+    for arm in summaries:
+        for seed in arm["seeds"]:
+            if "diverged" in seed or "sartaj_recall" in seed:
+                continue
+            external = json.loads((runs_dir / seed["run"] / "metrics.json").read_text()).get("external", {})
+            seed["br35h_held_out"] = held_out_sensitivity(external, held_out)
+            seed["sartaj_recall"] = external[SARTAJ]["recall"] if SARTAJ in external else None
+    return summaries
+
+
+def external_figures(summaries: list[dict]) -> list[dict]:
     """Per arm: Sartaj accuracy and per-class recall, Br35H sensitivity on the held-out slices (and on
     all 703 where the arm did not train on any of them), each mean +- std over seeds."""
     rows = []
     for arm in summaries:
-        runs = [runs_dir / s["run"] for s in arm["seeds"] if "diverged" not in s]
-        metrics = [json.loads((run / "metrics.json").read_text()).get("external", {}) for run in runs]
-        held = [held_out_sensitivity(m, held_out) for m in metrics]
-        row = {"label": arm["label"], "seeds": len(runs)}
-        if runs and all(SARTAJ in m for m in metrics):
-            row["sartaj_accuracy"] = mean_std([m[SARTAJ]["accuracy"] for m in metrics])
+        seeds = [s for s in arm["seeds"] if "diverged" not in s]
+        row = {"label": arm["label"], "seeds": len(seeds)}
+        if seeds and all(s["sartaj_recall"] for s in seeds):
+            row["sartaj_accuracy"] = mean_std([s["external"][SARTAJ]["value"] for s in seeds])
             row["sartaj_recall"] = {
-                c: mean_std([m[SARTAJ]["recall"][c] for m in metrics]) for c in metrics[0][SARTAJ]["recall"]
+                c: mean_std([s["sartaj_recall"][c] for s in seeds]) for c in seeds[0]["sartaj_recall"]
             }
-            row["sartaj_images"] = metrics[0][SARTAJ]["images"]
-        if runs and all(h is not None for h in held):
-            row["br35h_sensitivity"] = mean_std([h["value"] for h in held])
-            row["br35h_images"] = held[0]["images"]
+            row["sartaj_images"] = seeds[0]["external"][SARTAJ]["images"]
+        if seeds and all(s["br35h_held_out"] for s in seeds):
+            row["br35h_sensitivity"] = mean_std([s["br35h_held_out"]["value"] for s in seeds])
+            row["br35h_images"] = seeds[0]["br35h_held_out"]["images"]
             if not arm["settings"]["weak_tumour"]:
-                row["br35h_all_sensitivity"] = mean_std([m[BR35H]["tumour_sensitivity"] for m in metrics])
-        if runs:
+                row["br35h_all_sensitivity"] = mean_std([s["external"][BR35H]["value"] for s in seeds])
+        if seeds:
             row["test_accuracy"] = arm["test_accuracy"]
             row["leak_free_accuracy"] = arm["leak_free_accuracy"]
         rows.append(row)
@@ -218,10 +231,12 @@ def main(argv: list[str]) -> None:
     recipe = recipe[args.scale]
     base = base_config(args, recipe)
     arms = arms_for(base, external)
-    summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir, train=not args.summarize_only)
+    recorded = recorded_seeds(results_folder(NAME, args) / "results.json", arms)
+    summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir, not args.summarize_only, recorded)
     out = output_dir(NAME, args, summaries)
-    held_out = scored_by_every_run(summaries, args.runs_dir, held_out_files(external))
-    rows = external_figures(summaries, args.runs_dir, held_out)
+    held_out = held_out_files(external, arms)
+    summaries = with_external_figures(summaries, args.runs_dir, held_out)
+    rows = external_figures(summaries)
     plot_external(out / "external.png", rows)
     plot_test_accuracy(out / "test_accuracy.png", summaries)
     figures = [
@@ -234,9 +249,10 @@ def main(argv: list[str]) -> None:
         run = args.runs_dir / arm["seeds"][0]["run"]
         for name in (BR35H, SARTAJ):
             source = run / f"errors-{name}.png"
+            file = f"errors-{arm['label'].replace(' ', '_')}-{name}.png"
             if source.is_file():
-                file = f"errors-{arm['label'].replace(' ', '_')}-{name}.png"
                 shutil.copy(source, out / file)
+            if (out / file).is_file():  # copied now, or when a recorded run was trained
                 figures.append((f"{arm['label']}, seed 0: the most confident mistakes on {name}, with Grad-CAM", file))
     notes = [
         "The same CPU recipe in every arm (experiments/configs/resnet18_cpu_onecycle.toml at --scale cpu); "
@@ -248,9 +264,11 @@ def main(argv: list[str]) -> None:
         "Br35H's files are held out by a hash of each file name (resnet_scratch/data/run.py, weak_half), and of "
         "those, the ones whose near-duplicate group (pHash within the audit's 4 bits) has a member in the trained "
         "half are left out too (weak_held_out), since Br35H holds many near copies of its own slices; and of "
-        "those, only the slices that every run scored (a weak-label run draws the groups on its own "
-        f"preprocessing, so it can miss a few): the same {len(held_out)} slices for every arm. The column beside "
-        "gives all 703 for the arms that train on none of them.",
+        "those, only the slices held out under every weak-label arm's preprocessing (a checkpoint draws the groups "
+        f"on the images as it sees them, with or without head crop): the same {len(held_out)} slices for every arm. "
+        "The column beside gives all 703 for the arms that train on none of them.",
+        "Each seed's figures are kept in results.json, so the page is remade from them where the runs are gone "
+        "(runs/ is not committed): the table is per arm over every recorded seed, whatever machine trained it.",
         *weak_label_caveat(rows),
         "\n".join(
             ["Goals (mean of the seeds): Br35H sensitivity >= 90%, Sartaj accuracy >= 85%, Testing >= 97.5%."]

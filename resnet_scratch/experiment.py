@@ -142,18 +142,28 @@ def find_run(config: Config, runs_dir: Path) -> Path:
     return named
 
 
+def seed_config(arm: Arm, seed: int, runs_dir: Path) -> Config:
+    """The config of one seed of an arm, named after its run folder (find_run)."""
+    config = replace(
+        arm.config, seed=seed, runs_dir=str(runs_dir), name=f"{arm.config.model}-{settings_hash(arm.config)}-seed{seed}"
+    )
+    return replace(config, name=find_run(config, runs_dir).name)
+
+
+def finished(run: Path) -> bool:
+    """Whether a run folder holds a result: its metrics, or the reason it diverged."""
+    return (run / "metrics.json").is_file() or (run / "diverged.txt").is_file()
+
+
 def run_seed(arm: Arm, seed: int, runs_dir: Path, train: bool = True) -> Path:
     """Train (or reuse, or resume) one seed of an arm; returns its run folder (with train=False, the
     folder as it is, finished or not).
 
     A run that diverges leaves diverged.txt in its folder with the reason, and is reported, not retried.
     """
-    config = replace(
-        arm.config, seed=seed, runs_dir=str(runs_dir), name=f"{arm.config.model}-{settings_hash(arm.config)}-seed{seed}"
-    )
-    run = find_run(config, runs_dir)
-    config = replace(config, name=run.name)
-    if (run / "metrics.json").is_file() or (run / "diverged.txt").is_file():
+    config = seed_config(arm, seed, runs_dir)
+    run = runs_dir / config.name
+    if finished(run):
         print(f"[{arm.label} seed {seed}] reusing {run}", flush=True)
         return run
     if not train:
@@ -250,10 +260,8 @@ SCALAR_METRICS = (
 )
 
 
-def summarize_arm(arm: Arm, runs: list[Path]) -> dict[str, object]:
-    """Per-seed summaries and their mean +- std (runs that never finished are left out)."""
-    runs = [run for run in runs if (run / "metrics.json").is_file() or (run / "diverged.txt").is_file()]
-    seeds = [summarize_run(run) for run in runs]
+def summarize_arm(arm: Arm, seeds: list[dict[str, object]]) -> dict[str, object]:
+    """The arm's per-seed summaries (summarize_run) and their mean +- std."""
     done = [s for s in seeds if "diverged" not in s]
     summary: dict[str, object] = {
         "label": arm.label,
@@ -283,17 +291,49 @@ def summarize_arm(arm: Arm, runs: list[Path]) -> dict[str, object]:
     return summary
 
 
-def run_arms(arms: list[Arm], seeds: list[int], runs_dir: Path, train: bool = True) -> list[dict[str, object]]:
-    """Every arm at every seed (reusing finished runs), then each arm's summary. Seed by seed, so that
-    an experiment cut short has every arm at its first seeds rather than some arms at none."""
+def recorded_seeds(path: Path, arms: list[Arm]) -> dict[tuple[str, int], dict[str, object]]:
+    """The seed summaries that the results.json at `path` (if any) records for arms of the same label
+    and settings as `arms`, by (label, seed): runs trained in another runs_dir or on another machine (a
+    fresh checkout has no runs/), whose numbers an experiment can reuse instead of training them again."""
+    if not path.is_file():
+        return {}
+    old = {arm["label"]: arm for arm in json.loads(path.read_text()).get("arms", [])}
+    return {
+        (arm.label, seed["seed"]): seed
+        for arm in arms
+        if (was := old.get(arm.label)) and same_settings(was.get("settings", {}), to_dict(arm.config))
+        for seed in was.get("seeds", [])
+    }
+
+
+def run_arms(
+    arms: list[Arm],
+    seeds: list[int],
+    runs_dir: Path,
+    train: bool = True,
+    recorded: dict[tuple[str, int], dict[str, object]] | None = None,
+) -> list[dict[str, object]]:
+    """Every arm at every seed, then each arm's summary. A finished run in runs_dir is reused, else the
+    seed's `recorded` summary (recorded_seeds), else the run is trained. Seed by seed, so that an
+    experiment cut short has every arm at its first seeds rather than some arms at none."""
     labels = [arm.label for arm in arms]
     if len(set(labels)) != len(labels):
         raise ValueError(f"arm labels must differ: {labels}")
+    recorded = recorded or {}
     start = time.perf_counter()
-    done = {(arm.label, seed): run_seed(arm, seed, runs_dir, train) for seed in seeds for arm in arms}
-    runs = {arm.label: [done[arm.label, seed] for seed in seeds] for arm in arms}
+    done: dict[str, list[dict[str, object]]] = {label: [] for label in labels}
+    for seed in seeds:
+        for arm in arms:
+            record = recorded.get((arm.label, seed))
+            if record is not None and not finished(runs_dir / seed_config(arm, seed, runs_dir).name):
+                print(f"[{arm.label} seed {seed}] using the recorded numbers of {record['run']}", flush=True)
+                done[arm.label].append(record)
+                continue
+            run = run_seed(arm, seed, runs_dir, train)
+            if finished(run):
+                done[arm.label].append(summarize_run(run))
     print(f"\nall {len(arms) * len(seeds)} runs done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
-    return [summarize_arm(arm, runs[arm.label]) for arm in arms]
+    return [summarize_arm(arm, done[arm.label]) for arm in arms]
 
 
 def pm(stat: dict | None, percent: bool = True, digits: int = 2) -> str:

@@ -258,13 +258,26 @@ def test_weak_label_caveat_gives_sartajs_sampling_noise_once_sartaj_is_scored() 
     assert "no longer a collection they never saw" in text
 
 
-def test_br35h_is_scored_on_the_slices_every_run_scored(tmp_path: Path) -> None:
-    # a weak-label run scores only its own held-out part, which can miss a slice of the page's set
-    for run, files in (("recipe-seed0", ["a.jpg", "b.jpg", "c.jpg"]), ("weak-seed0", ["a.jpg", "c.jpg", "d.jpg"])):
-        (tmp_path / run).mkdir()
-        external = {"br35h-tumour": {"predictions": {f"tumour/{f}": "glioma" for f in files}}}
-        (tmp_path / run / "metrics.json").write_text(json.dumps({"external": external}))
-    summaries = [{"seeds": [{"run": "recipe-seed0"}]}, {"seeds": [{"run": "weak-seed0"}]}]
-    held_out = {"tumour/a.jpg", "tumour/b.jpg", "tumour/c.jpg"}
-    narrowed = load_script("external_validity").scored_by_every_run(summaries, tmp_path, held_out)
-    assert narrowed == {"tumour/a.jpg", "tumour/c.jpg"}
+def test_a_run_that_did_not_score_every_held_out_slice_is_refused() -> None:
+    # the page's set must be a subset of what every run scored, or the arms are compared on different slices
+    sensitivity = load_script("external_validity").held_out_sensitivity
+    external = {"br35h-tumour": {"predictions": {"tumour/a.jpg": "glioma", "tumour/c.jpg": "notumor"}}}
+    assert sensitivity(external, {"tumour/a.jpg", "tumour/c.jpg"}) == {"value": 0.5, "images": 2}
+    assert sensitivity({}, {"tumour/a.jpg"}) is None
+    with pytest.raises(ValueError, match="lack 1 held-out files, e.g. tumour/b.jpg"):
+        sensitivity(external, {"tumour/a.jpg", "tumour/b.jpg"})
+
+
+def test_recorded_runs_are_reused_where_the_runs_are_gone(data, finished, tmp_path, capsys) -> None:
+    # A fresh checkout has no runs/: an experiment used to train every run again, and --summarize-only
+    # refused to remake the page. The seeds recorded in its results.json now stand in for their runs.
+    (tmp_path / "out").mkdir()
+    shutil.copy(finished["external_validity"] / "out" / "results.json", tmp_path / "out" / "results.json")
+    before = json.loads((tmp_path / "out" / "results.json").read_text())
+    capsys.readouterr()
+    load_script("external_validity").main(argv_for("external_validity", data, tmp_path))  # may train
+    printed = capsys.readouterr().out
+    assert "training in" not in printed and printed.count("using the recorded numbers of") == 5
+    after = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert after["extra"] == before["extra"]
+    assert [arm["seeds"] for arm in after["arms"]] == [arm["seeds"] for arm in before["arms"]]
