@@ -21,8 +21,9 @@ from resnet_scratch.experiment import (
     plot_curves,
     plot_test_accuracy,
     pm,
+    recorded_seeds,
+    results_folder,
     run_arms,
-    with_recorded,
     write_results,
 )
 
@@ -79,8 +80,8 @@ def main(argv: list[str]) -> None:
     args = experiment_args(__doc__, argv)
     base = base_config(args, RECIPES[args.scale])
     arms = [Arm(label, model_config(base, model, args.scale)) for label, model in MODELS.items()]
-    summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir, train=not args.summarize_only)
-    summaries = with_recorded(NAME, args, summaries)  # its committed runs were trained on another machine
+    recorded = recorded_seeds(results_folder(NAME, args) / "results.json", arms)  # trained on another machine
+    summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir, train=not args.summarize_only, recorded=recorded)
     out = output_dir(NAME, args, summaries)
     plot_curves(out / "curves.png", summaries)
     plot_test_accuracy(out / "test_accuracy.png", summaries)

@@ -18,6 +18,7 @@ Sartaj accuracy on all its glioma and pituitary slices.
     python experiments/external_validity.py --scale tiny   # a smoke test on generated images
 """
 
+import hashlib
 import json
 import shutil
 import sys
@@ -68,11 +69,11 @@ def arms_for(base, external: Path) -> list[Arm]:
 
 def held_out_files(external: Path, arms: list[Arm]) -> set[str]:
     """Br35H's files that no weak-label arm trains on, nor on a near copy of (data.run.weak_held_out), as
-    paths relative to its folder: the set every arm is scored on. A checkpoint scores its own held-out
-    part, whose near-duplicate groups are drawn on the images as it preprocesses them (evaluate), so the
-    set is the files held out under every weak-label arm's preprocessing, and at the recipe's 128 px
-    (the looks the recorded seeds were scored under: a new look would change the set under them)."""
+    paths relative to its folder: the set every arm is scored on."""
     folder = external / BR35H
+    # A checkpoint scores its own held-out part, whose near-duplicate groups are drawn on the images as it
+    # preprocesses them (evaluate), so the set is what is held out under every weak-label arm's look. 128 px
+    # without head crop is the look the recorded seeds' set was first drawn at; dropping it changes the set.
     looks = {(128, False)} | {
         (eval_resize(arm.config.input_size), arm.config.head_crop) for arm in arms if arm.config.weak_tumour
     }
@@ -84,7 +85,12 @@ def held_out_files(external: Path, arms: list[Arm]) -> set[str]:
     return held_out
 
 
-def held_out_sensitivity(external: dict, held_out: set[str]) -> dict[str, float] | None:
+def files_hash(files: set[str]) -> str:
+    """16 hex digits naming a set of files, to tell whether two figures were computed on the same slices."""
+    return hashlib.sha256("\n".join(sorted(files)).encode()).hexdigest()[:16]
+
+
+def held_out_sensitivity(external: dict, held_out: set[str]) -> dict[str, object] | None:
     """Br35H tumour sensitivity on the held-out files, from a run's per-image predictions (the
     "external" part of its metrics.json); None if the run did not score Br35H."""
     scored = external.get(BR35H)
@@ -94,21 +100,39 @@ def held_out_sensitivity(external: dict, held_out: set[str]) -> dict[str, float]
     if missing:
         raise ValueError(f"a run's Br35H predictions lack {len(missing)} held-out files, e.g. {sorted(missing)[0]}")
     tumour = sum(1 for p in held_out if scored["predictions"][p] != "notumor")
-    return {"value": tumour / max(len(held_out), 1), "images": len(held_out)}
+    return {"value": tumour / max(len(held_out), 1), "images": len(held_out), "files": files_hash(held_out)}
 
 
 def with_external_figures(summaries: list[dict], runs_dir: Path, held_out: set[str]) -> list[dict]:
-    """Each seed summary with what the page needs from its run's per-image external results (its
-    Br35H sensitivity on `held_out`, Sartaj's per-class recall), kept in results.json so that the page
-    can be remade where the runs are gone. A seed recorded there already holds them."""
+    """Copies of the summaries whose seeds hold what the page needs from their run's per-image external
+    results (Br35H sensitivity on `held_out`, Sartaj's per-class recall), kept in results.json so that the
+    page can be remade where the runs are gone. A seed without its run must have them recorded, on the
+    same held-out files."""
+    kept = []
     for arm in summaries:
+        seeds = []
         for seed in arm["seeds"]:
-            if "diverged" in seed or "sartaj_recall" in seed:
-                continue
-            external = json.loads((runs_dir / seed["run"] / "metrics.json").read_text()).get("external", {})
-            seed["br35h_held_out"] = held_out_sensitivity(external, held_out)
-            seed["sartaj_recall"] = external[SARTAJ]["recall"] if SARTAJ in external else None
-    return summaries
+            metrics = runs_dir / seed["run"] / "metrics.json"
+            if "diverged" in seed:
+                pass
+            elif metrics.is_file():
+                external = json.loads(metrics.read_text()).get("external", {})
+                seed = seed | {
+                    "br35h_held_out": held_out_sensitivity(external, held_out),
+                    "sartaj_recall": external[SARTAJ]["recall"] if SARTAJ in external else None,
+                }
+            elif "br35h_held_out" not in seed or "sartaj_recall" not in seed:
+                raise ValueError(
+                    f"{arm['label']}: {seed['run']} is neither in {runs_dir} nor recorded with its figures"
+                )
+            elif seed["br35h_held_out"] and seed["br35h_held_out"].get("files") != files_hash(held_out):
+                raise ValueError(
+                    f"{arm['label']}: {seed['run']} was scored on other Br35H slices than the {len(held_out)} held "
+                    "out now (a look or an arm changed): train it again"
+                )
+            seeds.append(seed)
+        kept.append(arm | {"seeds": seeds})
+    return kept
 
 
 def external_figures(summaries: list[dict]) -> list[dict]:
@@ -177,8 +201,9 @@ def weak_label_caveat(rows: list[dict]) -> list[str]:
     ]
 
 
-def goal_notes(rows: list[dict]) -> list[str]:
-    """For each arm, which goal (mean of the seeds) is met and how far each other one is."""
+def goal_notes(rows: list[dict], seeds: int) -> list[str]:
+    """For each arm, which goal (mean of the seeds) is met and how far each other one is, and at how many
+    of the `seeds` the goals are judged (they are set on the mean of all of them)."""
     names = {
         "br35h_sensitivity": "Br35H sensitivity",
         "sartaj_accuracy": "Sartaj accuracy",
@@ -192,6 +217,8 @@ def goal_notes(rows: list[dict]) -> list[str]:
                 continue
             value = r[key]["mean"]
             verdict = "met" if value >= goal else f"{100 * (goal - value):.1f} points short"
+            if r["seeds"] < seeds:
+                verdict += f" so far, at {r['seeds']} of {seeds} seeds"
             parts.append(f"{names[key]} {100 * value:.1f}% (goal {100 * goal:.1f}%: {verdict})")
         if parts:
             notes.append(f"- {r['label']}: " + "; ".join(parts) + ".")
@@ -232,7 +259,7 @@ def main(argv: list[str]) -> None:
     base = base_config(args, recipe)
     arms = arms_for(base, external)
     recorded = recorded_seeds(results_folder(NAME, args) / "results.json", arms)
-    summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir, not args.summarize_only, recorded)
+    summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir, train=not args.summarize_only, recorded=recorded)
     out = output_dir(NAME, args, summaries)
     held_out = held_out_files(external, arms)
     summaries = with_external_figures(summaries, args.runs_dir, held_out)
@@ -272,14 +299,14 @@ def main(argv: list[str]) -> None:
         *weak_label_caveat(rows),
         "\n".join(
             ["Goals (mean of the seeds): Br35H sensitivity >= 90%, Sartaj accuracy >= 85%, Testing >= 97.5%."]
-            + goal_notes(rows)
+            + goal_notes(rows, args.seeds)
         ),
     ]
     notes.insert(
         0, "\n".join(["Testing and the other collections, mean ± sample std over seeds:", ""] + external_table(rows))
     )
     # Br35H only in the table above: the runs' own figures are on different slices (all 703, or a weak-label
-    # run's own held-out part), the table's on the slices every run scored.
+    # run's own held-out part), the table's on the held-out slices.
     summaries = [
         arm | {"external": {k: v for k, v in arm.get("external", {}).items() if k != BR35H}} for arm in summaries
     ]

@@ -291,19 +291,28 @@ def summarize_arm(arm: Arm, seeds: list[dict[str, object]]) -> dict[str, object]
     return summary
 
 
-def recorded_seeds(path: Path, arms: list[Arm]) -> dict[tuple[str, int], dict[str, object]]:
-    """The seed summaries that the results.json at `path` (if any) records for arms of the same label
-    and settings as `arms`, by (label, seed): runs trained in another runs_dir or on another machine (a
-    fresh checkout has no runs/), whose numbers an experiment can reuse instead of training them again."""
+def recorded_arms(path: Path) -> dict[str, dict[str, object]]:
+    """The arms of the results.json at `path`, by label (none where there is no such file)."""
     if not path.is_file():
         return {}
-    old = {arm["label"]: arm for arm in json.loads(path.read_text()).get("arms", [])}
-    return {
-        (arm.label, seed["seed"]): seed
-        for arm in arms
-        if (was := old.get(arm.label)) and same_settings(was.get("settings", {}), to_dict(arm.config))
-        for seed in was.get("seeds", [])
-    }
+    return {arm["label"]: arm for arm in json.loads(path.read_text()).get("arms", [])}
+
+
+def recorded_seeds(path: Path, arms: list[Arm]) -> dict[tuple[str, int], dict[str, object]]:
+    """The seed summaries that the results.json at `path` records for arms of the same label and
+    settings as `arms`, by (label, seed): runs trained in another runs_dir or on another machine (a
+    fresh checkout has no runs/), whose numbers an experiment can reuse instead of training them again."""
+    seeds = {}
+    for label, was in recorded_arms(path).items():
+        arm = next((arm for arm in arms if arm.label == label), None)
+        if arm is None:
+            continue
+        differ = settings_differences(was.get("settings", {}), to_dict(arm.config))
+        if differ:
+            print(f"[{label}] {path} records runs of other settings ({', '.join(differ)}): not reused", flush=True)
+            continue
+        seeds |= {(label, seed["seed"]): seed for seed in was.get("seeds", [])}
+    return seeds
 
 
 def run_arms(
@@ -322,17 +331,20 @@ def run_arms(
     recorded = recorded or {}
     start = time.perf_counter()
     done: dict[str, list[dict[str, object]]] = {label: [] for label in labels}
+    reused = 0
     for seed in seeds:
         for arm in arms:
             record = recorded.get((arm.label, seed))
             if record is not None and not finished(runs_dir / seed_config(arm, seed, runs_dir).name):
                 print(f"[{arm.label} seed {seed}] using the recorded numbers of {record['run']}", flush=True)
                 done[arm.label].append(record)
+                reused += 1
                 continue
             run = run_seed(arm, seed, runs_dir, train)
             if finished(run):
                 done[arm.label].append(summarize_run(run))
-    print(f"\nall {len(arms) * len(seeds)} runs done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+    minutes = (time.perf_counter() - start) / 60
+    print(f"\nall {len(arms) * len(seeds)} runs done in {minutes:.1f} min ({reused} from the record)", flush=True)
     return [summarize_arm(arm, done[arm.label]) for arm in arms]
 
 
@@ -531,37 +543,14 @@ def results_folder(name: str, args: argparse.Namespace) -> Path:
 def recorded_richer(path: Path, summaries: list[dict[str, object]]) -> dict[str, dict[str, object]]:
     """The arms of the results.json at `path` (if any) that hold more finished runs than the summary of
     the same label and settings in `summaries`, by label."""
-    if not path.is_file():
-        return {}
-    old = {arm["label"]: arm for arm in json.loads(path.read_text()).get("arms", [])}
+    old = recorded_arms(path)
     return {
         arm["label"]: was
         for arm in summaries
         if (was := old.get(arm["label"]))
         and was.get("finished", 0) > arm["finished"]
-        and same_settings(was.get("settings", {}), arm["settings"])
+        and not settings_differences(was.get("settings", {}), arm["settings"])
     }
-
-
-def with_recorded(name: str, args: argparse.Namespace, summaries: list[dict[str, object]]) -> list[dict[str, object]]:
-    """Each arm's summary, or the one its page already records where that has more finished runs of the
-    same settings (its runs are in another runs_dir, or on another machine): the page can then be
-    rewritten, after its text or figures changed, without losing a number. Only for experiments whose
-    page is made from the summaries alone."""
-    path = results_folder(name, args) / "results.json"
-    richer = recorded_richer(path, summaries)
-    kept = []
-    for arm in summaries:
-        was = richer.get(arm["label"])
-        if was:
-            print(
-                f"[{arm['label']}] {arm['finished']} finished run(s) here, {was['finished']} recorded in {path}: "
-                "using the recorded ones",
-                flush=True,
-            )
-            arm = was
-        kept.append(arm)
-    return kept
 
 
 def output_dir(name: str, args: argparse.Namespace, summaries: list[dict[str, object]]) -> Path:
@@ -581,20 +570,21 @@ def output_dir(name: str, args: argparse.Namespace, summaries: list[dict[str, ob
     if fewer:
         raise SystemExit(
             f"{path} holds more finished runs than {args.runs_dir} has ({'; '.join(fewer)}): not overwriting it. "
-            "Point --runs-dir at the runs, or write elsewhere with --out (any run trained now is kept in "
-            "the runs_dir)"
+            "Point --runs-dir at the runs, ask for as many --seeds as it records, or write elsewhere with --out "
+            "(any run trained now is kept in the runs_dir)"
         )
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
-def same_settings(a: dict[str, object], b: dict[str, object]) -> bool:
-    """Whether two arms' recorded settings train the same runs: settings added since one was recorded
-    take their defaults, and where runs and files go does not count."""
+def settings_differences(a: dict[str, object], b: dict[str, object]) -> list[str]:
+    """The settings in which two arms' recorded settings differ (none: they train the same runs).
+    Settings added since one was recorded take their defaults; where runs and files go does not count."""
     try:
-        return settings_of(load_config(None, a)) == settings_of(load_config(None, b))
+        a, b = settings_of(load_config(None, a)), settings_of(load_config(None, b))
     except (ValueError, TypeError, KeyError):  # a setting since removed, or a value no longer valid
-        return False
+        return ["a setting no longer valid"]
+    return sorted(key for key in a if a[key] != b.get(key))
 
 
 def short_commit(commit: str) -> str:

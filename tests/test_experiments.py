@@ -260,24 +260,64 @@ def test_weak_label_caveat_gives_sartajs_sampling_noise_once_sartaj_is_scored() 
 
 def test_a_run_that_did_not_score_every_held_out_slice_is_refused() -> None:
     # the page's set must be a subset of what every run scored, or the arms are compared on different slices
-    sensitivity = load_script("external_validity").held_out_sensitivity
+    script = load_script("external_validity")
     external = {"br35h-tumour": {"predictions": {"tumour/a.jpg": "glioma", "tumour/c.jpg": "notumor"}}}
-    assert sensitivity(external, {"tumour/a.jpg", "tumour/c.jpg"}) == {"value": 0.5, "images": 2}
-    assert sensitivity({}, {"tumour/a.jpg"}) is None
+    held_out = {"tumour/a.jpg", "tumour/c.jpg"}
+    assert script.held_out_sensitivity(external, held_out) == {
+        "value": 0.5,
+        "images": 2,
+        "files": script.files_hash(held_out),
+    }
+    assert script.held_out_sensitivity({}, {"tumour/a.jpg"}) is None
     with pytest.raises(ValueError, match="lack 1 held-out files, e.g. tumour/b.jpg"):
-        sensitivity(external, {"tumour/a.jpg", "tumour/b.jpg"})
+        script.held_out_sensitivity(external, {"tumour/a.jpg", "tumour/b.jpg"})
+
+
+def recorded_copy(finished: dict[str, Path], tmp_path: Path) -> tuple[Path, dict]:
+    """The tiny external-validity page's results.json, copied into tmp_path/out: a checkout without runs."""
+    (tmp_path / "out").mkdir()
+    path = tmp_path / "out" / "results.json"
+    shutil.copy(finished["external_validity"] / "out" / "results.json", path)
+    return path, json.loads(path.read_text())
 
 
 def test_recorded_runs_are_reused_where_the_runs_are_gone(data, finished, tmp_path, capsys) -> None:
     # A fresh checkout has no runs/: an experiment used to train every run again, and --summarize-only
     # refused to remake the page. The seeds recorded in its results.json now stand in for their runs.
-    (tmp_path / "out").mkdir()
-    shutil.copy(finished["external_validity"] / "out" / "results.json", tmp_path / "out" / "results.json")
-    before = json.loads((tmp_path / "out" / "results.json").read_text())
+    path, before = recorded_copy(finished, tmp_path)
     capsys.readouterr()
-    load_script("external_validity").main(argv_for("external_validity", data, tmp_path))  # may train
+    load_script("external_validity").main(argv_for("external_validity", data, tmp_path))
     printed = capsys.readouterr().out
     assert "training in" not in printed and printed.count("using the recorded numbers of") == 5
-    after = json.loads((tmp_path / "out" / "results.json").read_text())
+    after = json.loads(path.read_text())
     assert after["extra"] == before["extra"]
     assert [arm["seeds"] for arm in after["arms"]] == [arm["seeds"] for arm in before["arms"]]
+
+
+def test_only_the_seeds_not_recorded_are_trained(data, finished, tmp_path, capsys) -> None:
+    path, record = recorded_copy(finished, tmp_path)
+    weak = next(arm for arm in record["arms"] if arm["label"] == "weak labels")
+    weak["seeds"], weak["finished"] = [], 0
+    record["arms"][0]["settings"]["epochs"] += 1  # the recipe's record is of other settings
+    path.write_text(json.dumps(record))
+    capsys.readouterr()
+    load_script("external_validity").main(argv_for("external_validity", data, tmp_path))
+    printed = capsys.readouterr().out
+    assert "[recipe] " in printed and "records runs of other settings (epochs): not reused" in printed
+    assert printed.count("using the recorded numbers of") == 3
+    assert "[recipe seed 0] training in" in printed and "[weak labels seed 0] training in" in printed
+
+
+def test_a_recorded_seed_scored_on_other_slices_is_refused(data, finished, tmp_path) -> None:
+    path, record = recorded_copy(finished, tmp_path)
+    record["arms"][1]["seeds"][0]["br35h_held_out"]["files"] = "0" * 16
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="photometric: .* was scored on other Br35H slices"):
+        load_script("external_validity").main(argv_for("external_validity", data, tmp_path))
+
+
+def test_goals_are_judged_on_all_seeds() -> None:
+    rows = [{"label": "all three", "seeds": 1, "sartaj_accuracy": {"mean": 0.87}}]
+    notes = load_script("external_validity").goal_notes
+    assert notes(rows, 3) == ["- all three: Sartaj accuracy 87.0% (goal 85.0%: met so far, at 1 of 3 seeds)."]
+    assert notes(rows, 1) == ["- all three: Sartaj accuracy 87.0% (goal 85.0%: met)."]
