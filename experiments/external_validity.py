@@ -216,7 +216,7 @@ def goal_notes(rows: list[dict], seeds: int) -> list[str]:
             if key not in r:
                 continue
             value = r[key]["mean"]
-            verdict = "met" if value >= goal else f"{100 * (goal - value):.1f} points short"
+            verdict = "met" if value >= goal else f"{100 * (goal - value):.2f} points short"
             if r["seeds"] < seeds:
                 verdict += f" so far, at {r['seeds']} of {seeds} seeds"
             parts.append(f"{names[key]} {100 * value:.1f}% (goal {100 * goal:.1f}%: {verdict})")
