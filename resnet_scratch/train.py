@@ -370,7 +370,10 @@ def _fit(config: Config, resume: bool, run: Path, device: torch.device, place: D
 
 
 def check_same_data(run: Path, data: RunData) -> None:
-    """On resume: the data must split into the classes and sizes the run started with."""
+    """On resume: the data must split into the classes and sizes the run started with (if it got as far
+    as recording them: a run killed before it wrote config.json starts again, in place)."""
+    if not (run / "config.json").is_file():
+        return
     recorded = json.loads((run / "config.json").read_text()).get("data", {})
     now = data_record(data)
     for key in ("classes", "train", "val"):

@@ -177,6 +177,15 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_weights_and_metrics(tiny: 
     assert results[0]["test"] == results[1]["test"]
 
 
+def test_a_run_killed_before_its_config_was_written_starts_again_in_place(tiny: Path, tmp_path: Path) -> None:
+    # An experiment killed just after taking the folder leaves only .lock; resuming it read the missing
+    # config.json and stopped the experiment with FileNotFoundError.
+    (tmp_path / "early").mkdir()
+    (tmp_path / "early" / ".lock").write_text("1\n")
+    fit(load_config(None, tiny_flags(tiny, tmp_path, "early", epochs=1)), resume=True)
+    assert (tmp_path / "early" / "metrics.json").is_file()
+
+
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny: Path, tmp_path: Path, monkeypatch) -> None:
     epochs_started = {"n": 0}
     real_epoch, real_loss = train_module.train_one_epoch, train_module.loss_of
