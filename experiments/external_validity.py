@@ -225,6 +225,34 @@ def goal_notes(rows: list[dict], seeds: int) -> list[str]:
     return notes
 
 
+def differences_table(rows: list[dict]) -> list[str]:
+    """Why a goal is missed: each arm's mean minus the recipe's (the first row), per figure, in points;
+    a remedy that moves one set and not another shows as a column that changes and one that does not."""
+    base = rows[0]
+    keys = [("test_accuracy", "Testing (full)"), ("sartaj_accuracy", "Sartaj accuracy")]
+    keys += [(f"sartaj_recall.{c}", f"Sartaj {c} recall") for c in base.get("sartaj_recall", {})]
+    keys += [("br35h_sensitivity", "Br35H held out")]
+
+    def mean(row: dict, key: str) -> float | None:
+        name, _, cls = key.partition(".")
+        stat = row.get(name, {}).get(cls) if cls else row.get(name)
+        return None if stat is None else 100 * stat["mean"]
+
+    lines = [
+        f"Each arm against {base['label']} (its mean minus the recipe's, points):",
+        "",
+        "| arm | " + " | ".join(name for _, name in keys) + " | seeds |",
+        "|---|" + "---:|" * (len(keys) + 1),
+    ]
+    for r in rows[1:]:
+        cells = []
+        for key, _ in keys:
+            a, b = mean(r, key), mean(base, key)
+            cells.append("-" if a is None or b is None else f"{a - b:+.1f}")
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {r['seeds']} |")
+    return lines
+
+
 def plot_external(path: Path, rows: list[dict]) -> Path:
     """Per arm: Testing (full), Sartaj accuracy and Br35H sensitivity (held out), a dot per seed."""
     done = [r for r in rows if "sartaj_accuracy" in r and "br35h_sensitivity" in r]
@@ -301,6 +329,7 @@ def main(argv: list[str]) -> None:
             ["Goals (mean of the seeds): Br35H sensitivity >= 90%, Sartaj accuracy >= 85%, Testing >= 97.5%."]
             + goal_notes(rows, args.seeds)
         ),
+        "\n".join(differences_table(rows)),
     ]
     notes.insert(
         0, "\n".join(["Testing and the other collections, mean ± sample std over seeds:", ""] + external_table(rows))

@@ -321,3 +321,16 @@ def test_goals_are_judged_on_all_seeds() -> None:
     notes = load_script("external_validity").goal_notes
     assert notes(rows, 3) == ["- all three: Sartaj accuracy 87.0% (goal 85.0%: met so far, at 1 of 3 seeds)."]
     assert notes(rows, 1) == ["- all three: Sartaj accuracy 87.0% (goal 85.0%: met)."]
+
+
+def test_each_arm_is_set_against_the_recipe_to_say_why_a_goal_is_missed() -> None:
+    def stat(value: float) -> dict:
+        return {"mean": value}
+
+    recipe = {"label": "recipe", "seeds": 3, "test_accuracy": stat(0.976), "sartaj_accuracy": stat(0.828)}
+    recipe |= {"sartaj_recall": {"pituitary": stat(0.533)}, "br35h_sensitivity": stat(0.401)}
+    photometric = {"label": "photometric", "seeds": 2, "test_accuracy": stat(0.967), "sartaj_accuracy": stat(0.856)}
+    photometric |= {"sartaj_recall": {"pituitary": stat(0.700)}}
+    lines = load_script("external_validity").differences_table([recipe, photometric])
+    assert lines[2] == "| arm | Testing (full) | Sartaj accuracy | Sartaj pituitary recall | Br35H held out | seeds |"
+    assert lines[-1] == "| photometric | -0.9 | +2.8 | +16.7 | - | 2 |"
