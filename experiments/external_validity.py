@@ -196,8 +196,8 @@ def weak_label_caveat(rows: list[dict]) -> list[str]:
         "not that it carries to a collection it never saw. Sartaj, on which no arm trains, is that check; with "
         f"{n} slices, two arms' Sartaj accuracies near 85% can differ by {noise_margin(0.15, n):.1f} points from "
         "sampling alone (two standard errors of the difference of two independent samples; the arms are scored on "
-        "the same slices, so a paired comparison is sharper), and one seed does not show how much the training "
-        "seed alone moves it."
+        "the same slices, so a paired comparison is sharper); the table's ± is how much the training seed alone "
+        "moves it."
     ]
 
 
@@ -219,37 +219,37 @@ def goal_notes(rows: list[dict], seeds: int) -> list[str]:
             verdict = "met" if value >= goal else f"{100 * (goal - value):.2f} points short"
             if r["seeds"] < seeds:
                 verdict += f" so far, at {r['seeds']} of {seeds} seeds"
-            parts.append(f"{names[key]} {100 * value:.1f}% (goal {100 * goal:.1f}%: {verdict})")
+            parts.append(f"{names[key]} {100 * value:.2f}% (goal {100 * goal:.1f}%: {verdict})")
         if parts:
             notes.append(f"- {r['label']}: " + "; ".join(parts) + ".")
     return notes
 
 
 def differences_table(rows: list[dict]) -> list[str]:
-    """Why a goal is missed: each arm's mean minus the recipe's (the first row), per figure, in points;
-    a remedy that moves one set and not another shows as a column that changes and one that does not."""
+    """Each arm's figures minus the recipe's (the first row), in points, over the seeds both ran (the
+    first k of each): which set a remedy moves and which it leaves."""
     base = rows[0]
     keys = [("test_accuracy", "Testing (full)"), ("sartaj_accuracy", "Sartaj accuracy")]
     keys += [(f"sartaj_recall.{c}", f"Sartaj {c} recall") for c in base.get("sartaj_recall", {})]
     keys += [("br35h_sensitivity", "Br35H held out")]
 
-    def mean(row: dict, key: str) -> float | None:
+    def values(row: dict, key: str) -> list[float] | None:
         name, _, cls = key.partition(".")
         stat = row.get(name, {}).get(cls) if cls else row.get(name)
-        return None if stat is None else 100 * stat["mean"]
+        return None if stat is None else stat["values"]
 
     lines = [
-        f"Each arm against {base['label']} (its mean minus the recipe's, points):",
+        f"Each arm against the {base['label']} arm, seed for seed (mean difference over the seeds both ran, points):",
         "",
         "| arm | " + " | ".join(name for _, name in keys) + " | seeds |",
         "|---|" + "---:|" * (len(keys) + 1),
     ]
     for r in rows[1:]:
-        cells = []
+        cells, k = [], min(r["seeds"], base["seeds"])
         for key, _ in keys:
-            a, b = mean(r, key), mean(base, key)
-            cells.append("-" if a is None or b is None else f"{a - b:+.1f}")
-        lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {r['seeds']} |")
+            a, b = values(r, key), values(base, key)
+            cells.append("-" if not a or not b else f"{100 * (np.mean(a[:k]) - np.mean(b[:k])):+.1f}")
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {k} |")
     return lines
 
 
