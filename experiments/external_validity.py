@@ -109,12 +109,13 @@ def with_external_figures(summaries: list[dict], runs_dir: Path, held_out: set[s
     page can be remade where the runs are gone. A seed without its run must have them recorded, on the
     same held-out files."""
     kept = []
+    tag = files_hash(held_out)  # once: every recorded seed is checked against it
     for arm in summaries:
         seeds = []
         for seed in arm["seeds"]:
             metrics = runs_dir / seed["run"] / "metrics.json"
             if "diverged" in seed:
-                pass
+                pass  # no figures to add
             elif metrics.is_file():
                 external = json.loads(metrics.read_text()).get("external", {})
                 seed = seed | {
@@ -125,7 +126,7 @@ def with_external_figures(summaries: list[dict], runs_dir: Path, held_out: set[s
                 raise ValueError(
                     f"{arm['label']}: {seed['run']} is neither in {runs_dir} nor recorded with its figures"
                 )
-            elif seed["br35h_held_out"] and seed["br35h_held_out"].get("files") != files_hash(held_out):
+            elif seed["br35h_held_out"] and seed["br35h_held_out"].get("files") != tag:
                 raise ValueError(
                     f"{arm['label']}: {seed['run']} was scored on other Br35H slices than the {len(held_out)} held "
                     "out now (a look or an arm changed): train it again"
