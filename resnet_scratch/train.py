@@ -278,7 +278,7 @@ def _fit(config: Config, resume: bool, run: Path, device: torch.device, place: D
         clean_list=config.clean_list,
         head_crop=config.head_crop,
         train_fraction=config.train_fraction,
-        weak_tumour=config.weak_tumour,
+        weak_tumour=config.weak_folder,
     )
     if resume and place.main:
         check_same_data(run, data)
@@ -421,7 +421,7 @@ def run_metadata(config: Config, classes: list[str], prep: Preprocess, model: nn
     if config.model == "inception_v3":
         options["transform_input"] = unwrap(model).transform_input
     if config.weak_tumour:  # evaluate then scores that folder on its held-out part only
-        extra["weak_trained_on"] = Path(config.weak_tumour).name
+        extra["weak_trained_on"] = config.weak_folder.name
     return checkpoint_metadata(
         config.model, classes, prep.size, options, prep.mean, prep.std, config.head_crop, **extra
     )

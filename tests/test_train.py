@@ -248,6 +248,23 @@ def test_train_command_errors_exit_2(tiny: Path, tmp_path: Path, capsys) -> None
     assert "unknown setting 'colour'" in capsys.readouterr().err
 
 
+def test_a_relative_weak_folder_lies_inside_external(tmp_path: Path) -> None:
+    external = tmp_path / "external"
+    assert Config(external=str(external), weak_tumour="br35h-tumour").weak_folder == external / "br35h-tumour"
+    assert Config(external=str(external), weak_tumour=str(tmp_path / "x")).weak_folder == tmp_path / "x"
+    assert Config(external=str(external)).weak_folder is None
+    main_job = load_config(ROOT / "experiments" / "configs" / "main_cpu.toml")
+    assert main_job.weak_folder == Path(main_job.external) / "br35h-tumour"
+
+
+def test_a_missing_weak_folder_is_a_one_line_error_that_says_how_to_go_without(tiny: Path, tmp_path: Path, capsys):
+    flags = tiny_flags(tiny, tmp_path, "weak") | {"external": str(tmp_path / "nowhere"), "weak_tumour": "br35h-tumour"}
+    assert main(["train", *flag_list(flags)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert str(tmp_path / "nowhere" / "br35h-tumour") in err and "--weak-tumour none" in err
+
+
 def test_predict_command(finished_run: Path, tiny: Path, tmp_path: Path, capsys) -> None:
     checkpoint = str(finished_run / "best.safetensors")
     image = tiny / "Testing" / "a" / "a_000.jpg"

@@ -12,6 +12,7 @@ import torch
 
 from .audit import HAMMING_THRESHOLD, duplicate_groups, leak_free_indices
 from .cache import Split, load_folder, load_split
+from .folder import DatasetError
 from .labels import ANY_TUMOUR, tumour_classes
 
 # The label of a weakly labelled image: one of the tumour classes, which one unknown.
@@ -136,6 +137,11 @@ def weak_held_out(split: Split, threshold: int = HAMMING_THRESHOLD) -> np.ndarra
 def add_weak(train: Split, folder: Path, cache_dir: str | None, head_crop: bool) -> tuple[Split, int]:
     """Training plus the weak half of `folder` (a folder of "tumour" class folders, e.g. Br35H's),
     labelled WEAK and stored at Training's size."""
+    if not folder.is_dir():
+        raise DatasetError(
+            f"weak labels: {folder} is not a folder (a relative weak_tumour lies inside `external`); "
+            "--weak-tumour none trains without them"
+        )
     weak = load_folder(Path(folder), size=tuple(train.images.shape[2:]), cache_dir=cache_dir, head_crop=head_crop)
     if set(weak.classes) != {ANY_TUMOUR} or not tumour_classes(train.classes):
         raise ValueError(
@@ -170,7 +176,7 @@ def load_run_data(
     clean_list: str | None = None,
     head_crop: bool = False,
     train_fraction: float = 1.0,
-    weak_tumour: str | None = None,
+    weak_tumour: Path | None = None,
 ) -> RunData:
     """Decode both splits, carve the validation split, find the leak-free Testing rows, and add the
     weakly labelled images (training side only)."""
@@ -191,6 +197,6 @@ def load_run_data(
     train_eval_rows = np.sort(rng.choice(train_rows, min(len(val_rows), len(train_rows)), replace=False))
     weak_count = 0
     if weak_tumour:
-        train, weak_count = add_weak(train, Path(weak_tumour), cache_dir, head_crop)
+        train, weak_count = add_weak(train, weak_tumour, cache_dir, head_crop)
         train_rows = np.concatenate([train_rows, np.arange(len(train) - weak_count, len(train))])
     return RunData(train, test, train_rows, val_rows, leak_free, weak_count, train_eval_rows)
