@@ -18,6 +18,7 @@ from resnet_scratch.report import external_lines
 
 ORDER = (  # then by name
     "main_cpu",
+    "main_cpu_weak",
     "external_validity",
     "resnet18_cpu_onecycle",
     "ablate_skip",
@@ -46,9 +47,11 @@ def single_run_markdown(folder: Path, prefix: str) -> list[str]:
     settings = config["config"]
     classes = list(results["test"]["per_class"])
     minutes = sum(e["seconds"] for e in epochs) / 60
+    weak = settings.get("weak_tumour")
+    weak = f", weak labels on half of {Path(weak).name} (scored on the other half)" if weak else ""
     lines = [
         f"{settings['model']} at {results['input_size']} px, {len(epochs)} epochs, {settings['schedule']} schedule, "
-        f"lr {settings['lr']}, batch {settings['batch_size']}, seed {settings['seed']}; device "
+        f"lr {settings['lr']}, batch {settings['batch_size']}, seed {settings['seed']}{weak}; device "
         f"{config['environment'].get('gpu', config['environment']['device'])}, torch {config['environment']['torch']}, "
         f"commit `{short_commit(config['commit'])}`. {minutes:.1f} minutes of training epochs; best validation epoch "
         f"{results['best_epoch'] + 1} ({100 * results['val_accuracy']:.2f}%).",

@@ -148,6 +148,12 @@ def test_external_validity_scores_br35h_on_the_half_no_arm_trains_on(finished) -
     assert "br35h_all_sensitivity" in rows["recipe"] and "br35h_all_sensitivity" not in rows["weak labels"]
     assert rows["recipe"]["sartaj_images"] == 5
     assert "Goals (mean of the seeds)" in (finished["external_validity"] / "out" / "README.md").read_text()
+    reports = {
+        run["label"]: (finished["external_validity"] / "runs" / run["seeds"][0]["run"] / "report.md").read_text()
+        for run in record["arms"]
+    }
+    assert "trained on half of br35h-tumour" in reports["weak labels"]  # its report says which slices it saw
+    assert "trained on half of" not in reports["recipe"]
 
 
 def test_grad_norms_at_init_are_finite_and_positive(data, tmp_path: Path) -> None:
