@@ -48,7 +48,11 @@ def single_run_markdown(folder: Path, prefix: str) -> list[str]:
     classes = list(results["test"]["per_class"])
     minutes = sum(e["seconds"] for e in epochs) / 60
     weak = settings.get("weak_tumour")
-    weak = f", weak labels on half of {Path(weak).name} (scored on the other half)" if weak else ""
+    weak = (
+        f", weak labels on half of {Path(weak).name} (scored on the rest, less near copies of trained slices)"
+        if weak
+        else ""
+    )
     lines = [
         f"{settings['model']} at {results['input_size']} px, {len(epochs)} epochs, {settings['schedule']} schedule, "
         f"lr {settings['lr']}, batch {settings['batch_size']}, seed {settings['seed']}{weak}; device "

@@ -106,7 +106,7 @@ class Config:
     weak_tumour: str | None = setting(
         None,
         "a folder holding tumour/ (type unknown): half of it (by a hash of each file name) is added to training "
-        "with the partial-label loss; a relative path is taken inside `external`",
+        "with the partial-label loss; a relative path lies inside `external` (the working folder if that is none)",
     )
     train_eval: bool = setting(
         False,
@@ -189,8 +189,8 @@ class Config:
 
     @property
     def weak_folder(self) -> Path | None:
-        """weak_tumour as a folder: a relative path lies inside `external`, so the main job's
-        "br35h-tumour" follows the one setting that locates the external collections."""
+        """weak_tumour as a folder: a relative path lies inside `external` (the working folder if that
+        is none), so "br35h-tumour" follows the one setting that locates the external collections."""
         if not self.weak_tumour:
             return None
         path = Path(self.weak_tumour).expanduser()

@@ -31,6 +31,7 @@ from .inference import Preprocess, logits_of, report_on
 from .report import (
     external_lines,
     fmt_share,
+    held_out_lines,
     plot_confusion,
     plot_grad_cam,
     testing_panels,
@@ -258,7 +259,7 @@ def evaluation_lines(results: dict) -> list[str]:
             )
     for name, r in results["sets"].items():
         recall = ", ".join(f"{c} {v:.3f}" for c, v in r["recall"].items())
-        parts = [f"{name}: {r['images']} images"]
+        parts = [f"{name}: {r['images']} images" + (f" ({r['scored_only']})" if r.get("scored_only") else "")]
         if r["accuracy"] is not None:
             parts.append(f"accuracy {r['accuracy']:.4f} ({recall})")
         if r["tumour_sensitivity"] is not None:
@@ -285,7 +286,7 @@ def write_evaluation_report(out: Path, results: dict, figures: dict[str, str]) -
                 "",
             ]
     if results["sets"]:
-        lines += ["## Labelled folders", ""] + external_lines(results["sets"]) + [""]
+        lines += ["## Labelled folders", ""] + external_lines(results["sets"]) + [""] + held_out_lines(results["sets"])
     for caption, file in figures.items():
         lines += [f"![{caption}]({file})", "", f"*{caption}*", ""]
     path = out / "report.md"

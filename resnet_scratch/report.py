@@ -218,6 +218,17 @@ def fmt_share(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
+def held_out_lines(sets: dict[str, dict]) -> list[str]:
+    """For each set the model trained on half of (weak labels), a paragraph saying so; none otherwise."""
+    weak = [
+        f"This model trained on half of {name} (weak labels: 'a tumour, type unknown'), so it is no longer a "
+        f"collection it never saw; its row is the rest ({r['scored_only']})."
+        for name, r in sets.items()
+        if r.get("scored_only")
+    ]
+    return [line for text in weak for line in (text, "")]
+
+
 def write_report(run: Path, results: dict, figures: dict[str, str]) -> Path:
     """report.md with every number from metrics.json / metrics.jsonl and the figures already written
     ({caption: file name})."""
@@ -250,22 +261,16 @@ def write_report(run: Path, results: dict, figures: dict[str, str]) -> Path:
         "",
     ]
     if results.get("external"):
+        seen = any(r.get("scored_only") for r in results["external"].values())
         lines += [
-            "## Other collections",
+            "## Other collections" + ("" if seen else " (never trained on)"),
             "",
             "The same model on MRI slices from collections that share no image with brain-tumor-mri/ "
             "(../shared/data/external/README.md). Tumour sensitivity is the share of tumour slices "
             "called any tumour class; a set of tumour slices of unknown type has no per-class accuracy.",
             "",
         ]
-        lines += external_lines(results["external"]) + [""]
-        weak = [
-            f"This model trained on half of {name} (weak labels: 'a tumour, type unknown'), so it is no longer a "
-            f"collection it never saw; its row is the rest ({r['scored_only']})."
-            for name, r in results["external"].items()
-            if r.get("scored_only")
-        ]
-        lines += weak + [""] * bool(weak)
+        lines += external_lines(results["external"]) + [""] + held_out_lines(results["external"])
     for key, title in (("test", "Full Testing split"), ("test_leak_free", "Leak-free Testing subset")):
         lines += [f"### {title}", ""] + class_table(results[key]) + [""]
     lines += [

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from resnet_scratch.config import Config
+from resnet_scratch.data.run import HELD_OUT
+from resnet_scratch.evaluate import evaluation_lines
 from resnet_scratch.experiment import Arm, find_run, mean_std, results_table, settings_hash
 
 from conftest import make_folder
@@ -153,7 +155,11 @@ def test_external_validity_scores_br35h_on_the_half_no_arm_trains_on(finished) -
         for run in record["arms"]
     }
     assert "trained on half of br35h-tumour" in reports["weak labels"]  # its report says which slices it saw
-    assert "trained on half of" not in reports["recipe"]
+    assert "trained on half of" not in reports["recipe"] and "(never trained on)" in reports["recipe"]
+    held_out = {"images": 3, "accuracy": None, "recall": {}, "tumour_sensitivity": 0.5, "tumour_images": 3}
+    held_out |= {"specificity": None, "scored_only": HELD_OUT}
+    line = f"br35h-tumour: 3 images ({HELD_OUT}); tumour sensitivity 0.5000 of 3"
+    assert evaluation_lines({"sets": {"br35h-tumour": held_out}}) == [line]  # and so does the line it prints
 
 
 def test_grad_norms_at_init_are_finite_and_positive(data, tmp_path: Path) -> None:

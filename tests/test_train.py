@@ -253,6 +253,7 @@ def test_a_relative_weak_folder_lies_inside_external(tmp_path: Path) -> None:
     assert Config(external=str(external), weak_tumour="br35h-tumour").weak_folder == external / "br35h-tumour"
     assert Config(external=str(external), weak_tumour=str(tmp_path / "x")).weak_folder == tmp_path / "x"
     assert Config(external=str(external)).weak_folder is None
+    assert Config(external=None, weak_tumour="br35h-tumour").weak_folder == Path("br35h-tumour")
     args = parser().parse_args(["train", "--weak-tumour", "br35h-tumour"])  # as the README's weak-label run
     with_weak = load_config(ROOT / "experiments" / "configs" / "main_cpu.toml", flags_given(args))
     assert with_weak.weak_folder == Path(with_weak.external) / "br35h-tumour"

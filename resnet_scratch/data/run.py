@@ -139,7 +139,8 @@ def add_weak(train: Split, folder: Path, cache_dir: str | None, head_crop: bool)
     labelled WEAK and stored at Training's size."""
     if not folder.is_dir():
         raise DatasetError(
-            f"weak labels: {folder} is not a folder (a relative weak_tumour lies inside `external`); "
+            f"weak labels: {folder} is not a folder (a relative weak_tumour lies inside `external`, or the "
+            "working folder if that is none); "
             "--weak-tumour none trains without them"
         )
     weak = load_folder(Path(folder), size=tuple(train.images.shape[2:]), cache_dir=cache_dir, head_crop=head_crop)
