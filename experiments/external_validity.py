@@ -57,7 +57,7 @@ GOALS = {"br35h_sensitivity": 0.90, "sartaj_accuracy": 0.85, "test_accuracy": 0.
 
 def arms_for(base, external: Path) -> list[Arm]:
     """The recipe, each remedy alone, and the three together."""
-    weak = str(external / BR35H)
+    weak = str((external / BR35H).absolute())  # not relative: Config.weak_folder would join it to external again
     return [
         Arm("recipe", base),
         Arm("photometric", replace(base, photometric=True)),

@@ -235,6 +235,9 @@ def write_report(run: Path, results: dict, figures: dict[str, str]) -> Path:
     config = json.loads((run / "config.json").read_text())
     settings = config["config"]
     epochs = read_epochs(run)
+    data = config["data"]
+    weak = data.get("weak", 0)
+    also = f" and {weak} weakly labelled images from half of {Path(settings['weak_tumour']).name};" if weak else ","
     lines = [
         f"# Run {settings['name']}",
         "",
@@ -242,8 +245,8 @@ def write_report(run: Path, results: dict, figures: dict[str, str]) -> Path:
         f"lr {settings['lr']} ({settings['schedule']} schedule), weights {settings['weights']}; "
         f"commit `{config['commit']}`, device {config['environment']['device']}, "
         f"torch {config['environment']['torch']}.",
-        f"Data: {config['data']['train']} training and {config['data']['val']} validation images (both from "
-        f"Training), {config['data']['test']} Testing images, {config['data']['leak_free_test']} of them leak-free.",
+        f"Data: {data['train'] - weak} training and {data['val']} validation images (both from Training){also} "
+        f"{data['test']} Testing images, {data['leak_free_test']} of them leak-free.",
         "",
         "## Testing, on the best checkpoint (chosen on validation accuracy)",
         "",

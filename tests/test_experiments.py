@@ -155,11 +155,18 @@ def test_external_validity_scores_br35h_on_the_half_no_arm_trains_on(finished) -
         for run in record["arms"]
     }
     assert "trained on half of br35h-tumour" in reports["weak labels"]  # its report says which slices it saw
+    assert "weakly labelled images from half of br35h-tumour" in reports["weak labels"]
     assert "trained on half of" not in reports["recipe"] and "(never trained on)" in reports["recipe"]
     held_out = {"images": 3, "accuracy": None, "recall": {}, "tumour_sensitivity": 0.5, "tumour_images": 3}
     held_out |= {"specificity": None, "scored_only": HELD_OUT}
     line = f"br35h-tumour: 3 images ({HELD_OUT}); tumour sensitivity 0.5000 of 3"
     assert evaluation_lines({"sets": {"br35h-tumour": held_out}}) == [line]  # and so does the line it prints
+
+
+def test_weak_label_arms_find_br35h_under_a_relative_external_folder() -> None:
+    arms = load_script("external_validity").arms_for(Config(external="ext"), Path("ext"))
+    weak = {arm.config.weak_folder for arm in arms if arm.config.weak_tumour}
+    assert weak == {Path("ext", "br35h-tumour").absolute()}
 
 
 def test_grad_norms_at_init_are_finite_and_positive(data, tmp_path: Path) -> None:
