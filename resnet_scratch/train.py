@@ -420,7 +420,7 @@ def run_metadata(config: Config, classes: list[str], prep: Preprocess, model: nn
     options = config.model_options()
     if config.model == "inception_v3":
         options["transform_input"] = unwrap(model).transform_input
-    if config.weak_tumour:  # evaluate then scores that folder on its held-out part only
+    if config.weak_folder:  # evaluate then scores that folder on its held-out part only
         extra["weak_trained_on"] = config.weak_folder.name
     return checkpoint_metadata(
         config.model, classes, prep.size, options, prep.mean, prep.std, config.head_crop, **extra

@@ -140,10 +140,9 @@ def add_weak(train: Split, folder: Path, cache_dir: str | None, head_crop: bool)
     if not folder.is_dir():
         raise DatasetError(
             f"weak labels: {folder} is not a folder (a relative weak_tumour lies inside `external`, or the "
-            "working folder if that is none); "
-            "--weak-tumour none trains without them"
+            "working folder if that is none); --weak-tumour none trains without them"
         )
-    weak = load_folder(Path(folder), size=tuple(train.images.shape[2:]), cache_dir=cache_dir, head_crop=head_crop)
+    weak = load_folder(folder, size=tuple(train.images.shape[2:]), cache_dir=cache_dir, head_crop=head_crop)
     if set(weak.classes) != {ANY_TUMOUR} or not tumour_classes(train.classes):
         raise ValueError(
             f"weak labels: {folder} must hold one class folder named {ANY_TUMOUR!r} and the "
