@@ -6,7 +6,7 @@ the device tool's 64 MiB.
 
 The subset: every Sartaj pituitary slice, a seeded share of Sartaj's glioma slices, and a seeded
 share of Br35H's tumour slices from those that weak-label training never uses, nor a near copy of
-(data.run.weak_held_out), so any arm can be scored on it. It prints the sizes, and refuses if the
+(studies.brain_mri.weak_held_out), so any arm can be scored on it. It prints the sizes, and refuses if the
 tree would not fit.
 """
 
@@ -26,7 +26,7 @@ from resnet_scratch.data import (  # noqa: E402
     load_folder,  # noqa: E402
 )
 from resnet_scratch.data.folder import image_files  # noqa: E402
-from resnet_scratch.data.run import weak_held_out  # noqa: E402
+from resnet_scratch.studies.brain_mri import weak_held_out  # noqa: E402
 
 LIMIT = 64 * 2**20  # the device tool's working-tree limit
 SUBSET = {"sartaj/pituitary": None, "sartaj/glioma": 120, "br35h-tumour/tumour": 200}  # None: all

@@ -17,20 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from resnet_scratch.config import Config
-from resnet_scratch.experiment import (
-    RECIPES,
-    Arm,
-    base_config,
-    experiment_args,
-    model_config,
-    noise_margin,
-    output_dir,
-    plot_curves,
-    plot_test_accuracy,
-    run_arms,
-    seed_bars,
-    write_results,
-)
+from resnet_scratch.experiment import Arm, model_config, run_arms
+from resnet_scratch.experiment_cli import RECIPES, base_config, experiment_args, output_dir
+from resnet_scratch.experiment_pages import plot_curves, plot_test_accuracy, seed_bars, write_results
+from resnet_scratch.experiment_stats import noise_margin
 from resnet_scratch.report import new_figure, save_figure
 
 NAME = "ablate_dropout"

@@ -24,20 +24,10 @@ from resnet_scratch.checkpoint import model_from_checkpoint
 from resnet_scratch.config import Config
 from resnet_scratch.data import load_split
 from resnet_scratch.data.transforms import train_transform
-from resnet_scratch.experiment import (
-    RECIPES,
-    VAL_IMAGES,
-    Arm,
-    base_config,
-    experiment_args,
-    mean_std,
-    noise_margin,
-    output_dir,
-    plot_curves,
-    plot_test_accuracy,
-    run_arms,
-    write_results,
-)
+from resnet_scratch.experiment import Arm, run_arms
+from resnet_scratch.experiment_cli import RECIPES, base_config, experiment_args, output_dir
+from resnet_scratch.experiment_pages import plot_curves, plot_test_accuracy, write_results
+from resnet_scratch.experiment_stats import VAL_IMAGES, mean_std, noise_margin
 from resnet_scratch.explain import stage_grad_norms
 from resnet_scratch.models import build
 from resnet_scratch.report import new_figure, save_figure

@@ -11,21 +11,9 @@ Learning Models", INOCON 2023, Table III.
 
 import sys
 
-from resnet_scratch.experiment import (
-    RECIPES,
-    Arm,
-    base_config,
-    experiment_args,
-    model_config,
-    output_dir,
-    plot_curves,
-    plot_test_accuracy,
-    pm,
-    recorded_seeds,
-    results_folder,
-    run_arms,
-    write_results,
-)
+from resnet_scratch.experiment import Arm, model_config, recorded_seeds, run_arms
+from resnet_scratch.experiment_cli import RECIPES, base_config, experiment_args, output_dir, results_folder
+from resnet_scratch.experiment_pages import plot_curves, plot_test_accuracy, pm, write_results
 
 NAME = "compare_models"
 MODELS = {"VGG16": "vgg16", "InceptionV3": "inception_v3", "ResNet50": "resnet50"}

@@ -29,35 +29,23 @@ import numpy as np
 
 from resnet_scratch.config import read_toml
 from resnet_scratch.data import load_folder
-from resnet_scratch.data.run import weak_held_out
 from resnet_scratch.data.transforms import eval_resize
-from resnet_scratch.experiment import (
-    RECIPES,
-    Arm,
-    base_config,
-    experiment_args,
-    mean_std,
-    noise_margin,
-    output_dir,
-    plot_test_accuracy,
-    pm,
-    recorded_seeds,
-    results_folder,
-    run_arms,
-    seed_bars,
-    write_results,
-)
+from resnet_scratch.experiment import Arm, recorded_seeds, run_arms
+from resnet_scratch.experiment_cli import RECIPES, base_config, experiment_args, output_dir, results_folder
+from resnet_scratch.experiment_pages import plot_test_accuracy, pm, seed_bars, write_results
+from resnet_scratch.experiment_stats import mean_std, noise_margin
 from resnet_scratch.report import new_figure, save_figure
+from resnet_scratch.studies.brain_mri import weak_held_out
 
 NAME = "external_validity"
-RECIPE_FILE = Path(__file__).resolve().parent / "configs" / "resnet18_cpu_onecycle.toml"
+RECIPE_FILE = Path(__file__).resolve().parent / "configs" / "main_cpu.toml"
 SARTAJ, BR35H = "sartaj", "br35h-tumour"
 GOALS = {"br35h_sensitivity": 0.90, "sartaj_accuracy": 0.85, "test_accuracy": 0.975}
 
 
 def arms_for(base, external: Path) -> list[Arm]:
     """The recipe, each remedy alone, and the three together."""
-    weak = str((external / BR35H).absolute())  # not relative: Config.weak_folder would join it to external again
+    weak = str((external / BR35H).absolute())  # not relative: brain_mri.weak_folder would join it to external again
     return [
         Arm("recipe", base),
         Arm("photometric", replace(base, photometric=True)),
@@ -68,7 +56,7 @@ def arms_for(base, external: Path) -> list[Arm]:
 
 
 def held_out_files(external: Path, arms: list[Arm]) -> set[str]:
-    """Br35H's files that no weak-label arm trains on, nor on a near copy of (data.run.weak_held_out), as
+    """Br35H's files that no weak-label arm trains on, nor on a near copy of (studies.brain_mri.weak_held_out), as
     paths relative to its folder: the set every arm is scored on."""
     folder = external / BR35H
     # A checkpoint scores its own held-out part, whose near-duplicate groups are drawn on the images as it
@@ -311,7 +299,7 @@ def main(argv: list[str]) -> None:
             if (out / file).is_file():  # copied now, or when a recorded run was trained
                 figures.append((f"{arm['label']}, seed 0: the most confident mistakes on {name}, with Grad-CAM", file))
     notes = [
-        "The same CPU recipe in every arm (experiments/configs/resnet18_cpu_onecycle.toml at --scale cpu); "
+        "The same CPU recipe in every arm (experiments/configs/main_cpu.toml at --scale cpu); "
         "each arm changes one thing, or all three. Testing is brain-tumor-mri's own split; Sartaj's glioma "
         "and pituitary slices and Br35H's tumour slices come from collections that share no image with it "
         "(../shared/data/external/README.md).",

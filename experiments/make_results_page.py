@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 
 from resnet_scratch.checkpoint import read_epochs
-from resnet_scratch.experiment import external_headline, mean_std, results_markdown, short_commit
+from resnet_scratch.experiment_pages import results_markdown, short_commit
+from resnet_scratch.experiment_stats import external_headline, mean_std
 from resnet_scratch.files import atomic_write_text
-from resnet_scratch.report import external_lines
+from resnet_scratch.studies.brain_mri import external_lines
 
 ORDER = (  # then by name
     "main_cpu",

@@ -20,7 +20,7 @@ from resnet_scratch import build
 from resnet_scratch.data import default_root
 from resnet_scratch.data.folder import decode
 from resnet_scratch.data.transforms import crop_boxes
-from resnet_scratch.experiment import results_table, table_columns, unfinished
+from resnet_scratch.experiment_pages import results_table, table_columns, unfinished
 from resnet_scratch.explain import stage_grad_norms
 from resnet_scratch.files import atomic_write_text
 from resnet_scratch.models import MODEL_INFO
@@ -464,7 +464,7 @@ def main(docs: Path = DOCS) -> Path:
 
     figures = docs / "tutorial"
     figures.mkdir(parents=True, exist_ok=True)
-    recipe = read_toml(ROOT / "experiments" / "configs" / "resnet18_cpu_onecycle.toml")
+    recipe = read_toml(ROOT / "experiments" / "configs" / "main_cpu.toml")
     plot_blocks(figures / "blocks.png")
     plot_crops(figures / "crops.png", recipe["crop_scale_min"])
     plot_schedules(figures / "schedules.png", recipe, steps=steps_per_epoch(docs, recipe["batch_size"]))

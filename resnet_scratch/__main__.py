@@ -89,25 +89,38 @@ def format_probe(probe: dict) -> str:
     return "\n".join(lines)
 
 
+def bf16_policy(text: str) -> bool | None:
+    """--bf16 auto|true|false (argparse type): None lets the device decide."""
+    value = {"auto": None, "true": True, "false": False}.get(text.lower(), "?")
+    if value == "?":
+        raise argparse.ArgumentTypeError(f'expected "auto", "true" or "false", got {text!r}')
+    return value
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train per defaults < --config TOML < --key value flags; or continue a run with --resume."""
     from .config import flags_given, load_config
-    from .train import fit, resume_config
+    from .run_folder import resume_config
+    from .studies.brain_mri import BrainMRI
+    from .train import fit
 
     flags = flags_given(args)
     if args.resume:
         config = resume_config(args.resume, flags, args.config)
     else:
         config = load_config(args.config, flags)
-    fit(config, resume=args.resume is not None)
+    fit(config, resume=args.resume is not None, study=BrainMRI())
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint on a dataset's Testing split or on labelled folders; write a report."""
     from .evaluate import evaluate_checkpoint
+    from .studies.brain_mri import BrainMRI
 
-    evaluate_checkpoint(args.checkpoint, args.data, args.out, args.clean_list, args.class_map, args.device)
+    evaluate_checkpoint(
+        args.checkpoint, args.data, BrainMRI(), args.out, args.clean_list, args.class_map, args.device, args.bf16
+    )
     return 0
 
 
@@ -116,13 +129,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     be read (a folder's files that are not images by name are listed, and do not count)."""
     from .predict import predict_files
 
-    results = predict_files(args.checkpoint, args.images, args.json, args.explain, args.batch_size, args.device)
+    results = predict_files(
+        args.checkpoint, args.images, args.json, args.explain, args.batch_size, args.device, args.bf16
+    )
     return 2 if any("error" in r for r in results) else 0
 
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per verb."""
-    from .config import add_setting_flags
 
     p = OneLineParser(prog="python -m resnet_scratch", description=__doc__, allow_abbrev=False)
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
@@ -136,6 +150,15 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--num-classes", type=int, default=1000)
     d.set_defaults(func=cmd_demo)
 
+    add_audit(sub)
+    add_train(sub)
+    add_evaluate(sub)
+    add_predict(sub)
+    return p
+
+
+def add_audit(sub: argparse._SubParsersAction) -> None:
+    """The audit verb's arguments."""
     a = sub.add_parser(
         "audit",
         help="dataset audit: counts, duplicates, Testing/Training leakage, overlap with "
@@ -165,6 +188,11 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--cache", type=Path, help="keep decoded images in this folder between runs")
     a.set_defaults(func=cmd_audit)
 
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    """The train verb: --config, --resume and one flag per setting."""
+    from .config import add_setting_flags
+
     t = sub.add_parser(
         "train",
         help="train a model (every setting is a flag: train --help)",
@@ -177,6 +205,9 @@ def parser() -> argparse.ArgumentParser:
     add_setting_flags(t)
     t.set_defaults(func=cmd_train)
 
+
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    """The evaluate verb's arguments."""
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset's Testing split or on labelled folders")
     e.add_argument("--checkpoint", type=Path, required=True)
     e.add_argument(
@@ -200,8 +231,18 @@ def parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="folder for report.md, metrics.json and plots (default: beside the checkpoint)"
     )
     e.add_argument("--device", default="auto", help='"auto" (CUDA when present), "cpu" or "cuda[:N]"')
+    e.add_argument(
+        "--bf16",
+        type=bf16_policy,
+        default=None,
+        metavar="auto|true|false",
+        help="autocast to bfloat16; auto (the default): where the device supports it, as training does",
+    )
     e.set_defaults(func=cmd_evaluate)
 
+
+def add_predict(sub: argparse._SubParsersAction) -> None:
+    """The predict verb's arguments."""
     r = sub.add_parser("predict", help="classify image files (or folders of them) with a checkpoint")
     r.add_argument("--checkpoint", type=Path, required=True)
     r.add_argument("images", type=Path, nargs="+")
@@ -218,8 +259,14 @@ def parser() -> argparse.ArgumentParser:
         help="images per batch (memory: one batch's images, and a line of results per image)",
     )
     r.add_argument("--device", default="auto", help='"auto" (CUDA when present), "cpu" or "cuda[:N]"')
+    r.add_argument(
+        "--bf16",
+        type=bf16_policy,
+        default=None,
+        metavar="auto|true|false",
+        help="autocast to bfloat16; auto (the default): where the device supports it, as training does",
+    )
     r.set_defaults(func=cmd_predict)
-    return p
 
 
 def flag_spelling(arg: str) -> str:

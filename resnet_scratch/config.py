@@ -105,8 +105,9 @@ class Config:
     )
     weak_tumour: str | None = setting(
         None,
-        "a folder holding tumour/ (type unknown): half of it (by a hash of each file name) is added to training "
-        "with the partial-label loss; a relative path lies inside `external` (the working folder if that is none)",
+        "brain-MRI study: a folder holding tumour/ (type unknown); half of it (by a hash of each file name) is "
+        "added to training with the partial-label loss; a relative path lies inside `external` (the working "
+        "folder if that is none)",
     )
     train_eval: bool = setting(
         False,
@@ -186,15 +187,6 @@ class Config:
         if self.dropout is not None:
             options["dropout"] = self.dropout
         return options
-
-    @property
-    def weak_folder(self) -> Path | None:
-        """weak_tumour as a folder: a relative path lies inside `external` (the working folder if that
-        is none), so "br35h-tumour" follows the one setting that locates the external collections."""
-        if not self.weak_tumour:
-            return None
-        path = Path(self.weak_tumour).expanduser()
-        return path if path.is_absolute() or not self.external else Path(self.external).expanduser() / path
 
     @property
     def input_size(self) -> int:

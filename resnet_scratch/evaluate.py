@@ -1,42 +1,43 @@
-"""Evaluate a checkpoint on labelled images it never trained on: a dataset's Testing split (full and
-leak-free), or folders of class folders from other collections, whose class names are matched to
-the checkpoint's through aliases, --class-map, and "tumour" (one of the tumour classes, type unknown).
+"""Scoring a checkpoint on labelled images it never trained on, through its Predictor: a dataset's
+Testing split (full and leak-free), or folders of class folders from other collections, whose class
+names are matched to the checkpoint's through aliases and --class-map.
 
-Images of any size, mode and aspect ratio go through the checkpoint's own preprocessing (its head
-crop, resize of the shorter side, centre crop, its normalisation), as in training.
+test_run is the final test of a training run; evaluate_checkpoint is the `evaluate` command. Both
+score the same way and write their report with report.write_report. A Study adds metrics and notes.
 """
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor, nn
 
-from .checkpoint import model_from_checkpoint
+from .config import Config
 from .data import Split, load_folder, load_split
-from .data.labels import (
-    ANY_TUMOUR,
-    NO_TUMOUR,
-    parse_class_map,
-    resolve_class,
-    tumour_classes,
-)
-from .data.run import HELD_OUT, clean_rows, leak_free_rows, weak_held_out
-from .data.transforms import eval_resize
+from .data.labels import ANY_TUMOUR, parse_class_map, resolve_class
+from .data.run import RunData, clean_rows, leak_free_rows
 from .files import atomic_write_text, remove_stale_temporaries
-from .inference import Preprocess, logits_of, report_on
-from .report import (
-    external_lines,
-    fmt_share,
-    held_out_lines,
-    plot_confusion,
-    plot_grad_cam,
-    testing_panels,
-)
-from .runtime import bf16_supported, resolve_device
+from .predictor import Predictor, Preprocess, Scores
+from .study import Study
+
+
+@dataclass
+class Results:
+    """What a checkpoint scored (metrics.json): Testing full and leak-free, and other sets by name."""
+
+    input_size: int
+    test: Scores | None = None
+    test_leak_free: Scores | None = None
+    external: dict[str, dict] = field(default_factory=dict)
+    about: dict[str, object] = field(default_factory=dict)  # the run's best epoch, or the checkpoint scored
+
+    def as_dict(self) -> dict[str, object]:
+        d: dict[str, object] = self.about | {"input_size": self.input_size}
+        for key in ("test", "test_leak_free"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key).as_dict()
+        return d | {"external": self.external}
 
 
 @dataclass
@@ -48,107 +49,82 @@ class Scored:
     split: Split
     rows: np.ndarray
     truth: list[str]
-    logits: Tensor
-    held_out: bool = False  # only the part weak-label training never saw was scored (HELD_OUT)
+    logits: torch.Tensor
+    note: str | None = None  # when only part of the folder was scored, which part (Study.rows_to_score)
 
 
-def summarize(scored: Scored, classes: list[str]) -> dict[str, object]:
-    """Accuracy and per-class recall where the class is known, tumour sensitivity (the share of tumour
-    images called any tumour class) and specificity (no-tumour images called no tumour), the confusion
-    matrix (rows: what the images are, columns: the checkpoint's classes)."""
+def summarize_set(scored: Scored, classes: list[str], study: Study) -> dict[str, object]:
+    """Accuracy and per-class recall where the class is known, the study's metrics, the confusion
+    matrix (rows: what the images are, columns: the checkpoint's classes), every image's prediction."""
     predicted = [classes[i] for i in scored.logits.argmax(1).tolist()]
-    tumours = {classes[i] for i in tumour_classes(classes)}
     truth = scored.truth
     known = [i for i, t in enumerate(truth) if t in classes]
-    is_tumour = [i for i, t in enumerate(truth) if t in tumours or t == ANY_TUMOUR]
-    healthy = [i for i, t in enumerate(truth) if t == NO_TUMOUR]
-    rows = [c for c in classes + [ANY_TUMOUR] if c in set(truth)]
+    rows = [c for c in classes if c in set(truth)] + sorted(set(truth) - set(classes))
     counts = [[sum(1 for t, p in zip(truth, predicted) if t == r and p == c) for c in classes] for r in rows]
 
-    def share(members: list[int], hit: Callable[[int], bool]) -> float | None:
-        return sum(1 for i in members if hit(i)) / len(members) if members else None
+    def accuracy(members: list[int]) -> float | None:
+        return sum(1 for i in members if predicted[i] == truth[i]) / len(members) if members else None
 
-    return {
-        "images": len(truth),
-        "accuracy": share(known, lambda i: predicted[i] == truth[i]),
-        "recall": {
-            c: share([i for i in known if truth[i] == c], lambda i: predicted[i] == truth[i])
-            for c in classes
-            if c in set(truth)
-        },
-        "tumour_images": len(is_tumour),
-        "tumour_sensitivity": share(is_tumour, lambda i: predicted[i] in tumours),
-        "no_tumour_images": len(healthy),
-        "specificity": share(healthy, lambda i: predicted[i] == NO_TUMOUR),
-        "confusion": {"rows": rows, "columns": classes, "counts": counts},
-        "predictions": {
-            str(Path(scored.split.paths[r]).relative_to(scored.folder)): p for r, p in zip(scored.rows, predicted)
-        },
-    } | ({"scored_only": HELD_OUT} if scored.held_out else {})
+    return (
+        {
+            "images": len(truth),
+            "accuracy": accuracy(known),
+            "recall": {c: accuracy([i for i in known if truth[i] == c]) for c in classes if c in set(truth)},
+        }
+        | study.set_metrics(truth, predicted, classes)
+        | {
+            "confusion": {"rows": rows, "columns": classes, "counts": counts},
+            "predictions": {
+                str(Path(scored.split.paths[r]).relative_to(scored.folder)): p for r, p in zip(scored.rows, predicted)
+            },
+        }
+        | ({"scored_only": scored.note} if scored.note else {})
+    )
 
 
 def score_folder(
-    model: nn.Module,
-    meta: dict[str, object],
+    predictor: Predictor,
     folder: Path,
-    device: torch.device,
+    study: Study,
     *,
     class_map: dict[str, str] | None = None,
     clean_list: Path | None = None,
     cache_dir: str | None = None,
-    bf16: bool = False,
 ) -> Scored:
     """A folder of class folders through the checkpoint's preprocessing; clean_list chooses the images
-    scored. The folder a checkpoint was weakly trained on (its metadata's weak_trained_on) is scored
-    on its held-out part only (data.run.weak_held_out)."""
+    scored, and the study may score only part of them (Study.rows_to_score)."""
     folder = Path(folder)
-    classes = list(meta["classes"])
-    side = eval_resize(int(meta["input_size"]))
-    split = load_folder(folder, size=(side, side), head_crop=bool(meta.get("head_crop")), cache_dir=cache_dir)
-    names = [resolve_class(c, classes, class_map) for c in split.classes]
+    side = predictor.prep.store_side
+    split = load_folder(folder, size=(side, side), head_crop=predictor.prep.head_crop, cache_dir=cache_dir)
+    names = [resolve_class(c, predictor.classes, class_map) for c in split.classes]
     rows = clean_rows(split, folder, clean_list) if clean_list else np.arange(len(split))
-    held_out = meta.get("weak_trained_on") == folder.name
-    if held_out:
-        rows = rows[weak_held_out(split)[rows]]
+    rows, note = study.rows_to_score(predictor.meta, folder, split, rows)
     if len(rows) == 0:
         raise ValueError(f"{folder}: no images left to score")
-    logits = logits_of(model, split.to(device).images, rows, Preprocess.of_checkpoint(meta, bf16))
+    logits = predictor.logits(split.images, rows)
     truth = [names[int(split.labels[r])] for r in rows]
-    return Scored(folder.name, folder, split, rows, truth, logits, held_out)
+    return Scored(folder.name, folder, split, rows, truth, logits, note)
 
 
-def worst_errors(scored: Scored, classes: list[str], count: int = 8) -> list[int]:
-    """Indices into scored.rows of the most confident mistakes (a tumour of unknown type is mistaken
-    when called no tumour)."""
+def plot_errors(path: Path, predictor: Predictor, scored: Scored, study: Study, count: int = 8) -> Path:
+    """The most confident mistakes of a set, with Grad-CAM."""
+    from .report import plot_grad_cam
+
+    classes = predictor.classes
     probabilities = scored.logits.softmax(1)
     predicted = probabilities.argmax(1).tolist()
-    wrong = [
-        i
-        for i, (t, p) in enumerate(zip(scored.truth, predicted))
-        if (t == ANY_TUMOUR and classes[p] == NO_TUMOUR) or (t in classes and classes[p] != t)
-    ]
-    return sorted(wrong, key=lambda i: -float(probabilities[i].max()))[:count]
-
-
-def plot_errors(path: Path, model: nn.Module, scored: Scored, classes: list[str], prep: Preprocess) -> Path:
-    """The most confident mistakes of a set, with Grad-CAM."""
-    chosen = worst_errors(scored, classes)
-    probabilities = scored.logits.softmax(1)
+    wrong = [i for i, (t, p) in enumerate(zip(scored.truth, predicted)) if study.mistaken(t, classes[p], classes)]
+    chosen = sorted(wrong, key=lambda i: -float(probabilities[i].max()))[:count]
     captions = [
-        f"{classes[int(probabilities[i].argmax())]} {100 * float(probabilities[i].max()):.0f}%\n"
+        f"{classes[predicted[i]]} {100 * float(probabilities[i].max()):.0f}%\n"
         f"true: {scored.truth[i]}\n{Path(scored.split.paths[scored.rows[i]]).name[:18]}"
         for i in chosen
     ]
     rows = [int(scored.rows[i]) for i in chosen]
+    title = f"{scored.name}: the most confident mistakes, with Grad-CAM"
+    # the store stays on the CPU: only the chosen rows go to the model's device
     return plot_grad_cam(
-        path,
-        model,
-        scored.split.images,  # on the CPU: only the chosen rows go to the model's device
-        rows,
-        captions,
-        [False] * len(rows),
-        prep,
-        f"{scored.name}: the most confident mistakes, with Grad-CAM",
+        path, predictor.model, scored.split.images, rows, captions, [False] * len(rows), predictor.prep, title
     )
 
 
@@ -163,75 +139,174 @@ def external_sets(root: str | Path | None) -> list[Path]:
     )
 
 
+def score_sets(
+    predictor: Predictor,
+    folders: list[Path],
+    study: Study,
+    out: Path,
+    results: Results,
+    class_map: dict[str, str] | None = None,
+    clean_list: Path | None = None,
+    cache_dir: str | None = None,
+    skip_unscorable: bool = False,
+    log: "PredictionLog | None" = None,
+) -> dict[str, str]:
+    """Score each folder into results.external and draw its mistakes into `out`; {caption: figure file}.
+
+    skip_unscorable: a folder that cannot be scored (e.g. class folders this model has no class for)
+    is reported and passed over, as after training, where the run itself is done."""
+    figures = {}
+    for folder in folders:
+        try:
+            scored = score_folder(
+                predictor, folder, study, class_map=class_map, clean_list=clean_list, cache_dir=cache_dir
+            )
+        except ValueError as e:
+            if not skip_unscorable:
+                raise
+            print(f"external set {folder} not scored: {e}", flush=True)
+            continue
+        name = scored.name if scored.name not in results.external else f"{scored.name}-{len(results.external)}"
+        results.external[name] = summarize_set(scored, predictor.classes, study)
+        if log is not None:
+            log.add([scored.split.paths[r] for r in scored.rows], scored.truth, scored.logits)
+        figure = plot_errors(out / f"errors-{name}.png", predictor, scored, study)
+        figures[f"{name}: the most confident mistakes, with Grad-CAM"] = figure.name
+    return figures
+
+
+def testing_scores(predictor: Predictor, test: Split, leak_free: np.ndarray | None, results: Results) -> torch.Tensor:
+    """Testing, full and on its leak-free rows, into results; returns the logits of every image."""
+    labels = torch.tensor([predictor.classes.index(test.classes[i]) for i in test.labels.tolist()])
+    results.test, logits = predictor.score(test.images, labels)
+    if leak_free is not None:
+        results.test_leak_free, _ = predictor.score(test.images, labels, leak_free)
+    return logits
+
+
+def test_run(
+    run: Path, config: Config, data: RunData, prep: Preprocess, device: torch.device, best: dict, study: Study
+) -> Results:
+    """A run's final test: Testing once, on the best checkpoint (chosen on the validation split alone),
+    the other collections when present, metrics.json, the report and the summary table."""
+    from .report import plot_confusion, plot_curves, plot_predictions, run_report, testing_grad_cam, testing_panels
+
+    predictor = Predictor.load(run / "best.safetensors", device, bf16=prep.bf16, channels_last=prep.channels_last)
+    if predictor.meta.get("epoch") != best["epoch"]:
+        raise ValueError(
+            f"{run / 'best.safetensors'} holds epoch {predictor.meta.get('epoch')}, the training state's best "
+            f"is epoch {best['epoch']}: the run folder was changed by hand"
+        )
+    results = Results(prep.size, about={"best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"]})
+    test = data.test.to(device)
+    logits = testing_scores(predictor, test, data.leak_free_rows, results)
+    figures = {
+        "Confusion matrices on Testing": "confusion.png",
+        "Training curves": "curves.png",
+        "Testing images: mistakes first": "predictions.png",
+        "Where the model looks (Grad-CAM)": "gradcam.png",
+    }
+    plot_curves(run)
+    plot_confusion(run / "confusion.png", testing_panels(results))
+    plot_predictions(run / "predictions.png", test.images, test.labels, logits, predictor.classes)
+    testing_grad_cam(run / "gradcam.png", predictor, test.images, test.labels, logits)
+    folders = external_sets(config.external)
+    figures |= score_sets(predictor, folders, study, run, results, cache_dir=config.cache_dir, skip_unscorable=True)
+    atomic_write_text(run / "metrics.json", json.dumps(results.as_dict(), indent=1))
+    run_report(run, config, results, figures, study)
+    for line in run_summary(run, results, study):
+        print(line)
+    return results
+
+
+def run_summary(run: Path, results: Results, study: Study) -> list[str]:
+    """The end-of-run table: per-epoch metrics, then Testing on the full split and leak-free subset,
+    then the other collections."""
+    from .checkpoint import read_epochs
+
+    lines = [
+        f"\n{'epoch':>5} {'lr':>8} {'train loss':>10} {'train acc':>9} {'val loss':>9} {'val acc':>8} "
+        f"{'img/s':>7} {'s':>6}"
+    ]
+    for e in read_epochs(run):
+        lines.append(
+            f"{e['epoch'] + 1:>5} {e['lr']:>8.1e} {e['train_loss']:>10.4f} {e['train_accuracy']:>9.4f} "
+            f"{e['val_loss']:>9.4f} {e['val_accuracy']:>8.4f} {e['images_per_s']:>7.1f} {e['seconds']:>6.1f}"
+        )
+    best = f"best epoch {results.about['best_epoch'] + 1} (val accuracy {results.about['val_accuracy']:.4f})"
+    return lines + evaluation_lines(results, study) + [f"{best}; report: {run / 'report.md'}"]
+
+
+def evaluation_lines(results: Results, study: Study) -> list[str]:
+    """One line per evaluated set, for the terminal."""
+    lines = []
+    for r, title in ((results.test, "Testing (full)"), (results.test_leak_free, "Testing (leak-free)")):
+        if r is not None:
+            recalls = ", ".join(f"{c} {v['recall']:.3f}" for c, v in r.per_class.items())
+            lines.append(
+                f"{title}: accuracy {r.accuracy:.4f} on {r.samples} images, macro F1 {r.macro_f1:.4f}; "
+                f"recall: {recalls}"
+            )
+    return lines + [study.set_line(name, r) for name, r in results.external.items()]
+
+
 def evaluate_checkpoint(
     checkpoint: Path,
     data: list[Path],
+    study: Study,
     out: Path | None = None,
     clean_list: Path | None = None,
     class_map: str | None = None,
     device_name: str = "auto",
-) -> dict:
+    bf16: bool | None = None,
+) -> Results:
     """Score a checkpoint on each of `data` (a dataset root with Testing/, or a folder of class
-    folders); write metrics.json, report.md and plots to `out` (default: beside the checkpoint)."""
-    model, meta = model_from_checkpoint(checkpoint)
-    classes = list(meta["classes"])
+    folders); write metrics.json, predictions.csv (one line per image), report.md and plots to `out`
+    (default: beside the checkpoint). bf16: None autocasts where the device supports it."""
+    from .report import evaluation_report, plot_confusion, testing_panels
+
+    predictor = Predictor.load(checkpoint, device_name, bf16=bf16)
     mapping = parse_class_map(class_map)
-    device = resolve_device(device_name)
-    bf16 = bf16_supported(device)
-    model = model.to(device).to(memory_format=torch.channels_last)
-    prep = Preprocess.of_checkpoint(meta, bf16)
     out = Path(out) if out else Path(checkpoint).parent / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
-    results: dict = {
-        "checkpoint": str(checkpoint),
-        "input_size": meta["input_size"],
-        "head_crop": meta["head_crop"],
-        "sets": {},
-    }
-    panels, figures = [], {}
+    about = {"checkpoint": str(checkpoint), "head_crop": predictor.prep.head_crop}
+    results = Results(predictor.prep.size, about=about)
     roots = [p for p in map(Path, data) if (p / "Testing").is_dir()]
     if len(roots) > 1:
         raise ValueError(
             f"--data names {len(roots)} dataset roots ({', '.join(map(str, roots))}): score one at a "
             "time, or pass their Testing folders as folders of class folders"
         )
-    for path in map(Path, data):
-        if (path / "Testing").is_dir():
-            test, leak_free = dataset_testing(path, classes, mapping, clean_list, bool(meta["head_crop"]))
-            logits = logits_of(model, test.to(device).images, np.arange(len(test)), prep)
-            labels = torch.tensor([classes.index(c) for c in [test.classes[i] for i in test.labels.tolist()]])
-            full = report_on(logits, labels, classes)
-            results["test"] = full
-            panels += testing_panels({"test": full})
-            if leak_free is not None:
-                results["test_leak_free"] = report_on(logits[leak_free], labels[leak_free], classes)
-                panels += testing_panels({"test_leak_free": results["test_leak_free"]})
-            continue
-        scored = score_folder(model, meta, path, device, class_map=mapping, clean_list=clean_list, bf16=bf16)
-        name = scored.name if scored.name not in results["sets"] else f"{scored.name}-{len(results['sets'])}"
-        results["sets"][name] = summarize(scored, classes)
-        confusion = results["sets"][name]["confusion"]
-        panels.append((name, confusion["counts"], confusion["rows"], confusion["columns"]))
-        figures[f"{name}: the most confident mistakes, with Grad-CAM"] = plot_errors(
-            out / f"errors-{name}.png", model, scored, classes, prep
-        ).name
-    atomic_write_text(out / "metrics.json", json.dumps(results, indent=1))
+    log = PredictionLog(predictor.classes)
+    for root in roots:
+        test, leak_free = dataset_testing(root, predictor, mapping, clean_list)
+        logits = testing_scores(predictor, test, leak_free, results)
+        log.add(test.paths, [test.classes[i] for i in test.labels.tolist()], logits)
+    folders = [p for p in map(Path, data) if p not in roots]
+    figures = score_sets(predictor, folders, study, out, results, mapping, clean_list, log=log)
+    atomic_write_text(out / "metrics.json", json.dumps(results.as_dict(), indent=1))
+    log.write(out / "predictions.csv")
+    panels = testing_panels(results) + [
+        (name, r["confusion"]["counts"], r["confusion"]["rows"], r["confusion"]["columns"])
+        for name, r in results.external.items()
+    ]
     plot_confusion(out / "confusion.png", panels)
-    write_evaluation_report(out, results, {"Confusion matrices": "confusion.png", **figures})
-    for line in evaluation_lines(results):
+    evaluation_report(out, results, {"Confusion matrices": "confusion.png", **figures}, study)
+    for line in evaluation_lines(results, study):
         print(line)
-    print(f"wrote {out / 'report.md'}, {out / 'metrics.json'} and the plots beside them")
+    print(f"wrote {out / 'report.md'}, {out / 'metrics.json'}, {out / 'predictions.csv'} and the plots beside them")
     return results
 
 
 def dataset_testing(
-    root: Path, classes: list[str], mapping: dict[str, str], clean_list: Path | None, head_crop: bool
+    root: Path, predictor: Predictor, mapping: dict[str, str], clean_list: Path | None
 ) -> tuple[Split, np.ndarray | None]:
     """A dataset's Testing split (its class names matched to the checkpoint's) and its leak-free rows:
     from the clean list, or computed against its Training split when it has one."""
+    head_crop = predictor.prep.head_crop
     test = load_split(root, "Testing", head_crop=head_crop)
-    names = [resolve_class(c, classes, mapping) for c in test.classes]
+    names = [resolve_class(c, predictor.classes, mapping) for c in test.classes]
     if ANY_TUMOUR in names:
         raise ValueError(
             f"{root}/Testing: a {ANY_TUMOUR!r} class cannot be scored as a dataset split; "
@@ -246,49 +321,25 @@ def dataset_testing(
     return test, leak_free_rows(train, test, root, None)
 
 
-def evaluation_lines(results: dict) -> list[str]:
-    """One line per evaluated set, for the terminal."""
-    lines = []
-    for key, title in (("test", "Testing (full)"), ("test_leak_free", "Testing (leak-free)")):
-        if key in results:
-            r = results[key]
-            recalls = ", ".join(f"{c} {v['recall']:.3f}" for c, v in r["per_class"].items())
-            lines.append(
-                f"{title}: accuracy {r['accuracy']:.4f} on {r['samples']} images, macro F1 {r['macro_f1']:.4f}; "
-                f"recall: {recalls}"
-            )
-    for name, r in results["sets"].items():
-        recall = ", ".join(f"{c} {v:.3f}" for c, v in r["recall"].items())
-        parts = [f"{name}: {r['images']} images" + (f" ({r['scored_only']})" if r.get("scored_only") else "")]
-        if r["accuracy"] is not None:
-            parts.append(f"accuracy {r['accuracy']:.4f} ({recall})")
-        if r["tumour_sensitivity"] is not None:
-            parts.append(f"tumour sensitivity {r['tumour_sensitivity']:.4f} of {r['tumour_images']}")
-        if r["specificity"] is not None:
-            parts.append(f"specificity {r['specificity']:.4f} of {r['no_tumour_images']}")
-        lines.append("; ".join(parts))
-    return lines
+class PredictionLog:
+    """One line per scored image: its path, true class, predicted class and every class's probability."""
 
+    def __init__(self, classes: list[str]) -> None:
+        self.classes = classes
+        self.rows: list[list[str]] = []
 
-def write_evaluation_report(out: Path, results: dict, figures: dict[str, str]) -> Path:
-    """report.md of an evaluation: Testing tables, the other sets, the figures."""
-    lines = [
-        f"# Evaluation of {results['checkpoint']}",
-        "",
-        f"Input {results['input_size']} px{', head-cropped' if results['head_crop'] else ''}.",
-        "",
-    ]
-    for key, title in (("test", "Testing (full)"), ("test_leak_free", "Testing (leak-free)")):
-        if key in results:
-            r = results[key]
-            lines += [
-                f"## {title}: {fmt_share(r['accuracy'])} of {r['samples']} images, macro F1 {r['macro_f1']:.4f}",
-                "",
-            ]
-    if results["sets"]:
-        lines += ["## Labelled folders", ""] + external_lines(results["sets"]) + [""] + held_out_lines(results["sets"])
-    for caption, file in figures.items():
-        lines += [f"![{caption}]({file})", "", f"*{caption}*", ""]
-    path = out / "report.md"
-    atomic_write_text(path, "\n".join(lines))
-    return path
+    def add(self, paths: list[str], truth: list[str], logits: torch.Tensor) -> None:
+        for path, true, p in zip(paths, truth, logits.softmax(1).tolist()):
+            predicted = self.classes[max(range(len(p)), key=p.__getitem__)]
+            self.rows.append([str(path), true, predicted] + [repr(v) for v in p])
+
+    def write(self, path: Path) -> None:
+        """predictions.csv (probabilities in full float precision)."""
+        import csv
+        import io
+
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(["path", "true", "predicted"] + [f"p_{c}" for c in self.classes])
+        writer.writerows(self.rows)
+        atomic_write_text(path, text.getvalue())

@@ -11,16 +11,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .checkpoint import model_from_checkpoint
-from .data.folder import DECODE_ERRORS, crop_to_head, decode, image_files
-from .data.transforms import eval_resize, fit_to
+from .data.folder import DECODE_ERRORS, decode, image_files
 from .explain import grad_cam
-from .inference import Preprocess
+from .predictor import Predictor, Preprocess
 from .report import new_figure, save_figure
-from .runtime import resolve_device
 
 # --explain PATH.png draws at most this many images in one grid; a folder gets one file per image.
 GRID_LIMIT = 16
@@ -59,17 +55,16 @@ def predict_files(
     explain: Path | None = None,
     batch_size: int = 32,
     device_name: str = "auto",
+    bf16: bool | None = None,
 ) -> list[dict]:
     """Print (and return) the class and per-class probabilities of every image, as each batch is done.
 
     as_json prints one JSON object per line (JSON Lines). explain: a .png path gets a grid of the first
     GRID_LIMIT images with their Grad-CAM heatmaps; any other path is a folder that gets one PNG per image.
+    bf16: None autocasts where the device supports it, as `evaluate` does.
     """
-    model, meta = model_from_checkpoint(checkpoint)
-    device = resolve_device(device_name)
-    model = model.to(device)
-    classes = list(meta["classes"])
-    prep = Preprocess.of_checkpoint(meta)
+    predictor = Predictor.load(checkpoint, device_name, bf16=bf16)
+    model, classes, prep = predictor.model, predictor.classes, predictor.prep
     names = list(list_images(paths))  # paths only: cheap even for many thousands
     if not names:
         raise ValueError(f"no images found in {', '.join(map(str, paths))}")
@@ -94,18 +89,17 @@ def predict_files(
                 )
                 continue
             ready.append((item, image.shape[:2]))
-            pixels.append(preprocess(image, prep, bool(meta["head_crop"])))
+            pixels.append(image)
         if not ready:
             continue
-        batch = torch.cat(pixels).to(device)
+        store = torch.stack([prep.image(p) for p in pixels])
+        logits = predictor.logits(store)
         # a grid stops taking images at GRID_LIMIT: no backward pass for the batches after it is full
         explaining = explain and (not as_grid or len(grid) < GRID_LIMIT)
         if explaining:
-            heatmaps, logits = grad_cam(model, batch)
-        else:
-            with torch.no_grad():
-                logits = model(batch)
-        for k, ((path, (h, w)), p) in enumerate(zip(ready, logits.float().softmax(1))):
+            batch = prep.batch(store.to(predictor.device), torch.arange(len(store), device=predictor.device))
+            heatmaps, _ = grad_cam(model, batch)
+        for k, ((path, (h, w)), p) in enumerate(zip(ready, logits.softmax(1))):
             result = {
                 "path": str(path),
                 "class": classes[int(p.argmax())],
@@ -125,15 +119,6 @@ def predict_files(
     elif explain and not as_json:
         print(f"wrote one Grad-CAM image per file to {explain}/")
     return results
-
-
-def preprocess(image: np.ndarray, prep: Preprocess, head_crop: bool) -> torch.Tensor:
-    """One decoded H x W x 3 image -> 1 x 3 x size x size, as evaluation prepares a store's images."""
-    if head_crop:
-        image = crop_to_head(image)
-    side = eval_resize(prep.size)
-    image = fit_to(image, side, side)
-    return prep.batch(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None], torch.tensor([0]))
 
 
 def emit(result: dict, classes: list[str], as_json: bool) -> dict:

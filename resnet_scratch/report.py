@@ -14,8 +14,10 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from .checkpoint import read_epochs
+from .config import Config
 from .files import atomic_write, atomic_write_text
-from .inference import Preprocess
+from .predictor import Predictor, Preprocess
+from .study import Study
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -74,15 +76,13 @@ def plot_confusion(path: Path, panels: list[tuple[str, list[list[int]], list[str
     return save_figure(fig, path)
 
 
-def testing_panels(results: dict) -> list[tuple[str, list[list[int]], list[str], list[str]]]:
-    """The confusion panels of the full Testing split and its leak-free subset."""
+def testing_panels(results) -> list[tuple[str, list[list[int]], list[str], list[str]]]:
+    """The confusion panels of the full Testing split and its leak-free subset (evaluate.Results)."""
     panels = []
-    for key, title in (("test", "Testing (full)"), ("test_leak_free", "Testing (leak-free)")):
-        if key in results:
-            r = results[key]
-            classes = list(r["per_class"])
+    for r, title in ((results.test, "Testing (full)"), (results.test_leak_free, "Testing (leak-free)")):
+        if r is not None:
             panels.append(
-                (f"{title}: {100 * r['accuracy']:.2f}% of {r['samples']}", r["confusion_matrix"], classes, classes)
+                (f"{title}: {100 * r.accuracy:.2f}% of {r.samples}", r.confusion_matrix, r.classes, r.classes)
             )
     return panels
 
@@ -153,16 +153,10 @@ def plot_grad_cam(
 
 
 def testing_grad_cam(
-    path: Path,
-    model: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    logits: Tensor,
-    classes: list[str],
-    prep: Preprocess,
-    count: int = 4,
+    path: Path, predictor: Predictor, images: Tensor, labels: Tensor, logits: Tensor, count: int = 4
 ) -> Path:
     """Grad-CAM of a few correct and a few wrong Testing predictions."""
+    classes = predictor.classes
     labels = labels.cpu()
     predicted = logits.argmax(1)
     wrong = torch.nonzero(predicted != labels).flatten()[:count].tolist()
@@ -172,111 +166,73 @@ def testing_grad_cam(
     captions = [f"{classes[predicted[i]]}\ntrue: {classes[labels[i]]}" for i in chosen]
     return plot_grad_cam(
         path,
-        model,
+        predictor.model,
         images,
         chosen,
         captions,
         [bool(predicted[i] == labels[i]) for i in chosen],
-        prep,
+        predictor.prep,
         "Grad-CAM on the last stage: correct (green) and wrong (red) Testing predictions",
     )
 
 
-def class_table(result: dict) -> list[str]:
-    """A markdown table of per-class precision, recall, F1 and support."""
+def class_table(result) -> list[str]:
+    """A markdown table of per-class precision, recall, F1 and support (of predictor.Scores)."""
     lines = ["| class | precision | recall | F1 | images |", "|---|---:|---:|---:|---:|"]
-    for name, v in result["per_class"].items():
+    for name, v in result.per_class.items():
         lines.append(f"| {name} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |")
     return lines
 
 
-def external_lines(external: dict[str, dict]) -> list[str]:
-    """The external sets as a markdown table: images, accuracy where the class is known, per-class
-    recall, tumour sensitivity and specificity."""
-    if not external:
-        return []
-    lines = [
-        "| set | images | accuracy (known class) | recall per class | tumour sensitivity | specificity |",
-        "|---|---:|---:|---|---:|---:|",
-    ]
-    for name, r in external.items():
-        recall = ", ".join(f"{c} {v:.3f}" for c, v in r["recall"].items()) or "-"
-        cells = [
-            name,
-            str(r["images"]),
-            fmt_share(r.get("accuracy")),
-            recall,
-            fmt_share(r.get("tumour_sensitivity")),
-            fmt_share(r.get("specificity")),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+def testing_table(results) -> list[str]:
+    """Testing, full and leak-free, as a markdown table (evaluate.Results)."""
+    lines = ["| split | images | accuracy | macro F1 | loss |", "|---|---:|---:|---:|---:|"]
+    for r, title in ((results.test, "full"), (results.test_leak_free, "leak-free")):
+        if r is not None:
+            lines.append(f"| {title} | {r.samples} | {100 * r.accuracy:.2f}% | {r.macro_f1:.4f} | {r.loss:.4f} |")
     return lines
 
 
-def fmt_share(value: float | None) -> str:
-    """A fraction as a percentage with two decimals, or "-" where it does not apply."""
-    return "-" if value is None else f"{100 * value:.2f}%"
+def class_tables(results) -> list[str]:
+    """The per-class tables of Testing, full and leak-free."""
+    lines = []
+    for r, title in ((results.test, "Full Testing split"), (results.test_leak_free, "Leak-free Testing subset")):
+        if r is not None:
+            lines += [f"### {title}", ""] + class_table(r) + [""]
+    return lines
 
 
-def held_out_lines(sets: dict[str, dict]) -> list[str]:
-    """For each set the model trained on half of (weak labels), a paragraph saying so; none otherwise."""
-    weak = [
-        f"This model trained on half of {name} (weak labels: 'a tumour, type unknown'), so it is no longer a "
-        f"collection it never saw; its row is the rest ({r['scored_only']})."
-        for name, r in sets.items()
-        if r.get("scored_only")
-    ]
-    return [line for text in weak for line in (text, "")]
+def write_report(path: Path, sections: list[list[str]], figures: dict[str, str]) -> Path:
+    """Every report.md: its sections of markdown lines in order, then the figures ({caption: file name})."""
+    lines = [line for section in sections for line in section]
+    for caption, file in figures.items():
+        lines += [f"![{caption}]({file})", "", f"*{caption}*", ""]
+    atomic_write_text(path, "\n".join(lines))
+    return path
 
 
-def write_report(run: Path, results: dict, figures: dict[str, str]) -> Path:
-    """report.md with every number from metrics.json / metrics.jsonl and the figures already written
-    ({caption: file name})."""
-    config = json.loads((run / "config.json").read_text())
-    settings = config["config"]
-    epochs = read_epochs(run)
-    data = config["data"]
-    weak = data.get("weak", 0)
-    also = f" and {weak} weakly labelled images from half of {Path(settings['weak_tumour']).name};" if weak else ","
-    lines = [
+def run_report(run: Path, config: Config, results, figures: dict[str, str], study: Study) -> Path:
+    """A run's report.md: its settings and data, Testing, the other collections, per-class tables,
+    the epochs; every number from config.json, metrics.jsonl and the results."""
+    record = json.loads((run / "config.json").read_text())
+    settings, data, env, epochs = record["config"], record["data"], record["environment"], read_epochs(run)
+    extra = data.get("extra", 0)
+    also = f" and {extra} {study.extra_images(config)};" if extra else ","
+    intro = [
         f"# Run {settings['name']}",
         "",
-        f"{settings['model']} at {results['input_size']} px, {len(epochs)} epochs, batch {settings['batch_size']}, "
+        f"{settings['model']} at {results.input_size} px, {len(epochs)} epochs, batch {settings['batch_size']}, "
         f"lr {settings['lr']} ({settings['schedule']} schedule), weights {settings['weights']}; "
-        f"commit `{config['commit']}`, device {config['environment']['device']}, "
-        f"torch {config['environment']['torch']}.",
-        f"Data: {data['train'] - weak} training and {data['val']} validation images (both from Training){also} "
+        f"commit `{record['commit']}`, device {env['device']}, torch {env['torch']}.",
+        f"Data: {data['train'] - extra} training and {data['val']} validation images (both from Training){also} "
         f"{data['test']} Testing images, {data['leak_free_test']} of them leak-free.",
         "",
         "## Testing, on the best checkpoint (chosen on validation accuracy)",
         "",
-        "| split | images | accuracy | macro F1 | loss |",
-        "|---|---:|---:|---:|---:|",
     ]
-    for key, title in (("test", "full"), ("test_leak_free", "leak-free")):
-        r = results[key]
-        lines.append(
-            f"| {title} | {r['samples']} | {100 * r['accuracy']:.2f}% | {r['macro_f1']:.4f} | {r['loss']:.4f} |"
-        )
-    lines += [
-        "",
-        f"Best epoch: {results['best_epoch'] + 1}, validation accuracy {100 * results['val_accuracy']:.2f}%.",
-        "",
-    ]
-    if results.get("external"):
-        held_out = held_out_lines(results["external"])  # sets it trained on half of: not all unseen
-        lines += [
-            "## Other collections" + ("" if held_out else " (never trained on)"),
-            "",
-            "The same model on MRI slices from collections that share no image with brain-tumor-mri/ "
-            "(../shared/data/external/README.md). Tumour sensitivity is the share of tumour slices "
-            "called any tumour class; a set of tumour slices of unknown type has no per-class accuracy.",
-            "",
-        ]
-        lines += external_lines(results["external"]) + [""] + held_out
-    for key, title in (("test", "Full Testing split"), ("test_leak_free", "Leak-free Testing subset")):
-        lines += [f"### {title}", ""] + class_table(results[key]) + [""]
-    lines += [
+    best = results.about
+    chosen = [f"Best epoch: {best['best_epoch'] + 1}, validation accuracy {100 * best['val_accuracy']:.2f}%.", ""]
+    training = [
         "## Training",
         "",
         "Training loss and accuracy are running figures over each epoch's augmented batches (loss with label "
@@ -286,13 +242,19 @@ def write_report(run: Path, results: dict, figures: dict[str, str]) -> Path:
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for e in epochs:
-        lines.append(
+        training.append(
             f"| {e['epoch'] + 1} | {e['lr']:.1e} | {e['train_loss']:.4f} | {100 * e['train_accuracy']:.2f}% | "
             f"{e['val_loss']:.4f} | {100 * e['val_accuracy']:.2f}% | {e['images_per_s']:.1f} | {e['seconds']:.1f} |"
         )
-    lines.append("")
-    for caption, file in figures.items():
-        lines += [f"![{caption}]({file})", "", f"*{caption}*", ""]
-    path = run / "report.md"
-    atomic_write_text(path, "\n".join(lines))
-    return path
+    sections = [intro, testing_table(results) + [""], chosen, study.report_section(results.external)]
+    return write_report(run / "report.md", sections + [class_tables(results), training + [""]], figures)
+
+
+def evaluation_report(out: Path, results, figures: dict[str, str], study: Study) -> Path:
+    """report.md of an evaluation: what was scored, Testing, the other sets, per-class tables."""
+    about = results.about
+    crop = ", head-cropped" if about["head_crop"] else ""
+    intro = [f"# Evaluation of {about['checkpoint']}", "", f"Input {results.input_size} px{crop}.", ""]
+    testing = ["## Testing", ""] + testing_table(results) + [""] if results.test is not None else []
+    sections = [intro, testing, study.report_section(results.external), class_tables(results)]
+    return write_report(out / "report.md", sections, figures)

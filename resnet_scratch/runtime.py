@@ -154,3 +154,40 @@ class Progress:
             file=self.stream,
             flush=True,
         )
+
+
+class RunningStats:
+    """An epoch's running loss and accuracy, summed on the device and read (one synchronisation) only
+    when asked; the first non-finite loss is remembered with its batch number."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # batch of the first non-finite loss
+        self.bad_loss = torch.zeros((), device=device)
+        self.seen = 0
+
+    def add(self, step: int, loss: torch.Tensor, correct: torch.Tensor, count: int) -> None:
+        """Batch `step`'s mean loss, its number of right predictions and its size (nothing is read back)."""
+        newly_bad = (self.first_bad < 0) & ~torch.isfinite(loss)
+        self.first_bad = torch.where(newly_bad, step, self.first_bad)
+        self.bad_loss = torch.where(newly_bad, loss.float(), self.bad_loss)
+        self.loss_sum += loss.double() * count
+        self.correct += correct
+        self.seen += count
+
+    def read(self) -> tuple[float, float]:
+        """(mean loss, accuracy) so far; raises TrainingDiverged if a loss was not finite."""
+        total, right, bad = torch.stack([self.loss_sum, self.correct.double(), self.first_bad.double()]).tolist()
+        if bad >= 0:
+            raise TrainingDiverged(f"the loss became {self.bad_loss.item()} at batch {int(bad)} of this epoch")
+        return total / self.seen, right / self.seen
+
+    def totals(self) -> tuple[float, float, float]:
+        """(mean loss, accuracy, images) over every process of a torchrun job."""
+        seen = torch.tensor(float(self.seen), dtype=torch.float64, device=self.loss_sum.device)
+        totals = torch.stack([self.loss_sum, self.correct.double(), seen])
+        if dist.is_initialized():  # every rank's share of the epoch
+            dist.all_reduce(totals)
+        loss, right, images = totals.tolist()
+        return loss / max(images, 1), right / max(images, 1), images

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from resnet_scratch.config import Config
-from resnet_scratch.data.run import HELD_OUT
-from resnet_scratch.evaluate import evaluation_lines
-from resnet_scratch.experiment import Arm, find_run, mean_std, results_table, settings_hash
+from resnet_scratch.evaluate import Results, evaluation_lines
+from resnet_scratch.experiment import Arm, find_run, settings_hash
+from resnet_scratch.experiment_pages import results_table
+from resnet_scratch.experiment_stats import mean_std
+from resnet_scratch.studies.brain_mri import HELD_OUT, BrainMRI, weak_folder
 
 from conftest import make_folder
 
@@ -160,12 +162,14 @@ def test_external_validity_scores_br35h_on_the_half_no_arm_trains_on(finished) -
     held_out = {"images": 3, "accuracy": None, "recall": {}, "tumour_sensitivity": 0.5, "tumour_images": 3}
     held_out |= {"specificity": None, "scored_only": HELD_OUT}
     line = f"br35h-tumour: 3 images ({HELD_OUT}); tumour sensitivity 0.5000 of 3"
-    assert evaluation_lines({"sets": {"br35h-tumour": held_out}}) == [line]  # and so does the line it prints
+    assert evaluation_lines(Results(32, external={"br35h-tumour": held_out}), BrainMRI()) == [
+        line
+    ]  # and so does the line it prints
 
 
 def test_weak_label_arms_find_br35h_under_a_relative_external_folder() -> None:
     arms = load_script("external_validity").arms_for(Config(external="ext"), Path("ext"))
-    weak = {arm.config.weak_folder for arm in arms if arm.config.weak_tumour}
+    weak = {weak_folder(arm.config) for arm in arms if arm.config.weak_tumour}
     assert weak == {Path("ext", "br35h-tumour").absolute()}
 
 

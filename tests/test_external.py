@@ -1,6 +1,7 @@
 """Scoring any labelled folder (aliases, --class-map, "tumour", odd files), overlap across collections
 (audit --against), and the shortcut probe."""
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -103,7 +104,7 @@ def test_evaluate_a_folder_of_aliased_class_folders(checkpoint, external, tmp_pa
         == 0
     )
     results = json.loads((out / "metrics.json").read_text())
-    kaggle, br35h = results["sets"]["kaggle_v1"], results["sets"]["br35h"]
+    kaggle, br35h = results["external"]["kaggle_v1"], results["external"]["br35h"]
     assert kaggle["images"] == 7 and set(kaggle["recall"]) == {"glioma", "notumor", "pituitary"}
     assert kaggle["tumour_images"] == 5 and kaggle["no_tumour_images"] == 2
     assert br35h["images"] == 7 and br35h["tumour_images"] == 4 and br35h["no_tumour_images"] == 3
@@ -125,13 +126,15 @@ def test_unknown_class_names_stop_with_one_line_unless_mapped(checkpoint, extern
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "unusual_name" in err and "glioma, meningioma" in err
     assert main([*args, "--class-map", "unusual_name=meningioma"]) == 0
-    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["sets"]["mine"]["recall"].keys() == {"meningioma"}
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["external"]["mine"]["recall"].keys() == {
+        "meningioma"
+    }
 
 
 def test_images_of_any_size_and_mode_are_scored(checkpoint, external, tmp_path: Path) -> None:
     model, _ = checkpoint
     assert main(["evaluate", "--checkpoint", str(model), "--data", str(external / "odd"), "--out", str(tmp_path)]) == 0
-    odd = json.loads((tmp_path / "metrics.json").read_text())["sets"]["odd"]
+    odd = json.loads((tmp_path / "metrics.json").read_text())["external"]["odd"]
     assert odd["images"] == 6 and odd["tumour_images"] == 6 and odd["accuracy"] is None
 
 
@@ -153,7 +156,9 @@ def test_a_dataset_root_and_folders_at_once(checkpoint, external, tmp_path: Path
         == 0
     )
     results = json.loads((tmp_path / "metrics.json").read_text())
-    assert results["test"]["samples"] == 8 and results["test_leak_free"]["samples"] == 8 and "br35h" in results["sets"]
+    assert (
+        results["test"]["samples"] == 8 and results["test_leak_free"]["samples"] == 8 and "br35h" in results["external"]
+    )
 
 
 def test_audit_against_finds_planted_duplicates_and_writes_a_clean_list(checkpoint, tmp_path: Path, capsys) -> None:
@@ -188,7 +193,7 @@ def test_audit_against_finds_planted_duplicates_and_writes_a_clean_list(checkpoi
         )
         == 0
     )
-    assert json.loads((out / "metrics.json").read_text())["sets"]["other"]["images"] == 3
+    assert json.loads((out / "metrics.json").read_text())["external"]["other"]["images"] == 3
 
 
 def test_the_probe_reads_a_label_that_brightness_gives_away_and_not_a_random_one() -> None:
@@ -235,6 +240,33 @@ def test_evaluate_works_on_each_real_external_folder_with_data_alone(checkpoint,
         pytest.skip(f"the real dataset or the external sets are not at {root}, {external}")
     folders = [external / "sartaj", external / "br35h-tumour", root / "Testing"]
     assert main(["evaluate", "--checkpoint", str(model), "--data", *map(str, folders), "--out", str(tmp_path)]) == 0
-    sets = json.loads((tmp_path / "metrics.json").read_text())["sets"]
+    sets = json.loads((tmp_path / "metrics.json").read_text())["external"]
     assert sets["sartaj"]["images"] == 269 and sets["br35h-tumour"]["images"] == 703
     assert sets["br35h-tumour"]["accuracy"] is None and sets["Testing"]["images"] == 1311
+
+
+@pytest.mark.parametrize("bf16", ["true", "false"])
+def test_evaluate_writes_the_probabilities_predict_prints(tmp_path: Path, capsys, bf16: str) -> None:
+    """One Predictor behind both commands: the same files get the same probabilities (bf16 on and off;
+    on a CPU without bf16, "true" runs float32 in both)."""
+    from resnet_scratch.checkpoint import checkpoint_metadata, save_model
+    from resnet_scratch.models import build
+
+    folder = make_folder(tmp_path / "data", {"set": {"glioma": 3, "notumor": 3}}, size=(70, 52)) / "set"
+    torch.manual_seed(0)
+    model = build("resnet18", num_classes=4).eval()
+    checkpoint = tmp_path / "model.safetensors"
+    classes = ["glioma", "meningioma", "notumor", "pituitary"]
+    save_model(checkpoint, model, checkpoint_metadata("resnet18", classes, 32, {}, (0.2, 0.2, 0.2), (0.3, 0.3, 0.3)))
+    common = ["--checkpoint", str(checkpoint), "--device", "cpu", "--bf16", bf16]
+    assert main(["evaluate", *common, "--data", str(folder), "--out", str(tmp_path / "e")]) == 0
+    with open(tmp_path / "e" / "predictions.csv") as f:
+        written = {row["path"]: row for row in csv.DictReader(f)}
+    capsys.readouterr()
+    assert main(["predict", *common, "--json", str(folder)]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(printed) == len(written) == 6
+    for result in printed:
+        row = written[result["path"]]
+        assert row["predicted"] == result["class"]
+        assert max(abs(float(row[f"p_{c}"]) - p) for c, p in result["probabilities"].items()) <= 1e-6

@@ -150,3 +150,41 @@ def test_train_help_lists_every_setting_with_its_default_and_check() -> None:
         assert f"--{f.name.replace('_', '-')}" in text, f.name
     assert "--lr FLOAT learning rate (the peak of one-cycle) (default: 0.001; positive)" in text
     assert '(default: B; "A", "B" or "C")' in text
+
+
+# The wiring that chooses a study: the command line and the experiment harness. Everything else in
+# resnet_scratch is the core, which trains and scores any folder-of-classes dataset.
+STUDY_WIRING = ("resnet_scratch.__main__", "resnet_scratch.experiment")
+STUDY_WORDS = ("tumour", "tumor", "weak", "br35h", "sartaj")
+
+
+def test_the_core_imports_nothing_from_the_studies() -> None:
+    for name, targets in import_graph().items():
+        if name.startswith("resnet_scratch") and not name.startswith("resnet_scratch.studies"):
+            if name not in STUDY_WIRING:
+                assert not any(t.startswith("resnet_scratch.studies") for t in targets), (name, targets)
+
+
+@pytest.mark.parametrize("module", ["train.py", "checkpoint.py", "predictor.py", "loss.py", "run_folder.py"])
+def test_the_training_and_inference_modules_name_no_study(module: str) -> None:
+    text = (ROOT / "resnet_scratch" / module).read_text().lower()
+    assert not [w for w in STUDY_WORDS if w in text], module
+
+
+# A module a reader can hold in mind, functions that fit on a screen or two.
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_module_or_function_of_the_package_is_too_long() -> None:
+    too_long = []
+    for path in sorted((ROOT / "resnet_scratch").rglob("*.py")):
+        source = path.read_text()
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            too_long.append(f"{path.name}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.name}: {node.name}() {length} lines")
+    assert not too_long

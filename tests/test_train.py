@@ -15,7 +15,10 @@ from resnet_scratch import train as train_module
 from resnet_scratch.__main__ import main, parser
 from resnet_scratch.checkpoint import load_model_file
 from resnet_scratch.config import Config, ConfigError, flags_given, load_config
+from resnet_scratch.loss import CrossEntropy
 from resnet_scratch.runtime import TrainingDiverged
+from resnet_scratch.studies.brain_mri import weak_folder
+from resnet_scratch.study import Study
 from resnet_scratch.train import fit
 
 from conftest import make_folder
@@ -188,20 +191,24 @@ def test_a_run_killed_before_its_config_was_written_starts_again_in_place(tiny: 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny: Path, tmp_path: Path, monkeypatch) -> None:
     epochs_started = {"n": 0}
-    real_epoch, real_loss = train_module.train_one_epoch, train_module.loss_of
+    real_epoch = train_module.train_one_epoch
 
     def counting_epoch(*args, **kwargs):
         epochs_started["n"] += 1
         return real_epoch(*args, **kwargs)
 
-    def poisoned(output, target, config, tumour=None):
-        loss, logits = real_loss(output, target, config, tumour)
-        return (loss * float("nan"), logits) if epochs_started["n"] >= 2 else (loss, logits)
+    class Poisoned(CrossEntropy):
+        def of_logits(self, logits, target):
+            loss = super().of_logits(logits, target)
+            return loss * float("nan") if epochs_started["n"] >= 2 else loss
+
+    class PoisonedStudy(Study):
+        def loss(self, config, classes, extra):
+            return Poisoned(config.label_smoothing, config.aux_weight)
 
     monkeypatch.setattr(train_module, "train_one_epoch", counting_epoch)
-    monkeypatch.setattr(train_module, "loss_of", poisoned)
     with pytest.raises(TrainingDiverged, match=r"epoch 2: the loss became nan at batch 1.*last.safetensors"):
-        fit(load_config(None, tiny_flags(tiny, tmp_path, "nan", epochs=3)))
+        fit(load_config(None, tiny_flags(tiny, tmp_path, "nan", epochs=3)), study=PoisonedStudy())
     _, meta = load_model_file(tmp_path / "nan" / "last.safetensors")
     assert meta["epoch"] == 0
     state, _ = load_model_file(tmp_path / "nan" / "last.safetensors")
@@ -250,13 +257,13 @@ def test_train_command_errors_exit_2(tiny: Path, tmp_path: Path, capsys) -> None
 
 def test_a_relative_weak_folder_lies_inside_external(tmp_path: Path) -> None:
     external = tmp_path / "external"
-    assert Config(external=str(external), weak_tumour="br35h-tumour").weak_folder == external / "br35h-tumour"
-    assert Config(external=str(external), weak_tumour=str(tmp_path / "x")).weak_folder == tmp_path / "x"
-    assert Config(external=str(external)).weak_folder is None
-    assert Config(external=None, weak_tumour="br35h-tumour").weak_folder == Path("br35h-tumour")
+    assert weak_folder(Config(external=str(external), weak_tumour="br35h-tumour")) == external / "br35h-tumour"
+    assert weak_folder(Config(external=str(external), weak_tumour=str(tmp_path / "x"))) == tmp_path / "x"
+    assert weak_folder(Config(external=str(external))) is None
+    assert weak_folder(Config(external=None, weak_tumour="br35h-tumour")) == Path("br35h-tumour")
     args = parser().parse_args(["train", "--weak-tumour", "br35h-tumour"])  # as the README's weak-label run
     with_weak = load_config(ROOT / "experiments" / "configs" / "main_cpu.toml", flags_given(args))
-    assert with_weak.weak_folder == Path(with_weak.external) / "br35h-tumour"
+    assert weak_folder(with_weak) == Path(with_weak.external) / "br35h-tumour"
 
 
 def test_a_missing_weak_folder_is_a_one_line_error_that_says_how_to_go_without(tiny: Path, tmp_path: Path, capsys):
@@ -327,7 +334,10 @@ def test_inference_uses_the_checkpoints_normalisation(tiny: Path, tmp_path: Path
     for stats in (((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ((0.1, 0.2, 0.3), (0.5, 0.5, 0.5))):
         checkpoint = tmp_path / f"{stats[0][0]}.safetensors"
         save_model(checkpoint, model, checkpoint_metadata("resnet18", list("abcd"), 32, {}, *stats))
-        assert main(["predict", "--checkpoint", str(checkpoint), "--json", "--device", "cpu", image]) == 0
+        assert (
+            main(["predict", "--checkpoint", str(checkpoint), "--json", "--device", "cpu", "--bf16", "false", image])
+            == 0
+        )
         outputs.append(json.loads(capsys.readouterr().out)["probabilities"])
     assert outputs[0] != outputs[1]
     loaded, _ = model_from_checkpoint(checkpoint)

@@ -197,6 +197,44 @@ def _modes_and_sizes(paths: list[str]) -> tuple[Counter, Counter]:
     return modes, sizes
 
 
+def _within_split(
+    name: str, s: Split, exact: list[str], phash: np.ndarray, rel: list[str], threshold: int, report: dict
+) -> list[dict]:
+    """Count one split's exact duplicate groups and near-duplicate pairs into report; its label conflicts."""
+    conflicts = []
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, h in enumerate(exact):
+        groups[h].append(i)
+    dup_groups = [g for g in groups.values() if len(g) > 1]
+    report["exact_duplicate_groups"][name] = len(dup_groups)
+    report["exact_duplicate_extra_images"][name] = sum(len(g) - 1 for g in dup_groups)
+    for g in dup_groups:
+        labels = {s.classes[int(s.labels[i])] for i in g}
+        if len(labels) > 1:
+            conflicts.append(
+                {
+                    "kind": "exact",
+                    "split": name,
+                    "paths": [rel[i] for i in g],
+                    "labels": [s.classes[int(s.labels[i])] for i in g],
+                }
+            )
+    within = [p for p in near_pairs(phash, None, threshold) if exact[p[0]] != exact[p[1]]]
+    report["near_duplicate_pairs"][name] = len(within)
+    for i, j, d in within:
+        if s.labels[i] != s.labels[j]:
+            conflicts.append(
+                {
+                    "kind": "near",
+                    "split": name,
+                    "distance": d,
+                    "paths": [rel[i], rel[j]],
+                    "labels": [s.classes[int(s.labels[i])], s.classes[int(s.labels[j])]],
+                }
+            )
+    return conflicts
+
+
 def audit(root: Path, threshold: int = HAMMING_THRESHOLD, cache_dir: Path | None = None) -> dict:
     """The audit of root/Training and root/Testing as a JSON-ready dict (see module docstring)."""
     root = Path(root)
@@ -232,39 +270,10 @@ def audit(root: Path, threshold: int = HAMMING_THRESHOLD, cache_dir: Path | None
         modes, sizes = _modes_and_sizes(s.paths)
         report["modes"][name], report["sizes"][name] = dict(modes), dict(sizes)
 
-    # Exact duplicates within each split, and their label conflicts.
+    # Exact and near duplicates within each split, and their label conflicts.
     conflicts = []
-    for name, s in splits.items():
-        groups: dict[str, list[int]] = defaultdict(list)
-        for i, h in enumerate(exact[name]):
-            groups[h].append(i)
-        dup_groups = [g for g in groups.values() if len(g) > 1]
-        report["exact_duplicate_groups"][name] = len(dup_groups)
-        report["exact_duplicate_extra_images"][name] = sum(len(g) - 1 for g in dup_groups)
-        for g in dup_groups:
-            labels = {classes[int(s.labels[i])] for i in g}
-            if len(labels) > 1:
-                conflicts.append(
-                    {
-                        "kind": "exact",
-                        "split": name,
-                        "paths": [rel[name][i] for i in g],
-                        "labels": [classes[int(s.labels[i])] for i in g],
-                    }
-                )
-        within = [p for p in near_pairs(phash[name], None, threshold) if exact[name][p[0]] != exact[name][p[1]]]
-        report["near_duplicate_pairs"][name] = len(within)
-        for i, j, d in within:
-            if s.labels[i] != s.labels[j]:
-                conflicts.append(
-                    {
-                        "kind": "near",
-                        "split": name,
-                        "distance": d,
-                        "paths": [rel[name][i], rel[name][j]],
-                        "labels": [classes[int(s.labels[i])], classes[int(s.labels[j])]],
-                    }
-                )
+    for name, split in splits.items():
+        conflicts += _within_split(name, split, exact[name], phash[name], rel[name], threshold, report)
 
     # Leakage: Testing images that are (nearly) Training images.
     train, test = splits["Training"], splits["Testing"]

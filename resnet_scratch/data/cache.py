@@ -120,6 +120,25 @@ def _write_cache(path: Path, images: Tensor, index: dict[str, list]) -> None:
         log.warning("decode cache not written to %s (%s); going on without it", path, " ".join(str(e).split()))
 
 
+def _check_cache_dir(cache_dir: Path | None, root: Path) -> None:
+    """A cache folder may not lie inside the dataset, which is never written."""
+    if cache_dir is not None and Path(cache_dir).resolve().is_relative_to(root.resolve()):
+        raise DatasetError(f"cache folder {cache_dir} is inside the dataset {root}, which is never written")
+
+
+def _most_common(sizes: list[tuple[int, int]]) -> tuple[int, int]:
+    """The most common image size (1 x 1 when there is none)."""
+    return Counter(sizes).most_common(1)[0][0] if sizes else (1, 1)
+
+
+def _header(path: Path) -> tuple[int, int] | str:
+    """An image's (height, width) from its header, or why it cannot be read."""
+    try:
+        return image_size(path)
+    except DECODE_ERRORS as e:
+        return f"cannot read: {type(e).__name__}: {e}"
+
+
 def load_split(
     root: Path,
     split: str,
@@ -142,33 +161,17 @@ def load_split(
     root = Path(root)
     started = time.perf_counter()
     scan: Scan = scan_split(root, split, classes)
-    if cache_dir is not None and Path(cache_dir).resolve().is_relative_to(root.resolve()):
-        raise DatasetError(f"cache folder {cache_dir} is inside the dataset {root}, which is never written")
-    workers = threads or os.cpu_count() or 1
+    _check_cache_dir(cache_dir, root)
     skipped = list(scan.skipped)
-
-    with ThreadPoolExecutor(workers) as pool:
-
-        def header(path: Path) -> tuple[int, int] | str:
-            try:
-                return image_size(path)
-            except DECODE_ERRORS as e:
-                return f"cannot read: {type(e).__name__}: {e}"
-
-        headers = list(pool.map(header, scan.paths))
+    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
+        headers = list(pool.map(_header, scan.paths))
         keep = [i for i, h in enumerate(headers) if not isinstance(h, str)]
         skipped += [Skipped(str(scan.paths[i]), h) for i, h in enumerate(headers) if isinstance(h, str)]
-        if size is None:
-            sizes = Counter(headers[i] for i in keep)
-            size = sizes.most_common(1)[0][0] if sizes else (1, 1)
-        h, w = size
+        h, w = size or _most_common([headers[i] for i in keep])
 
-        cached, index = None, {}
-        cache_path = _cache_file(Path(cache_dir), root, split, size, head_crop) if cache_dir else None
-        if cache_path is not None and cache_path.is_file():
-            found = _read_cache(cache_path)
-            if found is not None:
-                cached, index = found
+        cache_path = _cache_file(Path(cache_dir), root, split, (h, w), head_crop) if cache_dir else None
+        found = _read_cache(cache_path) if cache_path is not None and cache_path.is_file() else None
+        cached, index = found if found is not None else (None, {})
 
         pixels_nhwc = torch.empty(len(keep), h, w, 3, dtype=torch.uint8)
         images = pixels_nhwc.permute(0, 3, 1, 2)  # N x 3 x H x W, channels-last
@@ -202,17 +205,37 @@ def load_split(
 
     resized = sum(1 for f in failures if f is True)
     bad = {slot for slot, reason in enumerate(failures) if isinstance(reason, str)}
-    skipped += [Skipped(str(scan.paths[keep[s]]), failures[s]) for s in sorted(bad)]
+    skipped += [Skipped(str(scan.paths[keep[b]]), failures[b]) for b in sorted(bad)]
     labels = torch.tensor([scan.labels[i] for i in keep], dtype=torch.int64)
     paths = [str(scan.paths[i]) for i in keep]
     if bad:  # rare: compact the tensor rather than leave rows of undefined pixels
-        good = torch.tensor([s for s in range(len(keep)) if s not in bad], dtype=torch.long)
-        images, labels = images[good].contiguous(memory_format=torch.channels_last), labels[good]
-        paths = [paths[s] for s in good.tolist()]
-        rows = {old: new for new, old in enumerate(good.tolist())}
-        new_index = {rel: [a, b, rows[slot]] for rel, (a, b, slot) in new_index.items() if slot in rows}
+        images, labels, paths, new_index = _without(bad, images, labels, paths, new_index)
+    _check_skipped(root, split, scan, labels, skipped, check_classes=classes is None, strict=strict)
+    if resized:
+        log.warning("%s: resized %d image(s) to %dx%d", split, resized, h, w)
+    if cache_path is not None and new_index != index:
+        _write_cache(cache_path, images, new_index)
+    log.info("%s: %d images decoded in %.1f s", split, len(labels), time.perf_counter() - started)
+    return Split(split, scan.classes, images, labels, paths, skipped)
 
-    if classes is None:  # the split defines the classes: each needs an image that decoded
+
+def _without(
+    bad: set[int], images: Tensor, labels: Tensor, paths: list[str], index: dict[str, list]
+) -> tuple[Tensor, Tensor, list[str], dict[str, list]]:
+    """The store without the rows in `bad`, its cache index renumbered."""
+    good = torch.tensor([s for s in range(len(paths)) if s not in bad], dtype=torch.long)
+    images, labels = images[good].contiguous(memory_format=torch.channels_last), labels[good]
+    rows = {old: new for new, old in enumerate(good.tolist())}
+    index = {rel: [a, b, rows[slot]] for rel, (a, b, slot) in index.items() if slot in rows}
+    return images, labels, [paths[s] for s in good.tolist()], index
+
+
+def _check_skipped(
+    root: Path, split: str, scan: Scan, labels: Tensor, skipped: list[Skipped], check_classes: bool, strict: bool
+) -> None:
+    """Every class keeps an image (when the split defines the classes); skipped files are logged, or with
+    strict raised as one DatasetError listing them."""
+    if check_classes:
         empty = [name for i, name in enumerate(scan.classes) if not (labels == i).any()]
         if empty:
             raise DatasetError(
@@ -227,12 +250,6 @@ def load_split(
         log.warning("skipped %s: %s", s.path, s.reason)
     if skipped:
         log.warning("%s: skipped %d file(s) of %d", split, len(skipped), len(scan.paths) + len(scan.skipped))
-    if resized:
-        log.warning("%s: resized %d image(s) to %dx%d", split, resized, h, w)
-    if cache_path is not None and new_index != index:
-        _write_cache(cache_path, images, new_index)
-    log.info("%s: %d images decoded in %.1f s", split, len(labels), time.perf_counter() - started)
-    return Split(split, scan.classes, images, labels, paths, skipped)
 
 
 def load_folder(folder: Path, **options: object) -> Split:

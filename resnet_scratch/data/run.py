@@ -1,8 +1,7 @@
 """What one training run trains, validates and tests on: the decoded splits, a validation split
 carved from Training along groups of near duplicates, the leak-free Testing rows, and (optionally)
-images with a weak label ("a tumour, type unknown") added to training."""
+images a study adds to training (RunData.with_extra)."""
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,28 +10,26 @@ import numpy as np
 import torch
 
 from .audit import HAMMING_THRESHOLD, duplicate_groups, leak_free_indices
-from .cache import Split, load_folder, load_split
-from .folder import DatasetError
-from .labels import ANY_TUMOUR, tumour_classes
-
-# The label of a weakly labelled image: one of the tumour classes, which one unknown.
-WEAK = -1
-# What a weakly labelled folder is scored on when part of it was trained on (weak_held_out).
-HELD_OUT = "held out: outside the trained half, and no near copy of a trained image"
+from .cache import Split, load_split
 
 
 @dataclass
 class RunData:
-    """What one run trains and tests on. train holds Training (and the weak images after it);
-    train_rows and val_rows index it; the weak images are all in train_rows."""
+    """What one run trains and tests on. train holds Training (and a study's extra images after it);
+    train_rows and val_rows index it; the extra images are all in train_rows."""
 
     train: Split
     test: Split
     train_rows: np.ndarray
     val_rows: np.ndarray
     leak_free_rows: np.ndarray
-    weak_count: int = 0
+    extra_count: int = 0
     train_eval_rows: np.ndarray | None = None  # training rows scored like validation (config.train_eval)
+
+    def with_extra(self, train: Split, extra: int) -> None:
+        """Take `train`: the same Training with `extra` images appended, all of them for training only."""
+        self.train, self.extra_count = train, extra
+        self.train_rows = np.concatenate([self.train_rows, np.arange(len(train) - extra, len(train))])
 
 
 def read_clean_list(path: Path) -> set[str]:
@@ -119,54 +116,6 @@ def subsample(rows: np.ndarray, labels: torch.Tensor, fraction: float, seed: int
     return np.sort(np.concatenate(kept))
 
 
-def weak_half(path: str) -> bool:
-    """Whether a weakly labelled file is in the half that training may use: decided by a hash of its
-    file name (not by a seed), so any run, and any evaluation, draws the same halves without a list."""
-    return hashlib.sha256(Path(path).name.encode("utf-8", "surrogateescape")).digest()[0] % 2 == 0
-
-
-def weak_held_out(split: Split, threshold: int = HAMMING_THRESHOLD) -> np.ndarray:
-    """Which images of a weakly labelled folder weak-label training never saw, nor a near copy of:
-    outside the trained half, in a group of duplicates (audit.duplicate_groups) with no member inside
-    it. Br35H holds many near copies of its own slices, and a copy of a trained image is not held out."""
-    groups = duplicate_groups(split, threshold, {})
-    trained = {g for g, p in zip(groups, split.paths) if weak_half(p)}
-    return np.array([not weak_half(p) and g not in trained for g, p in zip(groups, split.paths)], dtype=bool)
-
-
-def add_weak(train: Split, folder: Path, cache_dir: str | None, head_crop: bool) -> tuple[Split, int]:
-    """Training plus the weak half of `folder` (a folder of "tumour" class folders, e.g. Br35H's),
-    labelled WEAK and stored at Training's size."""
-    if not folder.is_dir():
-        raise DatasetError(
-            f"weak labels: {folder} is not a folder (a relative weak_tumour lies inside `external`, or the "
-            "working folder if that is none); --weak-tumour none trains without them"
-        )
-    weak = load_folder(folder, size=tuple(train.images.shape[2:]), cache_dir=cache_dir, head_crop=head_crop)
-    if set(weak.classes) != {ANY_TUMOUR} or not tumour_classes(train.classes):
-        raise ValueError(
-            f"weak labels: {folder} must hold one class folder named {ANY_TUMOUR!r} and the "
-            f"training classes must include notumor; found {weak.classes} and {train.classes}"
-        )
-    keep = [i for i, p in enumerate(weak.paths) if weak_half(p)]
-    if not keep:
-        raise ValueError(
-            f"weak labels: none of the {len(weak)} images in {folder} is in the half training may use "
-            "(a subset of the held-out half, as .gpu_data carries?)"
-        )
-    images = torch.cat([train.images, weak.images[keep]]).contiguous(memory_format=torch.channels_last)
-    labels = torch.cat([train.labels, torch.full((len(keep),), WEAK, dtype=torch.int64)])
-    merged = Split(
-        train.name,
-        train.classes,
-        images,
-        labels,
-        train.paths + [weak.paths[i] for i in keep],
-        train.skipped + weak.skipped,
-    )
-    return merged, len(keep)
-
-
 def load_run_data(
     root: Path,
     *,
@@ -176,10 +125,8 @@ def load_run_data(
     clean_list: str | None = None,
     head_crop: bool = False,
     train_fraction: float = 1.0,
-    weak_tumour: Path | None = None,
 ) -> RunData:
-    """Decode both splits, carve the validation split, find the leak-free Testing rows, and add the
-    weakly labelled images (training side only)."""
+    """Decode both splits, carve the validation split, find the leak-free Testing rows."""
     root = Path(root)
     train = load_split(root, "Training", cache_dir=cache_dir, head_crop=head_crop)
     test = load_split(root, "Testing", classes=train.classes, cache_dir=cache_dir, head_crop=head_crop)
@@ -195,8 +142,4 @@ def load_run_data(
     leak_free = leak_free_rows(train, test, root, clean_list, hashes)
     rng = np.random.default_rng([seed, 2])
     train_eval_rows = np.sort(rng.choice(train_rows, min(len(val_rows), len(train_rows)), replace=False))
-    weak_count = 0
-    if weak_tumour:
-        train, weak_count = add_weak(train, weak_tumour, cache_dir, head_crop)
-        train_rows = np.concatenate([train_rows, np.arange(len(train) - weak_count, len(train))])
-    return RunData(train, test, train_rows, val_rows, leak_free, weak_count, train_eval_rows)
+    return RunData(train, test, train_rows, val_rows, leak_free, 0, train_eval_rows)

@@ -6,6 +6,7 @@ torchvision's names (layer1 ... layer4, downsample) lives in weights_convert/.
 """
 
 from collections import OrderedDict
+from functools import partial
 from typing import Literal
 
 import torch
@@ -249,71 +250,26 @@ class ResNet(nn.Module):
         return record_stages(self, x, STAGES)
 
 
-def _resnet(
-    depth: int, num_classes: int, skip: bool, shortcut: Shortcut, dropout: float, stride_on: StrideOn
+def resnet(
+    depth: int,
+    num_classes: int = 1000,
+    *,
+    skip: bool = True,
+    shortcut: Shortcut = "B",
+    dropout: float = 0.0,
+    stride_on: StrideOn = "3x3",
 ) -> ResNet:
+    """The ResNet of `depth` (18, 34, 50, 101 or 152) as RESNET_SPECS gives it."""
     block, counts = RESNET_SPECS[depth]
     return ResNet(block, counts, num_classes, skip=skip, shortcut=shortcut, dropout=dropout, stride_on=stride_on)
 
 
-def resnet18(
-    num_classes: int = 1000,
-    *,
-    skip: bool = True,
-    shortcut: Shortcut = "B",
-    dropout: float = 0.0,
-    stride_on: StrideOn = "3x3",
-) -> ResNet:
-    """ResNet-18 (BasicBlock, [2, 2, 2, 2])."""
-    return _resnet(18, num_classes, skip, shortcut, dropout, stride_on)
-
-
-def resnet34(
-    num_classes: int = 1000,
-    *,
-    skip: bool = True,
-    shortcut: Shortcut = "B",
-    dropout: float = 0.0,
-    stride_on: StrideOn = "3x3",
-) -> ResNet:
-    """ResNet-34 (BasicBlock, [3, 4, 6, 3])."""
-    return _resnet(34, num_classes, skip, shortcut, dropout, stride_on)
-
-
-def resnet50(
-    num_classes: int = 1000,
-    *,
-    skip: bool = True,
-    shortcut: Shortcut = "B",
-    dropout: float = 0.0,
-    stride_on: StrideOn = "3x3",
-) -> ResNet:
-    """ResNet-50 (Bottleneck, [3, 4, 6, 3])."""
-    return _resnet(50, num_classes, skip, shortcut, dropout, stride_on)
-
-
-def resnet101(
-    num_classes: int = 1000,
-    *,
-    skip: bool = True,
-    shortcut: Shortcut = "B",
-    dropout: float = 0.0,
-    stride_on: StrideOn = "3x3",
-) -> ResNet:
-    """ResNet-101 (Bottleneck, [3, 4, 23, 3])."""
-    return _resnet(101, num_classes, skip, shortcut, dropout, stride_on)
-
-
-def resnet152(
-    num_classes: int = 1000,
-    *,
-    skip: bool = True,
-    shortcut: Shortcut = "B",
-    dropout: float = 0.0,
-    stride_on: StrideOn = "3x3",
-) -> ResNet:
-    """ResNet-152 (Bottleneck, [3, 8, 36, 3])."""
-    return _resnet(152, num_classes, skip, shortcut, dropout, stride_on)
+# One builder per depth, as torchvision names them: resnet50(num_classes=4, skip=False) and so on.
+resnet18 = partial(resnet, 18)
+resnet34 = partial(resnet, 34)
+resnet50 = partial(resnet, 50)
+resnet101 = partial(resnet, 101)
+resnet152 = partial(resnet, 152)
 
 
 def paper_rows(depth: int) -> dict[str, tuple[int, int, int]]:

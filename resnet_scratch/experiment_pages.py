@@ -1,0 +1,278 @@
+"""An experiment's page: its tables (mean +- std over seeds), its plots (curves with their seed
+band, Testing accuracy per seed) and docs/results/<experiment>/README.md and results.json."""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import matplotlib.ticker
+import numpy as np
+
+from .experiment_stats import mean_std
+from .files import atomic_write_text
+from .report import new_figure, save_figure
+from .runtime import git_commit
+
+CLASS_ORDER_HINT = ("glioma", "meningioma", "notumor", "pituitary")
+
+
+def pm(stat: dict | None, percent: bool = True, digits: int = 2) -> str:
+    """ "mean +- std" text of a mean_std dict; percentages for fractions."""
+    if stat is None:
+        return "-"
+    scale = 100 if percent else 1
+    return f"{scale * stat['mean']:.{digits}f} ± {scale * stat['std']:.{digits}f}"
+
+
+def results_table(summaries: list[dict[str, object]]) -> list[str]:
+    """The markdown table: one row per arm, mean ± std over seeds."""
+    classes = next((list(s["recall"]) for s in summaries if "recall" in s), list(CLASS_ORDER_HINT))
+    external = next((s["external"] for s in summaries if s.get("external")), {})
+    train_eval = any("train_eval_accuracy" in s for s in summaries)
+    header = ["arm", "params (M)", "GMACs", "s / epoch", "train acc %", "train loss"]
+    header += ["train acc (eval) %"] if train_eval else []
+    header += ["val acc %", "val loss", "test acc %", "leak-free acc %"] + [f"recall {c} %" for c in classes]
+    header += [f"{name}: {v['metric']} %" for name, v in external.items()] + ["seeds"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for s in summaries:
+        if not s["finished"]:
+            why = f"0 of {s['diverged']} (diverged)" if s["diverged"] else "0 (not run)"
+            lines.append(f"| {s['label']} | " + " | ".join(["-"] * (len(header) - 2)) + f" | {why} |")
+            continue
+        cells = [s["label"], f"{s['params'] / 1e6:.1f}", f"{s['macs'] / 1e9:.2f}", pm(s["seconds_per_epoch"], False, 1)]
+        cells += [pm(s["train_accuracy"]), pm(s["train_loss"], False, 3)]
+        cells += [pm(s.get("train_eval_accuracy"))] if train_eval else []
+        cells += [pm(s["val_accuracy"]), pm(s["val_loss"], False, 3), pm(s["test_accuracy"])]
+        cells += [pm(s["leak_free_accuracy"])] + [pm(s["recall"][c], digits=1) for c in classes]
+        cells += [pm(s.get("external", {}).get(name, {}).get("value"), digits=1) for name in external]
+        cells.append(f"{s['finished']}" + (f" ({s['diverged']} diverged)" if s["diverged"] else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _band(ax, x: np.ndarray, runs: list[list[float]], style: str, label: str, color=None, width: float = 1.5):
+    values = np.asarray(runs, dtype=float)
+    mean = values.mean(0)
+    line = ax.plot(x, mean, style, label=label, color=color, linewidth=width)[0]
+    if len(values) > 1:
+        ax.fill_between(
+            x, mean - values.std(0, ddof=1), mean + values.std(0, ddof=1), color=line.get_color(), alpha=0.15
+        )
+    return line.get_color()
+
+
+def plot_curves(
+    path: Path,
+    summaries: list[dict[str, object]],
+    groups: dict[str, list[str]] | None = None,
+    train_key: str = "train_accuracy",
+) -> Path:
+    """Training loss and error against epochs, mean over seeds with a ±1 std band; one row of two
+    panels per group of arms (the ResNet paper's Figure 4 puts plain and residual apart), every row on
+    the same axes. train_key: the running training accuracy of the epoch ("train_accuracy", augmented
+    crops, dropout on) or the training rows scored like validation ("train_eval_accuracy")."""
+    by_label = {s["label"]: s for s in summaries if s["finished"]}
+    groups = groups or {"": list(by_label)}
+    fig = new_figure(11, 3.4 * len(groups) + 0.8)
+    axes = fig.subplots(len(groups), 2, squeeze=False, sharex=True, sharey="col")
+    augmented, smoothed = training_conditions(list(by_label.values()))
+    running = "running, augmented" if augmented else "running"
+    measured = "eval mode, centre crops" if train_key == "train_eval_accuracy" else running
+    loss_label = "running training loss" + (" (smoothed labels)" if smoothed else "")
+    for row, (title, labels) in zip(axes, groups.items()):
+        for label in labels:
+            if label not in by_label:
+                continue
+            curves = [s["curves"] for s in by_label[label]["seeds"] if "curves" in s]
+            x = np.arange(1, len(curves[0]["train_loss"]) + 1)
+            color = _band(row[0], x, [c["train_loss"] for c in curves], "o-", label)
+            train = [[100 * (1 - a) for a in c.get(train_key) or c["train_accuracy"]] for c in curves]
+            _band(row[1], x, train, "--", f"{label}, training", color, 1.0)
+            val = [[100 * (1 - a) for a in c["val_accuracy"]] for c in curves]
+            _band(row[1], x, val, "s-", f"{label}, validation", color, 2.0)
+        row[0].set(ylabel=loss_label, title=f"{title}: training loss".strip(": "))
+        row[1].set(ylabel="error (%)", title=f"{title}: error, training ({measured}) dashed".strip(": "))
+        for ax in row:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+        row[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    return save_figure(fig, path)
+
+
+def seed_bars(ax, x: np.ndarray, per_arm: list[list[float]], width: float, label: str | None = None) -> None:
+    """Bars of the mean with ±1 sample std, and a black dot for every seed's value."""
+    stats = [mean_std(values) for values in per_arm]
+    ax.bar(x, [st["mean"] for st in stats], width, yerr=[st["std"] for st in stats], capsize=3, label=label, alpha=0.8)
+    for xi, values in zip(x, per_arm):
+        ax.plot([xi] * len(values), values, "k.", markersize=4)
+
+
+def seed_points(ax, x: np.ndarray, per_arm: list[list[float]], label: str | None = None) -> None:
+    """The mean as a marker with ±1 sample std, and a small black dot for every seed's value beside it:
+    for axes that do not start at zero, where a bar's length would mislead."""
+    stats = [mean_std(values) for values in per_arm]
+    ax.errorbar(
+        x, [st["mean"] for st in stats], yerr=[st["std"] for st in stats], fmt="o", capsize=4, markersize=6, label=label
+    )
+    for xi, values in zip(x, per_arm):
+        ax.plot([xi + 0.07] * len(values), values, "k.", markersize=4)
+
+
+def plot_test_accuracy(path: Path, summaries: list[dict[str, object]]) -> Path:
+    """Testing accuracy per arm, full split and leak-free subset: mean ± std and each seed, as points,
+    on an axis cut to the range of the values (bars would exaggerate the differences)."""
+    done = [s for s in summaries if s["finished"]]
+    fig = new_figure(max(5, 1.6 * len(done)), 3.8)
+    ax = fig.subplots()
+    x = np.arange(len(done))
+    for offset, key, name in (
+        (-0.15, "test_accuracy", "full Testing"),
+        (0.15, "leak_free_accuracy", "leak-free subset"),
+    ):
+        seed_points(ax, x + offset, [[100 * v for v in s[key]["values"]] for s in done], name)
+    low = min(
+        [100 * v for s in done for key in ("test_accuracy", "leak_free_accuracy") for v in s[key]["values"]], default=0
+    )
+    ax.set_ylim(max(0, low - 5), 100)
+    ax.set_xlim(-0.6, len(done) - 0.4)
+    ax.set_xticks(x, [s["label"] for s in done], rotation=15, ha="right")
+    ax.set(
+        ylabel="accuracy (%), axis not from 0", title="Testing accuracy (circles: mean ± std over seeds, dots: seeds)"
+    )
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2)
+    return save_figure(fig, path)
+
+
+def short_commit(commit: str) -> str:
+    """12 hex digits, keeping the -dirty mark of a run trained with uncommitted changes."""
+    return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
+def training_conditions(arms: list[dict[str, object]]) -> tuple[bool, bool]:
+    """(augmented, label-smoothed): whether any arm trains on augmented batches (the default where no arm
+    records its settings) and whether any smooths its labels."""
+    settings = [arm["settings"] for arm in arms if "settings" in arm]
+    augmented = any(s.get("augment", True) for s in settings) or not settings
+    return augmented, any(s.get("label_smoothing", 0) for s in settings)
+
+
+def table_columns(arms: list[dict[str, object]]) -> str:
+    """What the table's training columns measure, for the arms' settings (augmented or not, label
+    smoothing or not)."""
+    augmented, smoothed = training_conditions(arms)
+    batches = "augmented batches" if augmented else "unaugmented batches"
+    smoothing = "loss with label smoothing, " if smoothed else ""
+    return (
+        "Training and validation figures are the last epoch's: `train acc` and `train loss` are running figures over "
+        f"the epoch's {batches} ({smoothing}dropout on where an arm has it), `train acc (eval)` scores training "
+        "images as validation is scored (eval mode, centre crops). Testing is evaluated once per run, on the "
+        "checkpoint with the best validation accuracy."
+    )
+
+
+def unfinished(record: dict[str, object]) -> str:
+    """'' when every arm has all its seeds, else which arms have how many so far."""
+    short = [
+        (arm["label"], arm.get("finished", 0)) for arm in record["arms"] if arm.get("finished", 0) < record["seeds"]
+    ]
+    if not short:
+        return ""
+    done = ", ".join(f"{label} {n}" for label, n in short)
+    return (
+        f" (**not finished**: {done} of {record['seeds']} so far; rerunning the command trains the rest, and a "
+        "single seed's ± 0.00 is no spread)"
+    )
+
+
+def training_time(record: dict[str, object]) -> str:
+    """' The runs' epochs took N min in all.' from the per-seed seconds, or '' for older records."""
+    seconds = [
+        seed.get("training_seconds")
+        for arm in record["arms"]
+        for seed in arm.get("seeds", [])
+        if "diverged" not in seed
+    ]
+    if not seconds or None in seconds:
+        return ""
+    return (
+        f" The {len(seconds)} runs' training epochs took {sum(seconds) / 60:.0f} min in all (evaluation on "
+        "Testing and the external sets not counted)."
+    )
+
+
+def results_markdown(record: dict[str, object], figure_dir: str = "") -> list[str]:
+    """An experiment's results.json as markdown: what and how, the table, notes, figures (their
+    paths prefixed with figure_dir, so docs/results.md can point into the experiment's folder)."""
+    lines = [
+        record["about"],
+        "",
+        "```",
+        record["command"],
+        "```",
+        "",
+        f"Scale preset `{record['scale']}`, {record['seeds']} seed(s) per arm{unfinished(record)}; device "
+        f"{', '.join(record['devices'])}; "
+        f"runs trained at commit(s) {', '.join(f'`{short_commit(c)}`' for c in record['run_commits'])}; "
+        f"written {record['written_at']}. "
+        "Each arm's settings are in results.json. Percentages are mean ± sample std over seeds. "
+        + table_columns(record["arms"])
+        + training_time(record),
+        "",
+    ]
+    lines += results_table(record["arms"]) + [""]
+    if not any(arm.get("external") for arm in record["arms"]):
+        lines += [
+            "External sets: not scored in these runs (run before the external scoring, or with "
+            "--external none); rerun the command above to add them.",
+            "",
+        ]
+    lines += [note + "\n" for note in record["notes"]]
+    for figure in record["figures"]:
+        lines += [f"![{figure['caption']}]({figure_dir}{figure['file']})", "", f"*{figure['caption']}*", ""]
+    return lines
+
+
+def write_results(
+    out: Path,
+    name: str,
+    title: str,
+    about: str,
+    args: argparse.Namespace,
+    argv: list[str],
+    summaries: list[dict[str, object]],
+    figures: list[tuple[str, str]],
+    notes: list[str] | None = None,
+    extra: dict[str, object] | None = None,
+) -> Path:
+    """results.json and README.md: the command, commits, devices, the table and the figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = [s for arm in summaries for s in arm["seeds"]]
+    commits = sorted({s["commit"] for s in seeds})
+    devices = sorted({f"{s['device']} (torch {s['torch']})" for s in seeds})
+    # the command that trains these runs: --summarize-only only rewrote the page from them
+    command = " ".join(["python", f"experiments/{name}.py", *(a for a in argv if a != "--summarize-only")])
+    record = {
+        "experiment": name,
+        "title": title,
+        "scale": args.scale,
+        "command": command,
+        "written_at": time.strftime("%Y-%m-%d %H:%M"),
+        "commit_at_write": git_commit(),
+        "run_commits": commits,
+        "devices": devices,
+        "seeds": args.seeds,
+        "arms": summaries,
+        "about": about,
+        "notes": notes or [],
+        "figures": [{"caption": c, "file": f} for c, f in figures],
+        "extra": extra or {},
+    }
+    atomic_write_text(out / "results.json", json.dumps(record, indent=1))
+    path = out / "README.md"
+    atomic_write_text(path, "\n".join([f"# {title}", ""] + results_markdown(record)))
+    print(f"wrote {path} and results.json", flush=True)
+    return path
