@@ -305,7 +305,8 @@ def main(argv: list[str]) -> None:
         "(../shared/data/external/README.md).",
         "Br35H tumour sensitivity is the share of its tumour slices called any tumour class (the type is "
         "not known), on the slices that the weak-label arms never train on, nor on a near copy of: half of "
-        "Br35H's files are held out by a hash of each file name (resnet_scratch/data/run.py, weak_half), and of "
+        "Br35H's files are held out by a hash of each file name (resnet_scratch/studies/brain_mri.py, "
+        "weak_half), and of "
         "those, the ones whose near-duplicate group (pHash within the audit's 4 bits) has a member in the trained "
         "half are left out too (weak_held_out), since Br35H holds many near copies of its own slices; and of "
         "those, only the slices held out under every weak-label arm's preprocessing (a checkpoint draws the groups "

@@ -18,7 +18,7 @@ from .data import Split, load_folder, load_split
 from .data.labels import ANY_TUMOUR, parse_class_map, resolve_class
 from .data.run import RunData, clean_rows, leak_free_rows
 from .files import atomic_write_text, remove_stale_temporaries
-from .predictor import Predictor, Preprocess, Scores
+from .predictor import Predictor, Preprocess, Scores, score
 from .study import Study
 
 
@@ -178,9 +178,10 @@ def score_sets(
 def testing_scores(predictor: Predictor, test: Split, leak_free: np.ndarray | None, results: Results) -> torch.Tensor:
     """Testing, full and on its leak-free rows, into results; returns the logits of every image."""
     labels = torch.tensor([predictor.classes.index(test.classes[i]) for i in test.labels.tolist()])
-    results.test, logits = predictor.score(test.images, labels)
-    if leak_free is not None:
-        results.test_leak_free, _ = predictor.score(test.images, labels, leak_free)
+    logits = predictor.logits(test.images)
+    results.test = score(logits, labels, predictor.classes)
+    if leak_free is not None:  # the same logits: the subset is scored, not run again
+        results.test_leak_free = score(logits[leak_free], labels[leak_free], predictor.classes)
     return logits
 
 

@@ -98,7 +98,7 @@ def predict_files(
         explaining = explain and (not as_grid or len(grid) < GRID_LIMIT)
         if explaining:
             batch = prep.batch(store.to(predictor.device), torch.arange(len(store), device=predictor.device))
-            heatmaps, _ = grad_cam(model, batch)
+            heatmaps, _ = grad_cam(model, batch, target=logits.argmax(1))  # the class printed
         for k, ((path, (h, w)), p) in enumerate(zip(ready, logits.softmax(1))):
             result = {
                 "path": str(path),

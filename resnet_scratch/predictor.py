@@ -1,8 +1,11 @@
 """The one path from a trained model to a number: a Predictor holds the model, its classes, all of its
 preprocessing (size, normalisation, head crop) and one precision policy; Scores is what scoring returns.
 
-The final test after training, `evaluate`, `predict`, Grad-CAM and the experiments all go through
-it, so the same image gets the same probabilities whichever command asks.
+The final test after training, `evaluate` and `predict` score through it, so one image file gets the
+same probabilities from `evaluate` (a folder of class folders) and `predict` (tests/test_external.py).
+Validation during training runs logits_of with the same Preprocess. A dataset's Testing split is
+stored at its own size and resized on the fly, as in training, so its pixels can differ slightly
+from a file's through predict.
 """
 
 from dataclasses import asdict, dataclass, field
@@ -49,7 +52,7 @@ class Preprocess:
         return eval_resize(self.size)
 
     def image(self, pixels: np.ndarray) -> Tensor:
-        """One decoded H x W x 3 uint8 image -> 3 x side x side uint8, as a store of this look holds it."""
+        """One decoded H x W x 3 uint8 image -> 3 x side x side uint8, as a store of this preprocessing holds it."""
         if self.head_crop:
             pixels = crop_to_head(pixels)
         side = self.store_side
@@ -99,14 +102,6 @@ class Scores:
         loss = d.pop("loss")
         return d | {f"top{k}_accuracy": v for k, v in top.items()} | {"loss": loss}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, object]) -> "Scores":
-        """The inverse of as_dict (a metrics.json entry)."""
-        top = {int(k[3:-9]): v for k, v in d.items() if k.startswith("top") and k.endswith("_accuracy")}
-        return cls(
-            d["samples"], d["accuracy"], d["macro_f1"], d["per_class"], d["confusion_matrix"], top, d.get("loss", 0.0)
-        )
-
     @property
     def classes(self) -> list[str]:
         return list(self.per_class)
@@ -149,9 +144,3 @@ class Predictor:
         """Logits of a decoded store's rows (all of them by default), float32 on the CPU."""
         rows = np.arange(len(images)) if rows is None else rows
         return logits_of(self.model, images.to(self.device), rows, self.prep)
-
-    def score(self, images: Tensor, labels: Tensor, rows: np.ndarray | None = None) -> tuple[Scores, Tensor]:
-        """(Scores, logits) of a store's rows against their labels (indices into self.classes)."""
-        rows = np.arange(len(images)) if rows is None else np.asarray(rows)
-        logits = self.logits(images, rows)
-        return score(logits, labels.cpu()[torch.as_tensor(rows, dtype=torch.long)], self.classes), logits

@@ -1,5 +1,5 @@
 """Reports and their plots: training curves, confusion matrices, image grids (with Grad-CAM), and
-a run's report.md.
+report.md, written by one writer for a run (run_report) and for an evaluation (evaluation_report).
 
 Figures are matplotlib Figure objects saved directly: no pyplot, so importing this module never
 switches the caller's matplotlib backend.
@@ -216,7 +216,7 @@ def run_report(run: Path, config: Config, results, figures: dict[str, str], stud
     the epochs; every number from config.json, metrics.jsonl and the results."""
     record = json.loads((run / "config.json").read_text())
     settings, data, env, epochs = record["config"], record["data"], record["environment"], read_epochs(run)
-    extra = data.get("extra", 0)
+    extra = data.get("extra", data.get("weak", 0))  # "weak": how run folders before the study seam said it
     also = f" and {extra} {study.extra_images(config)};" if extra else ","
     intro = [
         f"# Run {settings['name']}",
@@ -246,7 +246,7 @@ def run_report(run: Path, config: Config, results, figures: dict[str, str], stud
             f"| {e['epoch'] + 1} | {e['lr']:.1e} | {e['train_loss']:.4f} | {100 * e['train_accuracy']:.2f}% | "
             f"{e['val_loss']:.4f} | {100 * e['val_accuracy']:.2f}% | {e['images_per_s']:.1f} | {e['seconds']:.1f} |"
         )
-    sections = [intro, testing_table(results) + [""], chosen, study.report_section(results.external)]
+    sections = [intro, testing_table(results) + [""], chosen, study.report_section(results.external, True)]
     return write_report(run / "report.md", sections + [class_tables(results), training + [""]], figures)
 
 
@@ -256,5 +256,5 @@ def evaluation_report(out: Path, results, figures: dict[str, str], study: Study)
     crop = ", head-cropped" if about["head_crop"] else ""
     intro = [f"# Evaluation of {about['checkpoint']}", "", f"Input {results.input_size} px{crop}.", ""]
     testing = ["## Testing", ""] + testing_table(results) + [""] if results.test is not None else []
-    sections = [intro, testing, study.report_section(results.external), class_tables(results)]
+    sections = [intro, testing, study.report_section(results.external, False), class_tables(results)]
     return write_report(out / "report.md", sections, figures)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config
+from .config import Config, ConfigError
 from .data.cache import Split
 from .loss import CrossEntropy
 
@@ -21,7 +21,13 @@ class Study:
     per-class recall where their class is one of the model's."""
 
     def extra_training(self, config: Config, train: Split) -> tuple[Split, int]:
-        """Training with images appended after its own (and how many): none here."""
+        """Training with images appended after its own (and how many): none here. A setting that only a
+        study reads is refused here, so that it is never dropped without a word."""
+        if config.weak_tumour:
+            raise ConfigError(
+                f"weak_tumour = {config.weak_tumour!r} is a setting of the brain-MRI study: "
+                "fit(config, study=BrainMRI()) (resnet_scratch.studies.brain_mri) reads it"
+            )
         return train, 0
 
     def extra_images(self, config: Config) -> str:
@@ -62,11 +68,13 @@ class Study:
         """The set_metrics part of a set's terminal line."""
         return []
 
-    def report_section(self, sets: dict[str, dict]) -> list[str]:
-        """The report's section on the other scored sets (markdown lines)."""
+    def report_section(self, sets: dict[str, dict], after_training: bool) -> list[str]:
+        """The report's section on the other scored sets (markdown lines): after a run's training, or in
+        an evaluation of folders a user named."""
         if not sets:
             return []
-        lines = ["## Other collections", "", "| set | images | accuracy (known class) | recall per class |"]
+        title = "## Other collections" if after_training else "## Labelled folders"
+        lines = [title, "", "| set | images | accuracy (known class) | recall per class |"]
         lines.append("|---|---:|---:|---|")
         for name, r in sets.items():
             recall = ", ".join(f"{c} {v:.3f}" for c, v in r["recall"].items()) or "-"

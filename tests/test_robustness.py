@@ -175,17 +175,17 @@ def test_a_best_written_ahead_of_the_state_is_not_taken_for_the_committed_best(
     data: Path, tmp_path: Path, monkeypatch
 ) -> None:
     accuracies = iter([0.3, 0.6, 0.9])
-    real_evaluate, real_save_state = train_module.evaluate, train_module.save_training_state
+    real_validate, real_save_state = train_module.validate, train_module.save_training_state
 
     def rising(*args, **kwargs):
-        return real_evaluate(*args, **kwargs) | {"accuracy": next(accuracies)}
+        return real_validate(*args, **kwargs) | {"accuracy": next(accuracies)}
 
     def killed_at_epoch_1(folder, model, optimizer, scheduler, epoch, extra):
         if epoch == 1:
             raise KeyboardInterrupt  # as if killed after best.pending was written, before the state
         real_save_state(folder, model, optimizer, scheduler, epoch, extra)
 
-    monkeypatch.setattr(train_module, "evaluate", rising)
+    monkeypatch.setattr(train_module, "validate", rising)
     monkeypatch.setattr(train_module, "save_training_state", killed_at_epoch_1)
     pairs = flags(data, tmp_path, "killed", epochs=3)
     config = load_config(None, {key[2:]: value for key, value in zip(pairs[::2], pairs[1::2])})
@@ -425,17 +425,17 @@ def test_a_torn_metrics_line_does_not_block_resume(run: Path, tmp_path: Path, ca
 def test_predict_streams_in_batches_and_goes_on_past_a_bad_file(
     run: Path, data: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    from resnet_scratch import predict as predict_module
+    from resnet_scratch import predictor as predictor_module
 
     sizes = []
-    real = predict_module.model_from_checkpoint
+    real = predictor_module.model_from_checkpoint
 
     def counting(path):
         model, meta = real(path)
         model.register_forward_hook(lambda m, i, o: sizes.append(len(i[0])))
         return model, meta
 
-    monkeypatch.setattr(predict_module, "model_from_checkpoint", counting)
+    monkeypatch.setattr(predictor_module, "model_from_checkpoint", counting)
     folder = tmp_path / "mixed"
     shutil.copytree(data / "Testing" / "glioma", folder)
     shutil.copytree(data / "Testing" / "notumor", folder, dirs_exist_ok=True)
@@ -462,7 +462,9 @@ def test_explain_grid_is_bounded_and_a_folder_gets_one_file_per_image(
     monkeypatch.setattr(predict_module, "GRID_LIMIT", 3)
     calls = []
     real = predict_module.grad_cam
-    monkeypatch.setattr(predict_module, "grad_cam", lambda model, batch: calls.append(len(batch)) or real(model, batch))
+    monkeypatch.setattr(
+        predict_module, "grad_cam", lambda model, batch, target: calls.append(len(batch)) or real(model, batch, target)
+    )
     checkpoint = str(run / "best.safetensors")
     grid_flags = ["--explain", str(tmp_path / "g.png"), "--batch-size", "2"]
     assert main(["predict", "--checkpoint", checkpoint, str(data / "Testing"), *grid_flags]) == 0

@@ -98,11 +98,18 @@ class PartialLabelLoss(CrossEntropy):
 
     def __init__(self, label_smoothing: float, aux_weight: float, tumour: list[int]) -> None:
         super().__init__(label_smoothing, aux_weight)
-        self.tumour = torch.tensor(tumour)
+        self.tumour_classes = tumour
+        self.on_device: dict[torch.device, Tensor] = {}
+
+    def tumour(self, device: torch.device) -> Tensor:
+        """The tumour classes' indices on `device`, copied there once (not at every step)."""
+        if device not in self.on_device:
+            self.on_device[device] = torch.tensor(self.tumour_classes, device=device)
+        return self.on_device[device]
 
     def of_logits(self, logits: Tensor, target: Tensor) -> Tensor:
         logits = logits.float()
-        tumour = self.tumour.to(logits.device)
+        tumour = self.tumour(logits.device)
         weak = target == WEAK
         full = F.cross_entropy(logits, target.clamp(min=0), label_smoothing=self.label_smoothing, reduction="none")
         partial = torch.logsumexp(logits, 1) - torch.logsumexp(logits[:, tumour], 1)
@@ -112,7 +119,7 @@ class PartialLabelLoss(CrossEntropy):
         """A weakly labelled image is right when called any tumour class."""
         predicted = logits.argmax(1)
         right = predicted == target
-        right = torch.where(target == WEAK, torch.isin(predicted, self.tumour.to(predicted.device)), right)
+        right = torch.where(target == WEAK, torch.isin(predicted, self.tumour(predicted.device)), right)
         return right.sum()
 
 
@@ -169,10 +176,12 @@ class BrainMRI(Study):
             parts.append(f"specificity {r['specificity']:.4f} of {r['no_tumour_images']}")
         return parts
 
-    def report_section(self, sets: dict[str, dict]) -> list[str]:
+    def report_section(self, sets: dict[str, dict], after_training: bool) -> list[str]:
         if not sets:
             return []
         held_out = held_out_lines(sets)  # sets it trained on half of: not all unseen
+        if not after_training:  # folders a user named: nothing is known of where they come from
+            return ["## Labelled folders", ""] + external_lines(sets) + [""] + held_out
         return (
             [
                 "## Other collections" + ("" if held_out else " (never trained on)"),
