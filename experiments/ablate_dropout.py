@@ -19,7 +19,14 @@ import numpy as np
 from resnet_scratch.config import Config
 from resnet_scratch.experiment import Arm, model_config, run_arms
 from resnet_scratch.experiment_cli import RECIPES, base_config, experiment_args, output_dir
-from resnet_scratch.experiment_pages import plot_curves, plot_test_accuracy, seed_bars, write_results
+from resnet_scratch.experiment_pages import (
+    fill,
+    plot_curves,
+    plot_test_accuracy,
+    read_phrases,
+    seed_bars,
+    write_results,
+)
 from resnet_scratch.experiment_stats import noise_margin
 from resnet_scratch.report import new_figure, save_figure
 
@@ -32,6 +39,8 @@ EPOCHS = {"tiny": 1, "cpu": 30, "gpu": 40}
 IMAGE_SIZE = {"tiny": 32, "cpu": 32, "gpu": None}
 # A run whose training rows are scored below this (eval mode) at the last epoch has not fit them yet.
 FITTED = 0.95
+# The notes' sentences; the rules that choose them are in gap_notes and dropout_verdict.
+PHRASES = read_phrases(Path(__file__).resolve().parent / "templates" / "ablate_dropout.md")
 BATCH_SIZE = {"cpu": 48}  # 514 rows: 10 batches of 48 and one of 34, not a last batch of 2 (as 32 or 64 give)
 # What the shared recipe regularises with, switched off: dropout is the one regulariser studied.
 NO_OTHER_REGULARISER = {"augment": False, "weight_decay": 0.0, "label_smoothing": 0.0}
@@ -100,78 +109,76 @@ def plot_gap(path: Path, summaries: list[dict]) -> Path:
 
 def gap_notes(summaries: list[dict]) -> list[str]:
     """Whether each network overfits without dropout, and what dropout did to the gap and to leak-free
-    Testing, seed by seed (seeds paired by number). A change counts only above the sampling noise of two
-    validation accuracies at the runs' error rate (noise_margin). A run that has not fit its training
-    rows (below FITTED, eval mode) has a small gap for that reason: it is named, and the effect of
-    dropout is judged only on seeds where both runs fitted."""
+    Testing, seed by seed (seeds paired by number)."""
     by = {s["label"]: s for s in summaries if s["finished"]}
     lines = []
     for family in ("ResNet-18", "VGG16"):
         off, on = by.get(f"{family} p=0"), by.get(f"{family} p=0.5")
-        if not (off and on):
-            continue
-        runs_off = {r["seed"]: r for r in off["seeds"] if "curves" in r}
-        runs_on = {r["seed"]: r for r in on["seeds"] if "curves" in r}
+        runs_off = {r["seed"]: r for r in off["seeds"] if "curves" in r} if off and on else {}
+        runs_on = {r["seed"]: r for r in on["seeds"] if "curves" in r} if off and on else {}
         seeds = sorted(runs_off.keys() & runs_on.keys())
-        if not seeds:
-            continue
-        pairs = [(runs_off[k], runs_on[k]) for k in seeds]
-        trained = np.array([[r["curves"]["train_eval_accuracy"][-1] for r in pair] for pair in pairs])
-        val = np.array([[r["curves"]["val_accuracy"][-1] for r in pair] for pair in pairs])
-        gap = 100 * (trained - val)  # seeds x (without, with)
-        margin = noise_margin(1 - val.mean())
-        fitted = [i for i in range(len(seeds)) if trained[i].min() >= FITTED]
-        change = gap[fitted, 1] - gap[fitted, 0]
-        tests = 100 * np.array([[r["leak_free_accuracy"] for r in pair] for pair in pairs])
-        sd = (lambda v: f" ± {np.std(v, ddof=1):.1f}") if len(seeds) > 1 else (lambda v: "")
-        line = (
-            f"{family}, all {len(seeds)} seeds: without dropout the gap is {gap[:, 0].mean():.1f}{sd(gap[:, 0])} "
-            f"points, above the sampling noise ({margin:.1f} points at this validation error) in "
-            f"{int((gap[:, 0] > margin).sum())} of {len(seeds)}; with p = 0.5 it is {gap[:, 1].mean():.1f}"
-            f"{sd(gap[:, 1])}. Leak-free Testing {tests[:, 0].mean():.1f}% without and {tests[:, 1].mean():.1f}% "
-            f"with dropout (paired difference {np.mean(tests[:, 1] - tests[:, 0]):+.1f}"
-            f"{sd(tests[:, 1] - tests[:, 0])} points)."
-        )
-        unfit = [
-            f"seed {k} {label} ({100 * trained[i, j]:.1f}%)"
-            for i, k in enumerate(seeds)
-            for j, label in enumerate(("p=0", "p=0.5"))
-            if trained[i, j] < FITTED
-        ]
-        if unfit:
-            line += (
-                f" Not fitted by the last epoch (below {100 * FITTED:.0f}% of the training rows right): "
-                + "; ".join(unfit)
-                + "; a small gap there means the network is still learning, not that it generalises, so those seeds "
-                "are left out of the verdict."
-            )
-        if fitted:
-            line += (
-                f" In the {len(fitted)} seed(s) where both runs fitted, dropout changed the gap by "
-                + ", ".join(f"{c:+.1f}" for c in change)
-                + " points."
-            )
-        below, above = int((change < -margin).sum()), int((change > margin).sum())
-        if not fitted:
-            verdict = "no seed has both runs fitted to their training rows, so the gaps say nothing about dropout yet"
-        elif below == above == 0:
-            verdict = f"no measurable effect of dropout on the gap (every change within {margin:.1f} points)"
-        elif below and above:
-            verdict = "no consistent effect of dropout on the gap (the fitted seeds disagree)"
-        else:
-            verdict = (
-                f"dropout {'narrowed' if below else 'widened'} the gap beyond the noise in {below or above} of "
-                f"{len(fitted)} fitted seed(s) (any other within it), by {abs(change.mean()):.1f} points on average"
-            )
-        if len(fitted) == 1:
-            verdict += ", from one seed only: weak evidence"
-        if fitted and (gap[fitted, 1] > margin).all():
-            verdict += (
-                f"; with dropout the network still fitted its training rows and the gap was still "
-                f"{gap[fitted, 1].mean():.1f} points"
-            )
-        lines.append(f"{line} **In short: {verdict}.**")
+        if seeds:
+            lines.append(family_note(family, seeds, [(runs_off[k], runs_on[k]) for k in seeds]))
     return lines
+
+
+def family_note(family: str, seeds: list[int], pairs: list[tuple[dict, dict]]) -> str:
+    """One network's note: its gaps without and with dropout, the unfitted runs, and the verdict. A change
+    counts only above the sampling noise of two validation accuracies at the runs' error rate
+    (noise_margin). A run that has not fit its training rows (below FITTED, eval mode) has a small gap
+    for that reason: it is named, and dropout is judged only on seeds where both runs fitted."""
+    trained = np.array([[r["curves"]["train_eval_accuracy"][-1] for r in pair] for pair in pairs])
+    val = np.array([[r["curves"]["val_accuracy"][-1] for r in pair] for pair in pairs])
+    gap = 100 * (trained - val)  # seeds x (without, with)
+    margin = noise_margin(1 - val.mean())
+    fitted = [i for i in range(len(seeds)) if trained[i].min() >= FITTED]
+    change = gap[fitted, 1] - gap[fitted, 0]
+    tests = 100 * np.array([[r["leak_free_accuracy"] for r in pair] for pair in pairs])
+    diff = tests[:, 1] - tests[:, 0]
+    values = {"family": family, "n": len(seeds), "margin": f"{margin:.1f}"}
+    values |= {"gap_off": f"{gap[:, 0].mean():.1f}", "gap_on": f"{gap[:, 1].mean():.1f}"}
+    values |= {"sd_off": spread(gap[:, 0]), "sd_on": spread(gap[:, 1]), "sd_diff": spread(diff)}
+    values |= {"above_noise": int((gap[:, 0] > margin).sum()), "test_diff": f"{np.mean(diff):+.1f}"}
+    values |= {"test_off": f"{tests[:, 0].mean():.1f}", "test_on": f"{tests[:, 1].mean():.1f}"}
+    findings = [fill(PHRASES["gaps"], values)]
+    unfit = [
+        fill(PHRASES["not_fitted_run"], {"seed": k, "label": label, "train": f"{100 * trained[i, j]:.1f}"})
+        for i, k in enumerate(seeds)
+        for j, label in enumerate(("p=0", "p=0.5"))
+        if trained[i, j] < FITTED
+    ]
+    if unfit:
+        findings.append(
+            fill(PHRASES["not_fitted"], {"fitted_percent": f"{100 * FITTED:.0f}", "runs": "; ".join(unfit)})
+        )
+    if fitted:
+        changes = ", ".join(f"{c:+.1f}" for c in change)
+        findings.append(fill(PHRASES["changes"], {"count": len(fitted), "changes": changes}))
+    verdict = dropout_verdict(change, margin, len(fitted))
+    if fitted and (gap[fitted, 1] > margin).all():
+        verdict += fill(PHRASES["still_a_gap"], {"gap": f"{gap[fitted, 1].mean():.1f}"})
+    return fill(PHRASES["in_short"], {"findings": " ".join(findings), "verdict": verdict})
+
+
+def dropout_verdict(change: np.ndarray, margin: float, fitted: int) -> str:
+    """What dropout did to the gap on the fitted seeds: nothing measurable, inconsistent, or narrowed or
+    widened it beyond the sampling noise."""
+    below, above = int((change < -margin).sum()), int((change > margin).sum())
+    if not fitted:
+        verdict = PHRASES["none_fitted"]
+    elif below == above == 0:
+        verdict = fill(PHRASES["no_effect"], {"margin": f"{margin:.1f}"})
+    elif below and above:
+        verdict = PHRASES["inconsistent"]
+    else:
+        values = {"count": below or above, "fitted": fitted, "mean": f"{abs(change.mean()):.1f}"}
+        verdict = fill(PHRASES["narrowed" if below else "widened"], values)
+    return verdict + (PHRASES["one_seed"] if fitted == 1 else "")
+
+
+def spread(values: np.ndarray) -> str:
+    """ " ± sd" over seeds (sample std), or nothing for one seed."""
+    return f" ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else ""
 
 
 def main(argv: list[str]) -> None:

@@ -26,7 +26,7 @@ from resnet_scratch.data import load_split
 from resnet_scratch.data.transforms import train_transform
 from resnet_scratch.experiment import Arm, run_arms
 from resnet_scratch.experiment_cli import RECIPES, base_config, experiment_args, output_dir
-from resnet_scratch.experiment_pages import plot_curves, plot_test_accuracy, write_results
+from resnet_scratch.experiment_pages import fill, plot_curves, plot_test_accuracy, read_phrases, write_results
 from resnet_scratch.experiment_stats import VAL_IMAGES, mean_std, noise_margin
 from resnet_scratch.explain import stage_grad_norms
 from resnet_scratch.models import build
@@ -36,6 +36,8 @@ from resnet_scratch.runtime import resolve_device
 NAME = "ablate_skip"
 # The budget at each scale, in epochs (--epochs overrides it).
 EPOCHS = {"tiny": 1, "cpu": 4, "gpu": 8}
+# The verdict sentences; the rules that choose them are below.
+PHRASES = read_phrases(Path(__file__).resolve().parent / "templates" / "ablate_skip.md")
 DEPTHS = (18, 34)
 
 
@@ -113,70 +115,61 @@ def plot_grad_norms(path: Path, panels: dict[str, dict[str, dict]]) -> Path:
 
 def seedwise(by: dict, worse: str, better: str, key: str) -> tuple[float, float, str, str]:
     """(error of `worse`, error of `better`, how many seeds agree that `worse` has the higher error,
-    the verdict on "`worse` has the higher error": reproduced, not reproduced or undecided), errors
-    in %, mean over seeds; seeds paired by their order."""
+    the verdict on "`worse` has the higher error": the phrase key reproduced, opposite or undecided),
+    errors in %, mean over seeds; seeds paired by their order."""
     a, b = (np.array([100 * (1 - v) for v in by[label][key]["values"]]) for label in (worse, better))
     n = min(len(a), len(b))
     agree = int((a[:n] > b[:n]).sum())
-    seeds = "in every seed" if agree == n else "in no seed" if agree == 0 else f"in {agree} of {n} seeds"
+    if agree == n:
+        seeds = phrase("seeds_every", {})
+    elif agree == 0:
+        seeds = phrase("seeds_none", {})
+    else:
+        seeds = phrase("seeds_some", {"agree": agree, "n": n})
     gap = float(a[:n].mean() - b[:n].mean())
     margin = noise_margin((a[:n].mean() + b[:n].mean()) / 200)
     if agree == n and gap > margin:
-        verdict = "reproduced at this budget"
+        verdict = "reproduced"
     elif agree == 0 and gap < -margin:
-        verdict = "not reproduced (the opposite holds)"
+        verdict = "opposite"
     else:
-        verdict = "undecided at this budget"
+        verdict = "undecided"
     return float(a.mean()), float(b.mean()), seeds, verdict
 
 
-def half_one(verdict: str) -> str:
-    """Degradation's verdict: at a short budget the plain 34-layer network may only be slower to converge,
-    so "reproduced" says no more than "consistent with degradation"."""
-    if verdict.startswith("reproduced"):
-        return "consistent with degradation at this budget, not yet told apart from slower convergence"
-    return verdict
+def phrase(key: str, values: dict[str, object]) -> str:
+    """A sentence of templates/ablate_skip.md with its slots filled (floats with one decimal)."""
+    return fill(PHRASES[key], {k: f"{v:.1f}" if isinstance(v, float) else v for k, v in values.items()})
 
 
 def verdicts(summaries: list[dict]) -> list[str]:
     """The paper's two halves, judged seed by seed on the last epoch's training error (eval mode, centre
-    crops) and on the leak-free Testing subset (the full split shares images with Training)."""
+    crops) and on the leak-free Testing subset (the full split shares images with Training). At a short
+    budget the plain 34-layer network may only be slower to converge, so degradation "reproduced" says
+    no more than "consistent with degradation"."""
     by = {s["label"]: s for s in summaries if s["finished"] and "train_eval_accuracy" in s}
     lines = []
     if {"plain-18", "plain-34"} <= set(by):
         deep, shallow, seeds, verdict = seedwise(by, "plain-34", "plain-18", "train_eval_accuracy")
-        lines.append(
-            f"Half 1, degradation (the paper: the plain 34-layer network trains worse than the 18-layer one): "
-            f"**{half_one(verdict)}**. Training error plain-34 {deep:.1f}% against plain-18 {shallow:.1f}%; "
-            "plain-34 is worse "
-            f"{seeds}. At a budget this short, a deeper network that has not caught up yet looks the same as one "
-            "that degrades: the paper's curves separate over many epochs."
-        )
+        verdict = "degradation_reproduced" if verdict == "reproduced" else verdict
+        values = {"verdict": PHRASES[verdict], "deep": deep, "shallow": shallow, "seeds": seeds}
+        lines.append(phrase("half_one", values))
     for option in ("B", "A"):
         small, deep_label = f"residual-18 ({option})", f"residual-34 ({option})"
         if {small, deep_label} <= set(by):
             shallow_err, deep_err, train_seeds, verdict = seedwise(by, small, deep_label, "train_eval_accuracy")
             shallow_test, deep_test, test_seeds, test_verdict = seedwise(by, small, deep_label, "leak_free_accuracy")
-            lines.append(
-                f"Half 2, option {option} (the paper: with shortcuts the 34-layer network is the better one), judged "
-                f"on training error as the paper's Figure 4: **{verdict}**. Training error residual-34 "
-                f"{deep_err:.1f}% against residual-18 {shallow_err:.1f}% (residual-34 better {train_seeds}); "
-                f"leak-free Testing error {deep_test:.1f}% against {shallow_test:.1f}% (better {test_seeds}; "
-                f"on Testing alone: {test_verdict})."
-            )
+            values = {"option": option, "verdict": PHRASES[verdict], "test_verdict": PHRASES[test_verdict]}
+            values |= {"deep_err": deep_err, "shallow_err": shallow_err, "train_seeds": train_seeds}
+            values |= {"deep_test": deep_test, "shallow_test": shallow_test, "test_seeds": test_seeds}
+            lines.append(phrase("half_two", values))
         if {"plain-34", deep_label} <= set(by):
             plain, residual, seeds, verdict = seedwise(by, "plain-34", deep_label, "train_eval_accuracy")
-            lines.append(
-                f"Shortcuts at 34 layers, option {option}: training error {residual:.1f}% with them against "
-                f"{plain:.1f}% without; better with them {seeds} ({verdict})."
-            )
+            values = {"option": option, "residual": residual, "plain": plain, "seeds": seeds}
+            lines.append(phrase("shortcuts_at_34", values | {"verdict": PHRASES[verdict]}))
     if lines:
-        lines.append(
-            "A verdict of reproduced needs every seed on the paper's side and a mean gap above the sampling noise of "
-            f"two error rates on ~{VAL_IMAGES} images (two standard errors of their difference: "
-            f"{noise_margin(0.05):.1f} points at 5% error, {noise_margin(0.15):.1f} at 15%); three of three seeds "
-            "agreeing happens by chance one time in eight, so even that is weak evidence."
-        )
+        margins = {"margin_5": noise_margin(0.05), "margin_15": noise_margin(0.15)}
+        lines.append(phrase("the_rule", {"val_images": VAL_IMAGES} | margins))
     return lines
 
 

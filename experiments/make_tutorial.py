@@ -20,7 +20,7 @@ from resnet_scratch import build
 from resnet_scratch.data import default_root
 from resnet_scratch.data.folder import decode
 from resnet_scratch.data.transforms import crop_boxes
-from resnet_scratch.experiment_pages import results_table, table_columns, unfinished
+from resnet_scratch.experiment_pages import fill, read_phrases, read_template, results_table, table_columns, unfinished
 from resnet_scratch.explain import stage_grad_norms
 from resnet_scratch.files import atomic_write_text
 from resnet_scratch.models import MODEL_INFO
@@ -39,6 +39,7 @@ from resnet_scratch.summary import count_macs, summarize
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "experiments" / "templates"
 
 
 def compact(module: torch.nn.Module) -> str:
@@ -243,8 +244,8 @@ def plot_sanity(path: Path, losses: list[float], norms: dict[str, dict[str, floa
     return save_figure(fig, path, dpi=100)
 
 
-def sanity_checks(figures: Path) -> list[str]:
-    """The four checks, run live on the generated batch their tests use, with the test that keeps each true."""
+def sanity_values(figures: Path, phrases: dict[str, str]) -> dict[str, object]:
+    """The four checks, run live on the generated batch their tests use: the values section 5 states."""
     x, y = generated_batch()
     torch.manual_seed(0)
     plain, residual = build("resnet18", num_classes=4, skip=False), build("resnet18", num_classes=4)
@@ -263,64 +264,33 @@ def sanity_checks(figures: Path) -> list[str]:
     plot_sanity(figures / "sanity.png", losses, norms, lr)
     ratio = {label: v["conv1"] / v["conv5_x"] for label, v in norms.items()}
     gap = {name: abs(loss - chance_loss(4)) for name, loss in (("plain", loss_plain), ("residual", loss_residual))}
-    further = (
-        "The residual network strays further from ln 4: every block adds its branch to the stream, so the "
-        "features, and the logits, start larger. "
-        if gap["residual"] > gap["plain"]
-        else "Here the plain network strays further from ln 4. "
-    )
-    shortcut_effect = (
-        f"with shortcuts it grows {ratio['plain-34'] / ratio['residual-34']:.3g} times less"
-        if ratio["residual-34"] < ratio["plain-34"]
-        else "with shortcuts it grows no less, on this batch"
-    )
-    return [
-        "Four checks to run on any new network before spending hours training it. Each runs here on a generated "
-        "batch (16 images of random pixels at 64 px, random labels: `sanity.generated_batch`) and is kept true by "
-        "a test in `tests/test_sanity.py` on the same batch; the functions are in `resnet_scratch/sanity.py`.",
-        "",
-        f"1. **The loss at initialisation is about ln 4 = {chance_loss(4):.3f}.** A model that knows nothing "
-        f"spreads its probability evenly over the four classes. Measured: plain ResNet-18 {loss_plain:.3f}, "
-        f"residual ResNet-18 {loss_residual:.3f}, the residual one with its branches silenced (check 3) "
-        f"{loss_silenced:.3f}. {further}"
-        "torchvision's `zero_init_residual` "
-        "zeroes each branch's last BatchNorm weight (its bias is zero already), so that every block with an "
-        "identity shortcut starts as the identity. A loss far above ln 4 means exploding logits; far below, the "
-        "label is leaking into the input. (`pytest tests/test_sanity.py -k initialisation`)",
-        f"2. **A network overfits one batch.** ResNet-18 on 8 of these images at 32 px, SGD at lr {lr} with "
-        f"momentum: loss {losses[0]:.2f} at the first step, {losses[-1]:.4f} after {len(losses)}. If it cannot "
-        "memorise eight images, the gradient does not reach the parameters (a detached tensor) or the optimizer "
-        "does not move them, or the labels change from step to step. It says nothing about whether images and "
-        "labels are paired correctly: random labels, as here, are memorised as easily. "
-        "(`pytest tests/test_sanity.py -k overfits`)",
-        f"3. **With the residual branches silenced, identity blocks pass their input through.** Zero the last "
-        f"BatchNorm's weight and bias of every block, so F(x) = 0: a block with an identity shortcut outputs "
-        f"relu(0 + x) = x, exactly, for the non-negative x a ReLU stage hands on. In ResNet-18 these are "
-        f"{', '.join(f'`{b}`' for b in blocks)}: every block except the first of conv3_x, conv4_x and conv5_x, "
-        f"whose shortcut changes the shape. Measured on this batch: the largest |output - input| of those "
-        f"blocks is {passthrough:g}. It shows that the identity is within a residual block's reach (F = 0), "
-        "the premise of section 1's first argument; not that SGD finds it. "
-        "(`pytest tests/test_sanity.py -k silenced`)",
-        "4. **The gradient reaching each stage, plain against residual, at initialisation.** The root mean square "
-        "of dLoss/dx at each stage's output (`explain.stage_grad_norms`), for ResNet-34 in training mode on this "
-        f"batch: at conv1 it is {ratio['plain-34']:.3g} times its size at conv5_x without shortcuts, and "
-        f"{ratio['residual-34']:.3g} times with them. With BatchNorm the plain network's gradient does not vanish "
-        f"(the paper's Section 4.1): it grows towards the input; {shortcut_effect}. "
-        "(`pytest tests/test_sanity.py -k gradient`)",
-        "",
-        "![sanity checks](tutorial/sanity.png)",
-        "",
-        "*Left: the loss of one batch, step by step. Right: the gradient reaching each stage's output at "
-        "initialisation (log scale).*",
-        "",
-    ]
+    less = ratio["residual-34"] < ratio["plain-34"]
+    times = ratio["plain-34"] / ratio["residual-34"]
+    return {
+        "chance_loss": f"{chance_loss(4):.3f}",
+        "loss_plain": f"{loss_plain:.3f}",
+        "loss_residual": f"{loss_residual:.3f}",
+        "loss_silenced": f"{loss_silenced:.3f}",
+        "further": phrases["further_residual" if gap["residual"] > gap["plain"] else "further_plain"],
+        "lr": lr,
+        "first_loss": f"{losses[0]:.2f}",
+        "last_loss": f"{losses[-1]:.4f}",
+        "steps": len(losses),
+        "identity_blocks": ", ".join(f"`{b}`" for b in blocks),
+        "passthrough": f"{passthrough:g}",
+        "ratio_plain": f"{ratio['plain-34']:.3g}",
+        "ratio_residual": f"{ratio['residual-34']:.3g}",
+        "shortcut_effect": fill(phrases["shortcut_less"], {"times": f"{times:.3g}"})
+        if less
+        else phrases["shortcut_no_less"],
+    }
 
 
-def experiment_section(docs: Path, name: str, figures: list[str]) -> list[str]:
+def experiment_section(docs: Path, name: str, figures: list[str], phrases: dict[str, str]) -> str:
     """An experiment's table, notes and figures, from docs/results/<name>/results.json."""
     path = docs / "results" / name / "results.json"
     if not path.is_file():
-        return [f"(Run `python experiments/{name}.py --scale cpu` to produce this section's results.)", ""]
+        return fill(phrases["no_results"], {"name": name}) + "\n"
     record = json.loads(path.read_text())
     lines = [
         f"From `{record['command']}` ({record['seeds']} seeds{unfinished(record)}, {', '.join(record['devices'])}); "
@@ -332,10 +302,10 @@ def experiment_section(docs: Path, name: str, figures: list[str]) -> list[str]:
     for file in figures:
         caption = next(f["caption"] for f in record["figures"] if f["file"] == file)
         lines += [f"![{caption}](results/{name}/{file})", "", f"*{caption}*", ""]
-    return lines
+    return "\n".join(lines)
 
 
-def frozen_counts() -> str:
+def frozen_counts() -> dict[str, str]:
     """Trainable parameters of ResNet-50 with 4 classes, fine-tuned whole or with a frozen backbone,
     loaded from a torchvision-layout file written here (random weights: the mechanics are the same)."""
     from weights_convert import to_torchvision
@@ -347,13 +317,10 @@ def frozen_counts() -> str:
         for freeze in (None, "backbone"):
             model = build("resnet50", num_classes=4, weights=file, freeze=freeze)
             counts[freeze] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return (
-        f'With `freeze=None` all {counts[None]:,} parameters train; with `freeze="backbone"` only the new '
-        f"4-class fc does ({counts['backbone']:,}), and the frozen BatchNorm layers keep ImageNet's statistics."
-    )
+    return {"trainable_all": f"{counts[None]:,}", "trainable_head": f"{counts['backbone']:,}"}
 
 
-def shortcut_table() -> list[str]:
+def shortcut_table() -> str:
     """Parameters of ResNet-18, -34 and -50 under the paper's three shortcut options, from live models."""
     lines = [
         "| network | option A (zero-padding) | option B (projection where the shape changes) | "
@@ -364,27 +331,20 @@ def shortcut_table() -> list[str]:
         with torch.device("meta"):
             counts = [params(build(f"resnet{depth}", shortcut=o)) for o in "ABC"]
         lines.append(f"| ResNet-{depth} | " + " | ".join(f"{c:,}" for c in counts) + " |")
-    return lines
+    return "\n".join(lines)
 
 
-def bottleneck_arithmetic() -> str:
+def bottleneck_arithmetic() -> dict[str, str]:
     """Why the bottleneck: the paper's Figure 5 comparison, and two 3x3 convolutions at 256 channels
-    against 1x1-3x3-1x1 through 64."""
+    against 1x1-3x3-1x1 through 64 (weights and multiply-adds on a 56 x 56 map)."""
     conv = lambda b: sum(m.weight.numel() for m in b.modules() if isinstance(m, torch.nn.Conv2d))  # noqa: E731
     with torch.device("meta"):
-        narrow, wide, neck = BasicBlock(64, 64).eval(), BasicBlock(256, 256).eval(), Bottleneck(256, 64).eval()
-        macs = {
-            name: count_macs_of(block, torch.empty(1, block.conv1.in_channels, 56, 56))
-            for name, block in (("narrow", narrow), ("wide", wide), ("neck", neck))
-        }
-    return (
-        f"The paper's Figure 5 sets the two side by side: a basic block at 64 channels ({conv(narrow):,} weights, "
-        f"{macs['narrow'] / 1e6:,.0f} M multiply-adds on a 56 x 56 map) and a bottleneck on a stream four times "
-        f"wider, 256 channels ({conv(neck):,} weights, {macs['neck'] / 1e6:,.0f} M): about the same cost. Two 3x3 "
-        f"convolutions at 256 channels would hold {conv(wide):,} weights and cost {macs['wide'] / 1e6:,.0f} M, "
-        f"{conv(wide) / conv(neck):.0f} times the bottleneck's. That is what lets ResNet-50 be deeper than "
-        "ResNet-34 at about the same cost (3.8 against 3.6 G multiply-adds in the paper's Table 1)."
-    )
+        blocks = {"narrow": BasicBlock(64, 64), "wide": BasicBlock(256, 256), "neck": Bottleneck(256, 64)}
+        values = {}
+        for name, block in blocks.items():
+            macs = count_macs_of(block.eval(), torch.empty(1, block.conv1.in_channels, 56, 56))
+            values |= {f"{name}_weights": f"{conv(block):,}", f"{name}_macs": f"{macs / 1e6:,.0f}"}
+    return values | {"wide_over_neck": f"{conv(blocks['wide']) / conv(blocks['neck']):.0f}"}
 
 
 def count_macs_of(module: torch.nn.Module, x: torch.Tensor) -> int:
@@ -405,47 +365,33 @@ def steps_per_epoch(docs: Path, batch: int) -> int:
     return math.ceil(rows / batch)
 
 
-def recipe_result(docs: Path) -> str:
-    """ "that reaches X% here" from the external-validity experiment's recipe arm, where it has run."""
+def recipe_result(docs: Path, phrases: dict[str, str]) -> str:
+    """ "(Testing X% full, ...)" from the external-validity experiment's recipe arm, where it has run."""
     path = docs / "results" / "external_validity" / "results.json"
     if not path.is_file():
-        return "(docs/results/external_validity gives its accuracy)"
+        return phrases["recipe_unmeasured"]
     arm = next(a for a in json.loads(path.read_text())["arms"] if a["label"] == "recipe")
     n = arm["finished"]
-    return (
-        f"(Testing {100 * arm['test_accuracy']['mean']:.1f}% full, {100 * arm['leak_free_accuracy']['mean']:.1f}% "
-        f"leak-free, {'one seed' if n == 1 else f'mean of {n} seeds'} here)"
-    )
+    seeds = phrases["one_seed"] if n == 1 else fill(phrases["n_seeds"], {"n": n})
+    full, leak_free = 100 * arm["test_accuracy"]["mean"], 100 * arm["leak_free_accuracy"]["mean"]
+    return fill(phrases["recipe_measured"], {"full": f"{full:.1f}", "leak_free": f"{leak_free:.1f}", "seeds": seeds})
 
 
-def data_facts(docs: Path) -> list[str]:
+def data_facts(docs: Path, phrases: dict[str, str]) -> dict[str, str]:
     """What the splits hide, with the audit's and the validation split's figures (docs/results/data)."""
     audit = docs / "results" / "data" / "audit.json"
     split = docs / "results" / "data" / "validation_split.json"
-    copies = "hundreds of"
+    copies, moved = phrases["copies_unmeasured"], phrases["moved_unmeasured"]
     if audit.is_file():
         a = json.loads(audit.read_text())
-        copies = f"{a['test_images_in_train']} identical and {a['test_images_near_train']} near copies of its"
-    moved = ""
-    if split.is_file():
-        seeds = json.loads(split.read_text())["seeds"]
-        before = [s["identical kept together"] for s in seeds]
-        moved = (
-            f" (before, {min(b['val_with_a_copy_in_train'] for b in before)} to "
-            f"{max(b['val_with_a_copy_in_train'] for b in before)} of {before[0]['val']} validation images had a "
-            "copy among the training rows; [data.md](data.md))"
+        copies = fill(
+            phrases["copies_measured"], {"identical": a["test_images_in_train"], "near": a["test_images_near_train"]}
         )
-    return [
-        f"The Testing split holds {copies} Training images ([data.md](data.md)), so every result is reported on "
-        "the full split and on the leak-free subset. The validation split, carved from Training, keeps every "
-        "group of exact and near duplicates (pHash within the audit's threshold) on one side, so validation "
-        f"does not score a copy of a training image, as far as the audit's hashes find copies{moved}. "
-        "And the no-tumour class comes from "
-        "another collection than the tumour classes: the kind of scan alone predicts much of the label "
-        "([data.md](data.md), the shortcut probe), which is why every accuracy here has an external "
-        "counterpart ([results.md](results.md)).",
-        "",
-    ]
+    if split.is_file():
+        before = [s["identical kept together"] for s in json.loads(split.read_text())["seeds"]]
+        counts = [b["val_with_a_copy_in_train"] for b in before]
+        moved = fill(phrases["moved_measured"], {"low": min(counts), "high": max(counts), "val": before[0]["val"]})
+    return {"copies": copies, "moved": moved}
 
 
 def skip_epochs() -> int:
@@ -459,243 +405,57 @@ def skip_epochs() -> int:
 
 
 def main(docs: Path = DOCS) -> Path:
-    """Write docs/tutorial.md and docs/tutorial/*.png (reading docs/results/); returns the page."""
+    """Write docs/tutorial.md and docs/tutorial/*.png (reading docs/results/); returns the page. The
+    prose is experiments/templates/tutorial.md; this fills its slots with what the code measures."""
     from resnet_scratch.config import read_toml
 
     figures = docs / "tutorial"
     figures.mkdir(parents=True, exist_ok=True)
+    phrases = read_phrases(TEMPLATES / "tutorial_phrases.md")
     recipe = read_toml(ROOT / "experiments" / "configs" / "main_cpu.toml")
     plot_blocks(figures / "blocks.png")
     plot_crops(figures / "crops.png", recipe["crop_scale_min"])
     plot_schedules(figures / "schedules.png", recipe, steps=steps_per_epoch(docs, recipe["batch_size"]))
-    table = ", ".join(f"{depth}: {block.__name__} x {counts}" for depth, (block, counts) in RESNET_SPECS.items())
     with torch.device("meta"):
         v1 = count_macs(build("resnet50", stride_on="1x1").eval(), 224)[0]
         v15 = count_macs(build("resnet50").eval(), 224)[0]
     torch.manual_seed(0)
     first_basic, identity_basic = BasicBlock(64, 128, stride=2).eval(), BasicBlock(128, 128).eval()
     first_neck = Bottleneck(256, 128, stride=2).eval()
-    lines = (
-        [
-            "# Tutorial: residual networks on brain MRI, from one block to a trained model",
-            "",
-            "Generated by `python experiments/make_tutorial.py` from the live code and docs/results/; "
-            'do not edit by hand. Paper: He, Zhang, Ren and Sun, "Deep Residual Learning for Image Recognition", '
-            'CVPR 2016; its follow-up: "Identity Mappings in Deep Residual Networks", ECCV 2016.',
-            "",
-            "## 1. Why a shortcut helps",
-            "",
-            "A residual block computes relu(F(x) + x): a few layers F, and a shortcut that adds the block's input "
-            "to their output. Two arguments say why this makes deep networks trainable.",
-            "",
-            "**A deeper network can at least copy a shallower one.** Take a trained 18-layer network and add 16 "
-            "layers. If the new layers computed the identity, the 34-layer network would be exactly as good, so a "
-            "deeper network should never train worse. Yet plain deep networks do (the paper's Figure 4: the plain "
-            "34-layer network has higher *training* error than the plain 18-layer one), and the paper conjectures "
-            "that solvers have difficulty approximating an identity mapping by a stack of non-linear layers. In a "
-            "residual block the identity is F = 0, which only needs the branch's last BatchNorm weight and bias at "
-            "zero (section 5 runs this: silence every branch, and every block with an identity shortcut passes its "
-            "input through). The blocks only have to learn what to add.",
-            "",
-            "**The gradient has a direct path back.** Take identity shortcuts and nothing after the addition (the "
-            "follow-up paper's pre-activation form, BN-ReLU-conv inside the branch; this package builds the "
-            "original form, below). Unit l maps x_l to x_{l+1} = x_l + F(x_l), so any deeper unit L sees "
-            "x_L = x_l + Σ_{i=l}^{L-1} F(x_i), and the chain rule gives",
-            "",
-            "    ∂Loss/∂x_l = ∂Loss/∂x_L · (1 + ∂/∂x_l Σ_{i=l}^{L-1} F(x_i))",
-            "",
-            "The 1 carries the gradient of any deeper unit to any shallower one directly: in the follow-up paper's "
-            "words, it is unlikely to be cancelled out, since the derivative term would have to be exactly -1 "
-            "for every sample of a mini-batch. In a plain "
-            "network the gradient is a product of one factor per layer, which can vanish or explode with depth; "
-            "with BatchNorm at initialisation the plain network's grows towards the input (section 5, check 4). "
-            "The equation holds within a stage: where the shape changes, a projection or zero-padding shortcut "
-            "stands in for the identity. And in the original block here (and in torchvision) a ReLU follows the "
-            "addition, so the path is the identity only where the sum is positive: the argument holds approximately.",
-            "",
-            "## 2. The basic block (ResNet-18 and -34)",
-            "",
-            "![the two blocks](tutorial/blocks.png)",
-            "",
-            "```python",
-            textwrap.dedent(inspect.getsource(BasicBlock.forward)).rstrip(),
-            "```",
-            "",
-            "A live `BasicBlock(64, 128, stride=2)`, the first block of ResNet-18's conv3_x, on a 56 x 56 map: the "
-            "shape changes (twice the channels, half the size), so its shortcut is a projection (option B):",
-            "",
-        ]
-        + walkthrough(first_basic, torch.randn(1, 64, 56, 56), "conv2_x's output")
-        + [
-            "",
-            "and `BasicBlock(128, 128)`, the second block of conv3_x, whose shortcut is the identity:",
-            "",
-        ]
-        + walkthrough(identity_basic, torch.randn(1, 128, 28, 28), "the first block's output")
-        + [
-            "",
-            "## 3. The bottleneck (ResNet-50, -101 and -152)",
-            "",
-            "```python",
-            textwrap.dedent(inspect.getsource(Bottleneck.forward)).rstrip(),
-            "```",
-            "",
-            bottleneck_arithmetic(),
-            "",
-            "A live `Bottleneck(256, 128, stride=2)`, the first block of ResNet-50's conv3_x:",
-            "",
-        ]
-        + walkthrough(first_neck, torch.randn(1, 256, 56, 56), "conv2_x's output")
-        + [
-            "",
-            "The shortcut is a projection wherever the shape changes, and only there (option B). In ResNet-50 that "
-            "includes conv2_x's first block, where the size stays 56 x 56 but the channels grow from 64 to 256: a "
-            "change of channels alone needs a projection too.",
-            "",
-            "**v1 and v1.5.** The paper says only that conv3_1, conv4_1 and conv5_1 downsample with stride 2; its "
-            "authors' released models (v1) put that stride on the bottleneck's first 1x1 convolution, which "
-            "discards three quarters of the positions before any 3x3 sees them. torchvision's ResNet-50 (v1.5, "
-            f"and its ImageNet weights) moves it to the 3x3: {v15 / 1e9:.2f} G multiply-adds at 224 px against "
-            f"{v1 / 1e9:.2f} G for v1, for about half a point of ImageNet top-1 by NVIDIA's account of v1.5. "
-            '`resnet50(stride_on="1x1")` builds v1; the default is v1.5. A basic block has no 1x1, so ResNet-18 '
-            "and -34 are the same in both.",
-            "",
-            "**The shortcut options of the paper's Table 3.** Where the shape changes, the identity cannot be added "
-            "as it is. Option A keeps it parameter-free: take every second pixel and pad the new channels with "
-            "zeros (`ZeroPadShortcut`); option B uses a 1x1 convolution + BatchNorm there and the identity elsewhere "
-            "(torchvision's layout, the default here); option C uses a projection on every shortcut. The paper's "
-            "Figure 4 and Table 2 use option A for ResNet-18 and -34; its Table 3 compares the three on ResNet-34 "
-            "(ImageNet top-1 error 25.03% A, 24.52% B, 24.19% C, 10-crop), finds the differences small, and uses B "
-            "for the bottleneck networks, where option C's extra projections would be costly. The paper built no "
-            'ResNet-50 with option A; `build("resnet50", shortcut="A")` extends the idea. `build("resnet34", '
-            'shortcut="A")`:',
-            "",
-            "```python",
-            textwrap.dedent(inspect.getsource(ZeroPadShortcut.forward)).rstrip(),
-            "```",
-            "",
-        ]
-        + shortcut_table()
-        + [
-            "",
-            "## 4. The paper's layer table, printed from the live model",
-            "",
-            f"The architecture is data: `RESNET_SPECS` in `resnet_scratch/models/resnet.py` is the paper's Table 1 "
-            f"({table}). `python -m resnet_scratch summary resnet50` walks a model on the meta device (no memory, no "
-            "compute) and prints every stage's output shape, parameters and multiply-adds beside the paper's figures:",
-            "",
-            "```",
-            summarize("resnet50"),
-            "```",
-            "",
-            "## 5. Sanity checks before training",
-            "",
-        ]
-        + sanity_checks(figures)
-        + [
-            "## 6. What the skip connections change here",
-            "",
-            "`skip=False` builds the paper's plain network: the same layers, no shortcuts. The paper's Figure 4 has "
-            "two halves: the 34-layer plain network trains worse than the 18-layer one (degradation, not "
-            "overfitting: its *training* error is higher), and with shortcuts the 34-layer network is the better "
-            "one. The experiment below trains both depths, plain and residual (options A and B), on this dataset; "
-            "its notes say which half its numbers reproduce.",
-            "",
-        ]
-        + experiment_section(docs, "ablate_skip", ["curves.png", "grad_norms.png"])
-        + [
-            "## 7. What dropout changes here",
-            "",
-            "Dropout zeroes a random fraction p of the features in training (and scales the rest by 1/(1-p)), so "
-            "no unit can rely on another; it fights overfitting, a gap between training and validation accuracy. "
-            "The ResNet paper uses none (BatchNorm regularises); VGG16 uses p = 0.5 in its classifier. A gap can "
-            "only be read when both sides are measured alike: here both are scored in eval mode on centre crops "
-            "(a running accuracy over the epoch's batches, with dropout on and the weights still moving, would "
-            "understate the training side), and the networks train on a small share of the data with no augmentation, "
-            "weight decay or label smoothing (ResNet-18 keeps its BatchNorm), a setting chosen to make them "
-            "overfit; the notes below say, from the numbers, whether they did and what dropout changed.",
-            "",
-        ]
-        + experiment_section(docs, "ablate_dropout", ["gap.png", "curves.png"])
-        + [
-            "## 8. The data: crops, the schedule, and what a split can hide",
-            "",
-            f"RandomResizedCrop's default draws crops down to 8% of the image; on a brain slice a crop that small "
-            f"can miss the tumour, so the CPU recipe uses at least {100 * recipe['crop_scale_min']:.0f}% "
-            "(`crop_scale_min`; the experiments' presets set their own):",
-            "",
-            "![crop boxes](tutorial/crops.png)",
-            "",
-            "The defaults follow torchvision's transfer-learning tutorial (StepLR); the CPU recipe "
-            f"{recipe_result(docs)} warms up and anneals every batch (one-cycle). The two have not been compared at "
-            "equal epochs and seeds:",
-            "",
-            "![learning-rate schedules](tutorial/schedules.png)",
-            "",
-        ]
-        + data_facts(docs)
-        + [
-            "## 9. Fine-tuning from ImageNet",
-            "",
-            "torchvision's ImageNet weights are converted into our modules by explicit name tables "
-            "(`weights_convert/tables.py`): no pickle, every tensor checked for shape, logits equal to torchvision's.",
-            "",
-            "```",
-            "# convert once (or let build() find the file in torch's hub cache or $RESNET_SCRATCH_WEIGHTS)",
-            f"python -m weights_convert --arch resnet50 --src {MODEL_INFO['resnet50'].torchvision_file} "
-            "--dst resnet50.safetensors",
-            "# fine-tune everything, or only the new head",
-            "python -m resnet_scratch train --model resnet50 --weights imagenet --lr 0.01 --epochs 10",
-            "python -m resnet_scratch train --model resnet50 --weights imagenet --freeze backbone --lr 0.01",
-            "```",
-            "",
-            "```python",
-            "from resnet_scratch import build",
-            "",  # as ruff formats it: make test checks the code blocks of the docs too
-            'model = build("resnet50", num_classes=4, weights="imagenet", freeze="backbone")',
-            "```",
-            "",
-            frozen_counts(),
-            "",
-            "## 10. Exercises",
-            "",
-            "Each comes with the command that checks it.",
-            "",
-            "1. From section 2's tables, work out how many parameters option A saves against B in ResNet-34 (which "
-            "blocks have a projection, and what does each hold?), and how many option C adds; then check: "
-            '`python -c "from resnet_scratch import build; print([sum(p.numel() for p in '
-            "build('resnet34', shortcut=o).parameters()) for o in 'ABC'])\"`.",
-            "2. Print the shapes of ResNet-50 at 128 px and say at which stage the map is 4 x 4: "
-            "`python -m resnet_scratch summary resnet50 --size 128`.",
-            "3. Which blocks of ResNet-50 still change their input when every branch is silenced, and why? Check: "
-            '`python -c "from resnet_scratch.models import build; from resnet_scratch.sanity import identity_blocks; '
-            "m = build('resnet50'); names = [n for n, _ in identity_blocks(m)]; "
-            "print([f'{s}.{i}' for s in ('conv2_x','conv3_x','conv4_x','conv5_x') "
-            "for i in range(len(getattr(m, s))) if f'{s}.{i}' not in names])\"`.",
-            "4. Does degradation survive a longer budget? Train all six networks of section 6 for twice its epochs "
-            "on one seed and compare plain-18 with plain-34 again: "
-            f"`python experiments/ablate_skip.py --scale cpu --epochs {2 * skip_epochs()} --seeds 1 --out /tmp/skip` "
-            "(six runs: about 45 minutes on the 2-core CPU, estimated from the section's own runs).",
-            "5. Show that a running training accuracy over augmented batches understates how well a network fits "
-            "its training rows, and say why (random crops, BatchNorm in training mode, weights still moving during "
-            "the epoch): `python -c \"import json; r = json.load(open('docs/results/ablate_skip/results.json')); "
-            "[print(a['label'], round(100 * a['train_accuracy']['mean'], 1), "
-            "round(100 * a['train_eval_accuracy']['mean'], 1)) for a in r['arms']]\"` prints both for each network "
-            "of section 6.",
-            "6. Make the overfit-one-batch check fail on purpose, with labels that change every step: "
-            '`python -c "import torch; from resnet_scratch.models import build; from resnet_scratch.sanity import '
-            "generated_batch; x, y = generated_batch(8, 32); m = build('resnet18', num_classes=4); "
-            "o = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9); "
-            "[(o.zero_grad(), torch.nn.functional.cross_entropy(m(x), torch.randint(0, 4, (8,))).backward(), o.step()) "
-            'for _ in range(60)]; print(float(torch.nn.functional.cross_entropy(m(x), y)))"` prints a loss near '
-            "or above ln 4 where check 2 reached almost zero.",
-            "",
-        ]
-    )
+    values = {
+        "basic_forward": source_of(BasicBlock.forward),
+        "walk_basic_first": "\n".join(walkthrough(first_basic, torch.randn(1, 64, 56, 56), "conv2_x's output")),
+        "walk_basic_identity": "\n".join(
+            walkthrough(identity_basic, torch.randn(1, 128, 28, 28), "the first block's output")
+        ),
+        "bottleneck_forward": source_of(Bottleneck.forward),
+        **bottleneck_arithmetic(),
+        "walk_bottleneck_first": "\n".join(walkthrough(first_neck, torch.randn(1, 256, 56, 56), "conv2_x's output")),
+        "v15_gmacs": f"{v15 / 1e9:.2f}",
+        "v1_gmacs": f"{v1 / 1e9:.2f}",
+        "zero_pad_forward": source_of(ZeroPadShortcut.forward),
+        "shortcut_table": shortcut_table(),
+        "resnet_specs": ", ".join(f"{d}: {block.__name__} x {counts}" for d, (block, counts) in RESNET_SPECS.items()),
+        "summary_resnet50": summarize("resnet50"),
+        **sanity_values(figures, phrases),
+        "ablate_skip": experiment_section(docs, "ablate_skip", ["curves.png", "grad_norms.png"], phrases),
+        "ablate_dropout": experiment_section(docs, "ablate_dropout", ["gap.png", "curves.png"], phrases),
+        "crop_scale_min_percent": f"{100 * recipe['crop_scale_min']:.0f}",
+        "recipe_result": recipe_result(docs, phrases),
+        **data_facts(docs, phrases),
+        "resnet50_torchvision_file": MODEL_INFO["resnet50"].torchvision_file,
+        **frozen_counts(),
+        "double_skip_epochs": 2 * skip_epochs(),
+    }
     page = docs / "tutorial.md"
-    atomic_write_text(page, "\n".join(lines))
+    atomic_write_text(page, fill(read_template(TEMPLATES / "tutorial.md"), values))
     print(f"wrote {page} and {figures}/")
     return page
+
+
+def source_of(function: object) -> str:
+    """A function's source, dedented, as the page shows it."""
+    return textwrap.dedent(inspect.getsource(function)).rstrip()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ band, Testing accuracy per seed) and docs/results/<experiment>/README.md and res
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -276,3 +277,32 @@ def write_results(
     atomic_write_text(path, "\n".join([f"# {title}", ""] + results_markdown(record)))
     print(f"wrote {path} and results.json", flush=True)
     return path
+
+
+# A page's prose lives in a Markdown template (experiments/templates/); code fills its {{name}} slots.
+PLACEHOLDER = re.compile(r"\{\{([a-z0-9_]+)\}\}")
+
+
+def read_template(path: Path) -> str:
+    """A template's text without its leading <!-- comment --> (which says what fills it)."""
+    text = Path(path).read_text()
+    if text.startswith("<!--"):
+        text = text[text.index("-->") + 3 :].lstrip("\n")
+    return text
+
+
+def fill(template: str, values: dict[str, object]) -> str:
+    """The template with every {{name}} replaced by values[name]. A slot without a value, or a value
+    without a slot, is an error: a page never shows a raw slot, nor silently drops a measured value."""
+    slots = set(PLACEHOLDER.findall(template))
+    missing, unused = sorted(slots - set(values)), sorted(set(values) - slots)
+    if missing or unused:
+        raise ValueError(f"template slots without a value: {missing}; values without a slot: {unused}")
+    return PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), template)
+
+
+def read_phrases(path: Path) -> dict[str, str]:
+    """The named sentences of a phrases template: each runs from its <!-- phrase: name --> marker to
+    the next (the rules that choose one stay in code, the words live in the file)."""
+    parts = re.split(r"<!-- phrase: ([a-z0-9_]+) -->\n", read_template(path))
+    return {parts[i]: parts[i + 1].removesuffix("\n") for i in range(1, len(parts), 2)}

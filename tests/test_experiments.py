@@ -363,3 +363,26 @@ def test_each_arm_is_set_against_the_recipe_on_the_seeds_both_ran() -> None:
     assert lines[2] == "| arm | Testing (full) | Sartaj accuracy | Sartaj pituitary recall | Br35H held out | seeds |"
     # seeds 0 and 1 only: the recipe's seed 2 (Sartaj 90%) would flip the Sartaj sign
     assert lines[-1] == "| head crop | -1.0 | +3.0 | +15.0 | - | 2 |"
+
+
+def test_a_template_slot_without_a_value_or_a_value_without_a_slot_is_an_error(tmp_path: Path) -> None:
+    from resnet_scratch.experiment_pages import fill, read_phrases
+
+    assert fill("{{a}} and {{b}}", {"a": 1, "b": "two"}) == "1 and two"
+    with pytest.raises(ValueError, match=r"without a value: \['b'\]"):
+        fill("{{a}} and {{b}}", {"a": 1})
+    with pytest.raises(ValueError, match=r"without a slot: \['c'\]"):
+        fill("{{a}}", {"a": 1, "c": 3})
+    path = tmp_path / "phrases.md"
+    text = "<!-- what fills it -->\n<!-- phrase: one -->\nfirst {{x}}\n<!-- phrase: empty -->\n"
+    path.write_text(text + "<!-- phrase: two -->\n second\n")
+    assert read_phrases(path) == {"one": "first {{x}}", "empty": "", "two": " second"}
+
+
+def test_the_tutorial_template_and_its_phrases_parse() -> None:
+    from resnet_scratch.experiment_pages import PLACEHOLDER, read_phrases, read_template
+
+    templates = Path(__file__).resolve().parents[1] / "experiments" / "templates"
+    assert "{{" not in read_template(templates / "tutorial.md").split("\n")[0]  # the comment is not on the page
+    assert {"further_residual", "further_plain", "no_results"} <= set(read_phrases(templates / "tutorial_phrases.md"))
+    assert "basic_forward" in PLACEHOLDER.findall(read_template(templates / "tutorial.md"))
