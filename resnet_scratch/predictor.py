@@ -64,6 +64,35 @@ class Preprocess:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
+@dataclass
+class Predictor:
+    """A model loaded from a checkpoint with everything needed to run it as it was trained to be run."""
+
+    model: nn.Module
+    classes: list[str]
+    prep: Preprocess
+    device: torch.device
+    meta: dict[str, object]
+
+    @classmethod
+    def load(
+        cls, checkpoint: Path, device: str | torch.device = "auto", bf16: bool | None = None, channels_last: bool = True
+    ) -> "Predictor":
+        """The checkpoint's model on `device`; bf16: autocast to bfloat16 (None: where the device supports it)."""
+        model, meta = model_from_checkpoint(checkpoint)
+        device = resolve_device(device) if isinstance(device, str) else device
+        bf16 = bf16_supported(device) if bf16 is None else bf16 and bf16_supported(device)
+        model = model.to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return cls(model, list(meta["classes"]), Preprocess.of_checkpoint(meta, bf16, channels_last), device, meta)
+
+    def logits(self, images: Tensor, rows: np.ndarray | Tensor | None = None) -> Tensor:
+        """Logits of a decoded store's rows (all of them by default), float32 on the CPU."""
+        rows = np.arange(len(images)) if rows is None else rows
+        return logits_of(self.model, images.to(self.device), rows, self.prep)
+
+
 @torch.no_grad()
 def logits_of(
     model: nn.Module, images: Tensor, rows: np.ndarray | Tensor, prep: Preprocess, batch_size: int = 128
@@ -115,32 +144,3 @@ def score(logits: Tensor, target: Tensor, classes: list[str]) -> Scores:
     report = classification_report(logits, target, classes)
     top = {k: report.pop(f"top{k}_accuracy") for k in range(2, len(classes))}
     return Scores(**report, top_k=top, loss=float(F.cross_entropy(logits, target)))
-
-
-@dataclass
-class Predictor:
-    """A model loaded from a checkpoint with everything needed to run it as it was trained to be run."""
-
-    model: nn.Module
-    classes: list[str]
-    prep: Preprocess
-    device: torch.device
-    meta: dict[str, object]
-
-    @classmethod
-    def load(
-        cls, checkpoint: Path, device: str | torch.device = "auto", bf16: bool | None = None, channels_last: bool = True
-    ) -> "Predictor":
-        """The checkpoint's model on `device`; bf16: autocast to bfloat16 (None: where the device supports it)."""
-        model, meta = model_from_checkpoint(checkpoint)
-        device = resolve_device(device) if isinstance(device, str) else device
-        bf16 = bf16_supported(device) if bf16 is None else bf16 and bf16_supported(device)
-        model = model.to(device)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        return cls(model, list(meta["classes"]), Preprocess.of_checkpoint(meta, bf16, channels_last), device, meta)
-
-    def logits(self, images: Tensor, rows: np.ndarray | Tensor | None = None) -> Tensor:
-        """Logits of a decoded store's rows (all of them by default), float32 on the CPU."""
-        rows = np.arange(len(images)) if rows is None else rows
-        return logits_of(self.model, images.to(self.device), rows, self.prep)

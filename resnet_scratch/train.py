@@ -1,10 +1,12 @@
 """The training loop and `fit`: SGD with StepLR or one-cycle, bf16 autocast, DDP, resumable.
 
-fit(config) runs one experiment end to end, in named steps: set up (device, seed, run folder), data
-(decoded once, moved to the device once, a validation split carved from Training), model, optimiser,
-the loop (an epoch, then validation and a checkpoint), and the test (Testing, once, on the best
-checkpoint: evaluate.test_run). A study (resnet_scratch.study) may add training images and its own
-loss; the loop itself knows no particular study.
+fit(config) runs one experiment end to end. `_fit` reads as its steps, each a comment:
+- set up: the device, the seed, the run folder (fit takes and locks it; run_folder.py);
+- data: decoded once, moved to the device once, a validation split carved from Training (run_data);
+- model, loader, loss and optimiser (make_optimizer; parallel wraps it for DDP or torch.compile);
+- the loop: train_one_epoch, then end_epoch validates and saves (every epoch is resumable);
+- the test: Testing, once, on the best checkpoint (evaluate.test_run).
+A study (resnet_scratch/study.py) may add training images and its own loss; the loop knows no study.
 """
 
 import os
@@ -175,6 +177,7 @@ def _fit(config: Config, resume: bool, run: Path, device: torch.device, place: D
     if place.main:
         start_files(run, config, device, data, start_epoch)
     step_model = parallel(model, config, device, place)
+    saver = Saver(run, config, model, optimizer, scheduler, study.checkpoint_extra(config))
 
     # The loop
     prep = Preprocess(config.input_size, info.mean, info.std, use_bf16, config.channels_last, config.head_crop)
@@ -192,8 +195,7 @@ def _fit(config: Config, resume: bool, run: Path, device: torch.device, place: D
         if batch_scheduler is None:
             scheduler.step()
         if place.main:
-            checkpoint = Checkpoint(run, config, model, optimizer, scheduler, study.checkpoint_extra(config))
-            best = end_epoch(checkpoint, data, prep, epoch, lr, stats, best)
+            best = end_epoch(saver, data, prep, epoch, lr, stats, best)
     if place.world_size > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -253,8 +255,9 @@ def parallel(model: nn.Module, config: Config, device: torch.device, place: Dist
     return torch.compile(model) if config.compile else model
 
 
-class Checkpoint:
-    """What end_epoch saves and where: the run folder, the model with its optimiser and schedule."""
+class Saver:
+    """What end_epoch saves and where: the run folder, the model with its optimiser and schedule, and
+    what the study adds to each checkpoint's metadata."""
 
     def __init__(self, run: Path, config: Config, model: nn.Module, optimizer, scheduler, extra: dict) -> None:
         self.run, self.config, self.model = run, config, model
@@ -280,11 +283,11 @@ def validate(model: nn.Module, data: RunData, rows, prep: Preprocess) -> dict[st
 
 
 def end_epoch(
-    checkpoint: Checkpoint, data: RunData, prep: Preprocess, epoch: int, lr: float, train_stats: dict, best: dict
+    saver: Saver, data: RunData, prep: Preprocess, epoch: int, lr: float, train_stats: dict, best: dict
 ) -> dict:
     """Validate, write the metrics line and a pending best; every config.checkpoint_every epochs (and at
     the last) the last weights and the training state, which commits the epoch. Returns the new best."""
-    run, config, model = checkpoint.run, checkpoint.config, checkpoint.model
+    run, config, model = saver.run, saver.config, saver.model
     val = validate(model, data, data.val_rows, prep)
     line = {"epoch": epoch, "lr": lr, "train_loss": train_stats["loss"], "train_accuracy": train_stats["accuracy"]}
     line |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"]}
@@ -292,7 +295,7 @@ def end_epoch(
     if config.train_eval:  # the training rows scored exactly as validation is: eval mode, centre crops
         seen = validate(model, data, data.train_eval_rows, prep)
         line |= {"train_eval_loss": seen["loss"], "train_eval_accuracy": seen["accuracy"]}
-    meta = checkpoint.metadata(data.train.classes, prep, epoch=epoch, val_accuracy=val["accuracy"])
+    meta = saver.metadata(data.train.classes, prep, epoch=epoch, val_accuracy=val["accuracy"])
     if val["accuracy"] > best["val_accuracy"]:
         best = {"val_accuracy": val["accuracy"], "epoch": epoch}
         save_model(run / PENDING_BEST, model, meta)  # becomes best.safetensors when the state commits
@@ -301,7 +304,7 @@ def end_epoch(
         save_model(run / "last.safetensors", model, meta)
     append_epoch(run, line)
     if commit:
-        save_training_state(run, model, checkpoint.optimizer, checkpoint.scheduler, epoch, {"best": best})
+        save_training_state(run, model, saver.optimizer, saver.scheduler, epoch, {"best": best})
     mark = "  (best)" if best["epoch"] == epoch else ""
     print(f"  val loss {val['loss']:.4f} acc {val['accuracy']:.4f}{mark}", flush=True)
     return best

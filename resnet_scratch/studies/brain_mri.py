@@ -10,7 +10,9 @@ It plugs into the core through resnet_scratch.study.Study:
 - loss: for WEAK rows, the partial-label loss -log(p_glioma + p_meningioma + p_pituitary);
 - checkpoint_extra / rows_to_score: a checkpoint records the folder it trained on half of, and that
   folder is then scored on its held-out half only;
-- set_metrics, report_section: tumour sensitivity and specificity beside accuracy.
+- set_metrics, metric_parts, report_section: tumour sensitivity and specificity beside accuracy;
+- mistaken: a tumour of unknown type is a mistake when called no tumour;
+- extra_images: how the console and the report name the weakly labelled images.
 """
 
 import hashlib
