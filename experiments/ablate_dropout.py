@@ -39,7 +39,7 @@ EPOCHS = {"tiny": 1, "cpu": 30, "gpu": 40}
 IMAGE_SIZE = {"tiny": 32, "cpu": 32, "gpu": None}
 # A run whose training rows are scored below this (eval mode) at the last epoch has not fit them yet.
 FITTED = 0.95
-# The notes' sentences; the rules that choose them are in gap_notes and dropout_verdict.
+# The notes' sentences; the rules that choose them are in family_note and dropout_verdict.
 PHRASES = read_phrases(Path(__file__).resolve().parent / "templates" / "ablate_dropout.md")
 BATCH_SIZE = {"cpu": 48}  # 514 rows: 10 batches of 48 and one of 34, not a last batch of 2 (as 32 or 64 give)
 # What the shared recipe regularises with, switched off: dropout is the one regulariser studied.

@@ -114,9 +114,9 @@ def plot_grad_norms(path: Path, panels: dict[str, dict[str, dict]]) -> Path:
 
 
 def seedwise(by: dict, worse: str, better: str, key: str) -> tuple[float, float, str, str]:
-    """(error of `worse`, error of `better`, how many seeds agree that `worse` has the higher error,
-    the verdict on "`worse` has the higher error": the phrase key reproduced, opposite or undecided),
-    errors in %, mean over seeds; seeds paired by their order."""
+    """(error of `worse`, error of `better`, the phrase saying in how many seeds `worse` has the higher
+    error, the verdict on that: the phrase key reproduced, opposite or undecided). Errors in %, mean
+    over all seeds; the verdict pairs seeds by their order."""
     a, b = (np.array([100 * (1 - v) for v in by[label][key]["values"]]) for label in (worse, better))
     n = min(len(a), len(b))
     agree = int((a[:n] > b[:n]).sum())

@@ -291,18 +291,33 @@ def read_template(path: Path) -> str:
     return text
 
 
-def fill(template: str, values: dict[str, object]) -> str:
-    """The template with every {{name}} replaced by values[name]. A slot without a value, or a value
-    without a slot, is an error: a page never shows a raw slot, nor silently drops a measured value."""
+def fill(template: str, values: dict[str, object], source: str = "template") -> str:
+    """The template with every {{name}} replaced by values[name]. A slot without a value, a value
+    without a slot, or anything left between double braces (a misspelt slot such as {{ Gap }}, or a
+    slot inside an unfilled phrase) is an error naming `source`: a page never shows a raw slot, nor
+    silently drops a measured value."""
     slots = set(PLACEHOLDER.findall(template))
     missing, unused = sorted(slots - set(values)), sorted(set(values) - slots)
     if missing or unused:
-        raise ValueError(f"template slots without a value: {missing}; values without a slot: {unused}")
-    return PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), template)
+        raise ValueError(f"{source}: slots without a value: {missing}; values without a slot: {unused}")
+    text = PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), template)
+    left = re.search(r"\{\{.*?\}\}", text)
+    if left:
+        raise ValueError(
+            f"{source}: {left.group()} is not a slot (lower-case letters, digits and _) or was never filled"
+        )
+    return text
 
 
 def read_phrases(path: Path) -> dict[str, str]:
     """The named sentences of a phrases template: each runs from its <!-- phrase: name --> marker to
     the next (the rules that choose one stay in code, the words live in the file)."""
-    parts = re.split(r"<!-- phrase: ([a-z0-9_]+) -->\n", read_template(path))
-    return {parts[i]: parts[i + 1].removesuffix("\n") for i in range(1, len(parts), 2)}
+    parts = re.split(r"<!-- phrase: ([a-z0-9_]+) -->\n", read_template(path).replace("\r\n", "\n"))
+    names = parts[1::2]
+    stray = [line for text in parts[::2] for line in text.splitlines() if "<!--" in line]
+    if len(set(names)) != len(names) or stray or parts[0].strip():
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(
+            f"{path}: phrase names given twice {repeated}; malformed markers or text before the first: {stray}"
+        )
+    return {name: text.removesuffix("\n") for name, text in zip(names, parts[2::2])}

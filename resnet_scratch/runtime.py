@@ -57,15 +57,15 @@ def init_distributed(device: torch.device) -> Distributed:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Distributed()
-    place = Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    process = Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return place
+    return process
 
 
-def all_ranks_agree(ok: bool, device: torch.device, place: Distributed) -> bool:
+def all_ranks_agree(ok: bool, device: torch.device, process: Distributed) -> bool:
     """Whether `ok` holds on every process (one all-reduce under torchrun; `ok` itself otherwise)."""
-    if place.world_size == 1:
+    if process.world_size == 1:
         return ok
     flag = torch.tensor([1 if ok else 0], device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)

@@ -4,13 +4,15 @@ fit(config) runs one experiment end to end. `_fit` reads as its steps, each a co
 - set up: the device, the seed, the run folder (fit takes and locks it; run_folder.py);
 - data: decoded once, moved to the device once, a validation split carved from Training (run_data);
 - model, loader, loss and optimiser (make_optimizer; parallel wraps it for DDP or torch.compile);
-- the loop: train_one_epoch, then end_epoch validates and saves (every epoch is resumable);
+- the loop: train_one_epoch, then end_epoch validates and saves (the training state every
+  checkpoint_every epochs, from which --resume continues);
 - the test: Testing, once, on the best checkpoint (evaluate.test_run).
 A study (resnet_scratch/study.py) may add training images and its own loss; the loop knows no study.
 """
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -113,14 +115,14 @@ def fit(config: Config, resume: bool = False, study: Study | None = None) -> Pat
     """
     run = Path(config.runs_dir) / config.name
     device = resolve_device(config.device)
-    place = init_distributed(device)
-    if device.type == "cuda" and place.world_size > 1:
-        device = torch.device("cuda", place.local_rank)
+    process = init_distributed(device)
+    if device.type == "cuda" and process.world_size > 1:
+        device = torch.device("cuda", process.local_rank)
         torch.cuda.set_device(device)
-    if config.batch_size % place.world_size:
-        raise ValueError(f"batch_size {config.batch_size} does not split evenly across {place.world_size} processes")
+    if config.batch_size % process.world_size:
+        raise ValueError(f"batch_size {config.batch_size} does not split evenly across {process.world_size} processes")
     lock, refused = None, None
-    if place.main:
+    if process.main:
         try:
             lock = take_run_folder(run, resume)
         except (OSError, ValueError) as e:
@@ -128,55 +130,57 @@ def fit(config: Config, resume: bool = False, study: Study | None = None) -> Pat
     # Every rank learns whether rank 0 took the folder: otherwise the others would wait for it in
     # DDP's first collective until the timeout.
     try:
-        if not all_ranks_agree(refused is None, device, place):
+        if not all_ranks_agree(refused is None, device, process):
             raise refused or FileExistsError(f"rank 0 could not take the run folder {run}; its error says why")
-        _fit(config, resume, run, device, place, study or Study())
+        _fit(config, resume, run, device, process, study or Study())
     finally:
         if lock is not None:
             lock.release()
     return run
 
 
-def _fit(config: Config, resume: bool, run: Path, device: torch.device, place: Distributed, study: Study) -> None:
+def _fit(config: Config, resume: bool, run: Path, device: torch.device, process: Distributed, study: Study) -> None:
     # Set up
     if config.deterministic:
         torch.use_deterministic_algorithms(True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(config.seed)
     use_bf16 = config.bf16 and bf16_supported(device)
-    log = print if place.main else (lambda *args, **kwargs: None)
-    log(f"run {run} on {device} x {place.world_size} ({'bf16' if use_bf16 else 'fp32'}), {config.model}, "
-        f"commit {git_commit()}", flush=True)  # fmt: skip
+    log = (lambda line: print(line, flush=True)) if process.main else (lambda line: None)
+    precision = "bf16" if use_bf16 else "fp32"
+    log(f"run {run} on {device} x {process.world_size} ({precision}), {config.model}, commit {git_commit()}")
 
     # Data
     data = run_data(config, study)
-    if resume and place.main:
+    if resume and process.main:
         check_same_data(run, data)
-    log(data_line(data, study, config), flush=True)
+    log(data_line(data, study, config))
     data.train = data.train.to(device)  # once per run: every epoch and every validation reads it there
 
     # Model, its loader, loss and optimiser
     info = MODEL_INFO[config.model]  # its normalisation: what pretrained weights expect
-    model = build(
-        config.model, num_classes=len(data.train.classes), weights=config.weights, freeze=config.freeze,
-        **config.model_options(),
-    ).to(device)  # fmt: skip
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = make_model(config, len(data.train.classes), device)
+    transform = training_transform(config, device, info.mean, info.std)
     loader = Loader(
-        data.train, config.batch_size // place.world_size, training_transform(config, device, info.mean, info.std),
-        device=device, seed=config.seed, indices=data.train_rows, rank=place.rank, world_size=place.world_size,
-    )  # fmt: skip
+        data.train,
+        config.batch_size // process.world_size,  # each process's share of the global batch
+        transform,
+        device=device,
+        seed=config.seed,
+        indices=data.train_rows,
+        rank=process.rank,
+        world_size=process.world_size,
+    )
     loss_fn = study.loss(config, data.train.classes, data.extra_count)
     optimizer, scheduler = make_optimizer(config, model, len(loader))
     start_epoch, best = 0, {"val_accuracy": -1.0, "epoch": -1}
     if resume and (run / "state.json").is_file():
         record = load_training_state(run, model, optimizer, scheduler)
         start_epoch, best = record["epoch"] + 1, record["best"]
-        log(f"resuming after epoch {start_epoch} (best so far: epoch {best['epoch'] + 1})", flush=True)
-    if place.main:
+        log(f"resuming after epoch {start_epoch} (best so far: epoch {best['epoch'] + 1})")
+    if process.main:
         start_files(run, config, device, data, start_epoch)
-    step_model = parallel(model, config, device, place)
+    step_model = parallel(model, config, device, process)
     saver = Saver(run, config, model, optimizer, scheduler, study.checkpoint_extra(config))
 
     # The loop
@@ -184,7 +188,7 @@ def _fit(config: Config, resume: bool, run: Path, device: torch.device, place: D
     batch_scheduler = scheduler if config.schedule == "onecycle" else None
     for epoch in range(start_epoch, config.epochs):
         loader.set_epoch(epoch)
-        progress = Progress(epoch, config.epochs, len(loader)) if place.main else None
+        progress = Progress(epoch, config.epochs, len(loader)) if process.main else None
         lr = optimizer.param_groups[0]["lr"]
         try:
             stats = train_one_epoch(step_model, loader, optimizer, config, device, progress, batch_scheduler, loss_fn)
@@ -194,14 +198,14 @@ def _fit(config: Config, resume: bool, run: Path, device: torch.device, place: D
             raise TrainingDiverged(f"epoch {epoch + 1}: {e}{kept}. Try a lower --lr.") from None
         if batch_scheduler is None:
             scheduler.step()
-        if place.main:
+        if process.main:
             best = end_epoch(saver, data, prep, epoch, lr, stats, best)
-    if place.world_size > 1:
+    if process.world_size > 1:
         dist.barrier()
         dist.destroy_process_group()
 
     # The test
-    if place.main:
+    if process.main:
         test_run(run, config, data, prep, device, best, study)
 
 
@@ -231,6 +235,14 @@ def data_line(data: RunData, study: Study, config: Config) -> str:
     )
 
 
+def make_model(config: Config, num_classes: int, device: torch.device) -> nn.Module:
+    """The model of the config on the device: fresh, or from starting weights (frozen backbone if asked)."""
+    options = config.model_options()
+    model = build(config.model, num_classes=num_classes, weights=config.weights, freeze=config.freeze, **options)
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if config.channels_last else model
+
+
 def make_optimizer(
     config: Config, model: nn.Module, steps_per_epoch: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
@@ -246,32 +258,36 @@ def make_optimizer(
     return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
 
 
-def parallel(model: nn.Module, config: Config, device: torch.device, place: Distributed) -> nn.Module:
+def parallel(model: nn.Module, config: Config, device: torch.device, process: Distributed) -> nn.Module:
     """The module the loop steps: DDP under torchrun (SyncBatchNorm on CUDA), compiled if asked."""
-    if place.world_size > 1:
+    if process.world_size > 1:
         if device.type == "cuda":  # BN statistics over the global batch (torch's is CUDA-only)
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     return torch.compile(model) if config.compile else model
 
 
+@dataclass(frozen=True)
 class Saver:
     """What end_epoch saves and where: the run folder, the model with its optimiser and schedule, and
     what the study adds to each checkpoint's metadata."""
 
-    def __init__(self, run: Path, config: Config, model: nn.Module, optimizer, scheduler, extra: dict) -> None:
-        self.run, self.config, self.model = run, config, model
-        self.optimizer, self.scheduler, self.extra = optimizer, scheduler, extra
+    run: Path
+    config: Config
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    extra: dict[str, object]
 
-    def metadata(self, classes: list[str], prep: Preprocess, **values: object) -> dict:
-        """The checkpoint metadata of this run's model."""
-        options = self.config.model_options()
-        if self.config.model == "inception_v3":
+    def metadata(self, classes: list[str], prep: Preprocess, epoch: int, val_accuracy: float) -> dict:
+        """The checkpoint metadata of this run's model after `epoch`."""
+        config, options = self.config, self.config.model_options()
+        if config.model == "inception_v3":
             options["transform_input"] = unwrap(self.model).transform_input
+        extra = {"epoch": epoch, "val_accuracy": val_accuracy} | self.extra
         return checkpoint_metadata(
-            self.config.model, classes, prep.size, options, prep.mean, prep.std, self.config.head_crop,
-            **self.extra, **values,
-        )  # fmt: skip
+            config.model, classes, prep.size, options, prep.mean, prep.std, config.head_crop, **extra
+        )
 
 
 def validate(model: nn.Module, data: RunData, rows, prep: Preprocess) -> dict[str, float]:

@@ -373,10 +373,20 @@ def test_a_template_slot_without_a_value_or_a_value_without_a_slot_is_an_error(t
         fill("{{a}} and {{b}}", {"a": 1})
     with pytest.raises(ValueError, match=r"without a slot: \['c'\]"):
         fill("{{a}}", {"a": 1, "c": 3})
+    with pytest.raises(ValueError, match=r"page.md: \{\{ Gap \}\} is not a slot"):
+        fill("{{a}} and {{ Gap }}", {"a": 1}, "page.md")
+    with pytest.raises(ValueError, match=r"\{\{b\}\} is not a slot .* or was never filled"):
+        fill("{{a}}", {"a": "a phrase with {{b}} unfilled"})
     path = tmp_path / "phrases.md"
     text = "<!-- what fills it -->\n<!-- phrase: one -->\nfirst {{x}}\n<!-- phrase: empty -->\n"
     path.write_text(text + "<!-- phrase: two -->\n second\n")
     assert read_phrases(path) == {"one": "first {{x}}", "empty": "", "two": " second"}
+    path.write_text(text + "<!-- phrase: one -->\nagain\n")
+    with pytest.raises(ValueError, match=r"given twice \['one'\]"):
+        read_phrases(path)
+    path.write_text(text + "<!-- phrase: Two -->\nmisspelt marker\n")
+    with pytest.raises(ValueError, match="malformed markers"):
+        read_phrases(path)
 
 
 def test_the_tutorial_template_and_its_phrases_parse() -> None:

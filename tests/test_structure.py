@@ -1,6 +1,7 @@
 """The shape of the code: imports point one way (no cycle, the models never import the conversion,
-only the CLI and the experiments import the training module), and the command line lists every
-setting."""
+only the CLI and the experiments import the training module), the core imports no study and its
+training and inference modules name none, no module or function grows past a screenful or two, and
+the command line lists every setting."""
 
 import ast
 import subprocess
