@@ -208,33 +208,12 @@ def main(argv: list[str]) -> None:
     plot_curves(out / "curves.png", summaries, groups, train_key="train_eval_accuracy")
     plot_gap(out / "gap.png", summaries)
     plot_test_accuracy(out / "test_accuracy.png", summaries)
-    notes = gap_notes(summaries) + [
-        f"Budget: {base.epochs} epochs in batches of {base.batch_size} on {100 * TRAIN_FRACTION:.0f}% of the "
-        f"training rows at {base.input_size} px ({args.scale} preset) with no augmentation, weight decay or label "
-        "smoothing, validation on the full validation split; VGG16 at a fifth of ResNet's learning rate (it has no "
-        "BatchNorm; ResNet-18 keeps its BatchNorm, which also regularises). Both sides of the gap are scored in eval "
-        "mode on centre crops (train_eval), so a positive gap is not an artefact of measuring the two sides "
-        "differently. What this does not show: dropout at the recipe's settings (all of Training, augmentation, "
-        "128 px), at another p, or anywhere in ResNet but the one layer before fc."
-    ]
-    write_results(
-        out,
-        NAME,
-        "Dropout on a small share of Training",
-        f"Dropout before ResNet-18's fc (p = 0.5 against none) and in VGG16's classifier (p = 0.5 against none), "
-        f"on a seeded {100 * TRAIN_FRACTION:.0f}% of the training rows with no augmentation, weight decay or "
-        "label smoothing (ResNet-18 keeps its BatchNorm); the same recipe otherwise, VGG16 at a fifth of ResNet-18's "
-        "learning rate.",
-        args,
-        argv,
-        summaries,
-        [
-            ("Training error (eval mode) and validation error per epoch", "curves.png"),
-            ("Train/validation gap, both in eval mode", "gap.png"),
-            ("Testing accuracy, full split and leak-free subset", "test_accuracy.png"),
-        ],
-        notes,
-    )
+    fraction = f"{100 * TRAIN_FRACTION:.0f}"
+    budget = {"epochs": base.epochs, "batch": base.batch_size, "size": base.input_size, "scale": args.scale}
+    notes = gap_notes(summaries) + [fill(PHRASES["budget"], budget | {"fraction": fraction})]
+    figures = [(PHRASES[f"caption_{f}"], f"{f}.png") for f in ("curves", "gap", "test_accuracy")]
+    about = fill(PHRASES["about"], {"fraction": fraction})
+    write_results(out, NAME, PHRASES["title"], about, args, argv, summaries, figures, notes)
 
 
 if __name__ == "__main__":

@@ -202,40 +202,15 @@ def main(argv: list[str]) -> None:
         f"{label} {stages[first]['mean'] / stages['conv5_x']['mean']:.3g}" for label, stages in at_init.items()
     )
     best = ", ".join(f"{s['label']} {s['best_epoch']['mean']:.1f}" for s in summaries if s["finished"])
+    budget = {"epochs": base.epochs, "size": base.input_size, "scale": args.scale, "schedule": base.schedule}
     notes = verdicts(summaries) + [
-        f"Budget: {base.epochs} epochs at {base.input_size} px ({args.scale} preset), {base.schedule} schedule, "
-        f"{args.seeds} seed(s). The best validation epoch, mean over seeds: {best}; the comparison is at this "
-        "stated budget, not at convergence.",
-        "Training error here is measured like validation error: in eval mode, on centre crops, on as many training "
-        "images as validation has (train_eval), so the two curves can be compared.",
-        f"The gradient reaching conv1's output over the one reaching conv5_x's, at initialisation, mean over "
-        f"seeds: {ratio} (above 1: it grows towards the input).",
+        phrase("budget", budget | {"seeds": args.seeds, "best": best}),
+        phrase("train_eval", {}),
+        phrase("gradient_ratio", {"ratio": ratio}),
     ]
-    write_results(
-        out,
-        NAME,
-        "Skip connections: residual vs plain networks",
-        "The same layers with and without shortcuts (plain = skip=False: no identity and no projection shortcuts), "
-        "and the residual networks with the paper's options A and B; same recipe and seeds.",
-        args,
-        argv,
-        summaries,
-        [
-            (
-                "Training error (dashed) and validation error (solid) per epoch, both in eval mode on centre crops; "
-                "as in the ResNet paper's Figure 4",
-                "curves.png",
-            ),
-            (
-                "The gradient reaching each stage: root mean square of dLoss/d(stage output), at initialisation "
-                "and after training",
-                "grad_norms.png",
-            ),
-            ("Testing accuracy, full split and leak-free subset", "test_accuracy.png"),
-        ],
-        notes,
-        {"grad_norms_at_init": at_init, "grad_norms_trained": trained},
-    )
+    figures = [(PHRASES[f"caption_{f}"], f"{f}.png") for f in ("curves", "grad_norms", "test_accuracy")]
+    extra = {"grad_norms_at_init": at_init, "grad_norms_trained": trained}
+    write_results(out, NAME, PHRASES["title"], PHRASES["about"], args, argv, summaries, figures, notes, extra)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ Learning Models", INOCON 2023, Table III.
 """
 
 import sys
+from pathlib import Path
 
 from resnet_scratch.experiment import Arm, model_config, recorded_seeds, run_arms
 from resnet_scratch.experiment_cli import RECIPES, base_config, experiment_args, output_dir, results_folder
-from resnet_scratch.experiment_pages import plot_curves, plot_test_accuracy, pm, write_results
+from resnet_scratch.experiment_pages import fill, plot_curves, plot_test_accuracy, pm, read_phrases, write_results
 
 NAME = "compare_models"
 MODELS = {"VGG16": "vgg16", "InceptionV3": "inception_v3", "ResNet50": "resnet50"}
@@ -23,15 +24,8 @@ PAPER = {
     "InceptionV3": {"train_accuracy": 89.93, "val_accuracy": 63.86, "train_loss": 0.2225, "val_loss": 5.7651},
     "ResNet50": {"train_accuracy": 94.32, "val_accuracy": 81.94, "train_loss": 0.6273, "val_loss": 2.0415},
 }
-SCALE_NOTES = {
-    "tiny": "Tiny scale: a smoke test on generated images; the numbers mean nothing.",
-    "cpu": "CPU scale: every model from scratch at 64 px (InceptionV3 at its 75 px minimum, so without its "
-    "auxiliary head, which needs 299 px) for a few epochs. This compares the three at one small, equal budget; "
-    "it is not the paper's setting, and none of them is near convergence: see the GPU preset for full "
-    "resolution, and docs/results/resnet18_cpu_onecycle for what a longer CPU run reaches.",
-    "gpu": "GPU scale: 224 px (InceptionV3 299 px with its auxiliary loss), batch 128, one-cycle; the recipe "
-    "was set, not tuned on the validation split (no GPU time was spent on tuning).",
-}
+# The page's words; this script fills in the figures.
+PHRASES = read_phrases(Path(__file__).resolve().parent / "templates" / "compare_models.md")
 
 
 def paper_table(summaries: list[dict]) -> list[str]:
@@ -74,34 +68,16 @@ def main(argv: list[str]) -> None:
     plot_curves(out / "curves.png", summaries)
     plot_test_accuracy(out / "test_accuracy.png", summaries)
     sizes = ", ".join(f"{a.label} {a.config.input_size} px" for a in arms)
-    started = ", ".join(f"{a.label}: {'ImageNet weights' if a.config.weights else 'from scratch'}" for a in arms)
+    start = {a.label: PHRASES["from_imagenet" if a.config.weights else "from_scratch"] for a in arms}
+    started = ", ".join(f"{label}: {how}" for label, how in start.items())
+    budget = {"scale_note": PHRASES[f"scale_{args.scale}"], "epochs": base.epochs, "seeds": args.seeds}
     notes = [
-        "\n".join(["The paper's Table III beside ours, mean ± std over seeds:", ""] + paper_table(summaries)),
-        f"Protocol: {sizes}; {started}; VGG16 at a fifth of the others' learning rate (it has no BatchNorm). "
-        "Where ours differs from the paper's: it fine-tunes ImageNet weights, these runs train from scratch unless "
-        "a row says otherwise; its validation set is its own, ours is 10% of Training (near duplicates kept on one "
-        "side from commit 6b7df8b on; runs trained before it, at a commit listed above, kept only identical "
-        "images together); its training figures are not said to be measured in eval mode, ours are the last "
-        "epoch's running figures over augmented batches (label-smoothed loss). Its numbers are copied from its "
-        "Table III, ours are measured here; the two are not the same experiment.",
-        f"{SCALE_NOTES[args.scale]} Budget: {base.epochs} epochs, {args.seeds} seed(s).",
+        fill(PHRASES["paper_table"], {"table": "\n".join(paper_table(summaries))}),
+        fill(PHRASES["protocol"], {"sizes": sizes, "started": started}),
+        fill(PHRASES["budget"], budget),
     ]
-    write_results(
-        out,
-        NAME,
-        "Model comparison: VGG16, InceptionV3, ResNet50",
-        "The reference paper's three networks on the same data and split, and the same recipe but for VGG16's "
-        "learning rate (a fifth: it has no BatchNorm); its Table III figures beside ours, then Testing and the "
-        "external sets.",
-        args,
-        argv,
-        summaries,
-        [
-            ("Training loss and error per epoch", "curves.png"),
-            ("Testing accuracy, full split and leak-free subset", "test_accuracy.png"),
-        ],
-        notes,
-    )
+    figures = [(PHRASES[f"caption_{f}"], f"{f}.png") for f in ("curves", "test_accuracy")]
+    write_results(out, NAME, PHRASES["title"], PHRASES["about"], args, argv, summaries, figures, notes)
 
 
 if __name__ == "__main__":

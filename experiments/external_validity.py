@@ -32,7 +32,7 @@ from resnet_scratch.data import load_folder
 from resnet_scratch.data.transforms import eval_resize
 from resnet_scratch.experiment import Arm, recorded_seeds, run_arms
 from resnet_scratch.experiment_cli import RECIPES, base_config, experiment_args, output_dir, results_folder
-from resnet_scratch.experiment_pages import plot_test_accuracy, pm, seed_bars, write_results
+from resnet_scratch.experiment_pages import fill, plot_test_accuracy, pm, read_phrases, seed_bars, write_results
 from resnet_scratch.experiment_stats import mean_std, noise_margin
 from resnet_scratch.report import new_figure, save_figure
 from resnet_scratch.studies.brain_mri import weak_held_out
@@ -41,6 +41,8 @@ NAME = "external_validity"
 RECIPE_FILE = Path(__file__).resolve().parent / "configs" / "main_cpu.toml"
 SARTAJ, BR35H = "sartaj", "br35h-tumour"
 GOALS = {"br35h_sensitivity": 0.90, "sartaj_accuracy": 0.85, "test_accuracy": 0.975}
+# The page's words; this script decides the goals' verdicts and fills in the figures.
+PHRASES = read_phrases(Path(__file__).resolve().parent / "templates" / "external_validity.md")
 
 
 def arms_for(base, external: Path) -> list[Arm]:
@@ -178,26 +180,12 @@ def weak_label_caveat(rows: list[dict]) -> list[str]:
     n = next((r["sartaj_images"] for r in rows if "sartaj_images" in r), 0)
     if not n:
         return []
-    return [
-        "What the weak-label arms' Br35H figure shows, and what it does not: they train on the other half of "
-        "Br35H, labelled only 'a tumour', so Br35H is no longer a collection they never saw. Their held-out "
-        "sensitivity shows that this teaches the model to call that collection's other tumour slices tumours, "
-        "not that it carries to a collection it never saw. Sartaj, on which no arm trains, is that check; with "
-        f"{n} slices, two arms' Sartaj accuracies near 85% can differ by {noise_margin(0.15, n):.1f} points from "
-        "sampling alone (two standard errors of the difference of two independent samples; the arms are scored on "
-        "the same slices, so a paired comparison is sharper); the table's ± is how much the training seed alone "
-        "moves it."
-    ]
+    return [fill(PHRASES["weak_label_caveat"], {"slices": n, "margin": f"{noise_margin(0.15, n):.1f}"})]
 
 
 def goal_notes(rows: list[dict], seeds: int) -> list[str]:
     """For each arm, which goal (mean of the seeds) is met and how far each other one is, and at how many
     of the `seeds` the goals are judged (they are set on the mean of all of them)."""
-    names = {
-        "br35h_sensitivity": "Br35H sensitivity",
-        "sartaj_accuracy": "Sartaj accuracy",
-        "test_accuracy": "Testing (full)",
-    }
     notes = []
     for r in rows:
         parts = []
@@ -205,12 +193,14 @@ def goal_notes(rows: list[dict], seeds: int) -> list[str]:
             if key not in r:
                 continue
             value = r[key]["mean"]
-            verdict = "met" if value >= goal else f"{100 * (goal - value):.2f} points short"
+            met = value >= goal
+            verdict = PHRASES["met"] if met else fill(PHRASES["short"], {"points": f"{100 * (goal - value):.2f}"})
             if r["seeds"] < seeds:
-                verdict += f" so far, at {r['seeds']} of {seeds} seeds"
-            parts.append(f"{names[key]} {100 * value:.2f}% (goal {100 * goal:.1f}%: {verdict})")
+                verdict += " " + fill(PHRASES["so_far"], {"done": r["seeds"], "seeds": seeds})
+            values = {"name": PHRASES[f"name_{key}"], "value": f"{100 * value:.2f}", "goal": f"{100 * goal:.1f}"}
+            parts.append(fill(PHRASES["goal"], values | {"verdict": verdict}))
         if parts:
-            notes.append(f"- {r['label']}: " + "; ".join(parts) + ".")
+            notes.append(fill(PHRASES["goal_of_an_arm"], {"arm": r["label"], "goals": "; ".join(parts)}))
     return notes
 
 
@@ -228,7 +218,7 @@ def differences_table(rows: list[dict]) -> list[str]:
         return None if stat is None else stat["values"]
 
     lines = [
-        f"Each arm against the {base['label']} arm, seed for seed (mean difference over the seeds both ran, points):",
+        fill(PHRASES["differences"], {"base": base["label"]}),
         "",
         "| arm | " + " | ".join(name for _, name in keys) + " | seeds |",
         "|---|" + "---:|" * (len(keys) + 1),
@@ -283,10 +273,7 @@ def main(argv: list[str]) -> None:
     rows = external_figures(summaries)
     plot_external(out / "external.png", rows)
     plot_test_accuracy(out / "test_accuracy.png", summaries)
-    figures = [
-        ("Testing, Sartaj and Br35H (held out) per arm", "external.png"),
-        ("Testing accuracy, full split and leak-free subset", "test_accuracy.png"),
-    ]
+    figures = [(PHRASES[f"caption_{f}"], f"{f}.png") for f in ("external", "test_accuracy")]
     for arm in (summaries[0], summaries[-1]):  # the recipe's and the combined arm's mistakes, first seed
         if not arm["seeds"]:
             continue
@@ -297,49 +284,23 @@ def main(argv: list[str]) -> None:
             if source.is_file():
                 shutil.copy(source, out / file)
             if (out / file).is_file():  # copied now, or when a recorded run was trained
-                figures.append((f"{arm['label']}, seed 0: the most confident mistakes on {name}, with Grad-CAM", file))
+                figures.append((fill(PHRASES["caption_mistakes"], {"arm": arm["label"], "set": name}), file))
     notes = [
-        "The same CPU recipe in every arm (experiments/configs/main_cpu.toml at --scale cpu); "
-        "each arm changes one thing, or all three. Testing is brain-tumor-mri's own split; Sartaj's glioma "
-        "and pituitary slices and Br35H's tumour slices come from collections that share no image with it "
-        "(../shared/data/external/README.md).",
-        "Br35H tumour sensitivity is the share of its tumour slices called any tumour class (the type is "
-        "not known), on the slices that the weak-label arms never train on, nor on a near copy of: half of "
-        "Br35H's files are held out by a hash of each file name (resnet_scratch/studies/brain_mri.py, "
-        "weak_half), and of "
-        "those, the ones whose near-duplicate group (pHash within the audit's 4 bits) has a member in the trained "
-        "half are left out too (weak_held_out), since Br35H holds many near copies of its own slices; and of "
-        "those, only the slices held out under every weak-label arm's preprocessing (a checkpoint draws the groups "
-        f"on the images as it sees them, with or without head crop): the same {len(held_out)} slices for every arm. "
-        "The column beside gives all 703 for the arms that train on none of them.",
-        "Each seed's figures are kept in results.json, so the page is remade from them where the runs are gone "
-        "(runs/ is not committed): the table is per arm over every recorded seed, whatever machine trained it.",
+        fill(PHRASES["table"], {"table": "\n".join(external_table(rows))}),
+        PHRASES["same_recipe"],
+        fill(PHRASES["held_out"], {"slices": len(held_out)}),
+        PHRASES["recorded"],
         *weak_label_caveat(rows),
-        "\n".join(
-            ["Goals (mean of the seeds): Br35H sensitivity >= 90%, Sartaj accuracy >= 85%, Testing >= 97.5%."]
-            + goal_notes(rows, args.seeds)
-        ),
+        "\n".join([PHRASES["goals"]] + goal_notes(rows, args.seeds)),
         "\n".join(differences_table(rows)),
     ]
-    notes.insert(
-        0, "\n".join(["Testing and the other collections, mean ± sample std over seeds:", ""] + external_table(rows))
-    )
     # Br35H only in the table above: the runs' own figures are on different slices (all 703, or a weak-label
     # run's own held-out part), the table's on the held-out slices.
     summaries = [
         arm | {"external": {k: v for k, v in arm.get("external", {}).items() if k != BR35H}} for arm in summaries
     ]
     write_results(
-        out,
-        NAME,
-        "External validity: Testing against two other collections",
-        "The CPU recipe and four variants, each scored on Testing and on the external sets.",
-        args,
-        argv,
-        summaries,
-        figures,
-        notes,
-        {"external": rows},
+        out, NAME, PHRASES["title"], PHRASES["about"], args, argv, summaries, figures, notes, {"external": rows}
     )
 
 

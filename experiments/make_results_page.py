@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from resnet_scratch.checkpoint import read_epochs
-from resnet_scratch.experiment_pages import results_markdown, short_commit
+from resnet_scratch.experiment_pages import fill, read_phrases, results_markdown, short_commit
 from resnet_scratch.experiment_stats import external_headline, mean_std
 from resnet_scratch.files import atomic_write_text
 from resnet_scratch.studies.brain_mri import external_lines
@@ -29,10 +29,8 @@ ORDER = (  # then by name
 )
 
 
-NOT_EXTERNAL = (
-    "External sets: not measured for these runs (they predate the external scoring); "
-    "[external_validity](#external-validity) has the recipe's external figures."
-)
+# The page's words; this script fills in the figures of each result folder.
+PHRASES = read_phrases(Path(__file__).resolve().parent / "templates" / "results_page.md")
 
 
 def figure_lines(folder: Path, prefix: str) -> list[str]:
@@ -49,17 +47,13 @@ def single_run_markdown(folder: Path, prefix: str) -> list[str]:
     classes = list(results["test"]["per_class"])
     minutes = sum(e["seconds"] for e in epochs) / 60
     weak = settings.get("weak_tumour")
-    weak = (
-        f", weak labels on half of {Path(weak).name} (scored on the rest, less near copies of trained slices)"
-        if weak
-        else ""
-    )
+    environment = config["environment"]
+    values = run_values(settings, results["input_size"], config["commit"]) | {"epochs": len(epochs)}
+    values |= {"seed": settings["seed"], "device": environment.get("gpu", environment["device"])}
+    values |= {"weak": fill(PHRASES["weak_labels"], {"folder": Path(weak).name}) if weak else ""}
+    values |= {"torch": environment["torch"], "minutes": f"{minutes:.1f}", "best_epoch": results["best_epoch"] + 1}
     lines = [
-        f"{settings['model']} at {results['input_size']} px, {len(epochs)} epochs, {settings['schedule']} schedule, "
-        f"lr {settings['lr']}, batch {settings['batch_size']}, seed {settings['seed']}{weak}; device "
-        f"{config['environment'].get('gpu', config['environment']['device'])}, torch {config['environment']['torch']}, "
-        f"commit `{short_commit(config['commit'])}`. {minutes:.1f} minutes of training epochs; best validation epoch "
-        f"{results['best_epoch'] + 1} ({100 * results['val_accuracy']:.2f}%).",
+        fill(PHRASES["single_run"], values | {"best_val": f"{100 * results['val_accuracy']:.2f}"}),
         "",
         "| Testing | images | accuracy | macro F1 | " + " | ".join(f"recall {c}" for c in classes) + " |",
         "|---|---:|---:|---:|" + "---:|" * len(classes),
@@ -71,8 +65,14 @@ def single_run_markdown(folder: Path, prefix: str) -> list[str]:
             + " | ".join(f"{r['per_class'][c]['recall']:.3f}" for c in classes)
             + " |"
         )
-    lines += [""] + (external_lines(results["external"]) if results.get("external") else [NOT_EXTERNAL])
+    lines += [""] + (external_lines(results["external"]) if results.get("external") else [PHRASES["not_external"]])
     return lines + [""] + figure_lines(folder, prefix)
+
+
+def run_values(settings: dict, size: int, commit: str) -> dict[str, object]:
+    """The settings a run's sentence names."""
+    values = {"model": settings["model"], "size": size, "schedule": settings["schedule"], "lr": settings["lr"]}
+    return values | {"batch": settings["batch_size"], "commit": short_commit(commit)}
 
 
 def seeds_markdown(folders: list[Path], prefix: str) -> list[str]:
@@ -81,10 +81,9 @@ def seeds_markdown(folders: list[Path], prefix: str) -> list[str]:
         (json.loads((f / "config.json").read_text()), json.loads((f / "metrics.json").read_text())) for f in folders
     ]
     settings = runs[0][0]["config"]
+    values = run_values(settings, runs[0][1]["input_size"], runs[0][0]["commit"]) | {"epochs": settings["epochs"]}
     lines = [
-        f"{settings['model']} at {runs[0][1]['input_size']} px, {settings['epochs']} epochs, {settings['schedule']} "
-        f"schedule, lr {settings['lr']}, batch {settings['batch_size']}; "
-        f"commit `{short_commit(runs[0][0]['commit'])}`.",
+        fill(PHRASES["seeds_run"], values),
         "",
         "| seed | Testing, full | Testing, leak-free | macro F1 full / leak-free | best epoch (val acc) "
         "| training min |",
@@ -109,10 +108,11 @@ def seeds_markdown(folders: list[Path], prefix: str) -> list[str]:
         for name in runs[0][1]["external"]:
             head = external_headline(runs[0][1]["external"][name])["metric"]
             stat = mean_std([100 * external_headline(r["external"][name])["value"] for _, r in runs])
-            lines.append(f"- {name}: {head} {stat['mean']:.2f} +- {stat['std']:.2f}% over the seeds")
+            values = {"set": name, "metric": head, "mean": f"{stat['mean']:.2f}", "std": f"{stat['std']:.2f}"}
+            lines.append(fill(PHRASES["external_over_seeds"], values))
         lines.append("")
     else:
-        lines += [NOT_EXTERNAL, ""]
+        lines += [PHRASES["not_external"], ""]
     return lines + figure_lines(folders[0].parent, prefix)
 
 
@@ -131,26 +131,19 @@ def build_page(results: Path, page: Path) -> str:
             record = json.loads((folder / "results.json").read_text())
             title, lines = record["title"], results_markdown(record, prefix)
         elif (folder / "metrics.json").is_file() and (folder / "config.json").is_file():
-            title, lines = f"Single run: {folder.name}", single_run_markdown(folder, prefix)
+            title = fill(PHRASES["single_run_title"], {"name": folder.name})
+            lines = single_run_markdown(folder, prefix)
         elif seeds := sorted(f.parent for f in folder.glob("seed*/metrics.json")):
-            title, lines = f"Seeds: {folder.name}", seeds_markdown(seeds, prefix)
+            title, lines = fill(PHRASES["seeds_title"], {"name": folder.name}), seeds_markdown(seeds, prefix)
         elif (folder / "README.md").is_file():
             first = (folder / "README.md").read_text().splitlines()[0].lstrip("# ")
-            title, lines = first, [f"Recorded output, not generated: [{prefix}README.md]({prefix}README.md)."]
+            title, lines = first, [fill(PHRASES["recorded_output"], {"link": f"{prefix}README.md"})]
         else:
             continue
         anchor = folder.name.replace("_", "-")
         index.append(f"- [{title}](#{anchor})")
         body += [f'<a id="{anchor}"></a>', "", f"## {title}", "", f"Folder: [{prefix}]({prefix})", ""] + lines + [""]
-    head = [
-        "# Results",
-        "",
-        "Generated by `python experiments/make_results_page.py` from the files under docs/results/; "
-        "do not edit by hand. Every experiment reports the full Testing split and the leak-free subset "
-        "(Testing images with no exact or near copy in Training; see [data.md](data.md)).",
-        "",
-    ]
-    return "\n".join(head + index + [""] + body)
+    return "\n".join([PHRASES["head"], ""] + index + [""] + body)
 
 
 def main() -> None:

@@ -390,7 +390,9 @@ def data_facts(docs: Path, phrases: dict[str, str]) -> dict[str, str]:
     if split.is_file():
         before = [s["identical kept together"] for s in json.loads(split.read_text())["seeds"]]
         counts = [b["val_with_a_copy_in_train"] for b in before]
-        moved = fill(phrases["moved_measured"], {"low": min(counts), "high": max(counts), "val": before[0]["val"]})
+        moved = " " + fill(
+            phrases["moved_measured"], {"low": min(counts), "high": max(counts), "val": before[0]["val"]}
+        )
     return {"copies": copies, "moved": moved}
 
 

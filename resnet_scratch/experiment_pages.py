@@ -165,14 +165,8 @@ def table_columns(arms: list[dict[str, object]]) -> str:
     """What the table's training columns measure, for the arms' settings (augmented or not, label
     smoothing or not)."""
     augmented, smoothed = training_conditions(arms)
-    batches = "augmented batches" if augmented else "unaugmented batches"
-    smoothing = "loss with label smoothing, " if smoothed else ""
-    return (
-        "Training and validation figures are the last epoch's: `train acc` and `train loss` are running figures over "
-        f"the epoch's {batches} ({smoothing}dropout on where an arm has it), `train acc (eval)` scores training "
-        "images as validation is scored (eval mode, centre crops). Testing is evaluated once per run, on the "
-        "checkpoint with the best validation accuracy."
-    )
+    batches = PAGE["augmented" if augmented else "unaugmented"]
+    return fill(PAGE["columns"], {"batches": batches, "smoothing": PAGE["smoothed"] + " " if smoothed else ""})
 
 
 def unfinished(record: dict[str, object]) -> str:
@@ -183,10 +177,7 @@ def unfinished(record: dict[str, object]) -> str:
     if not short:
         return ""
     done = ", ".join(f"{label} {n}" for label, n in short)
-    return (
-        f" (**not finished**: {done} of {record['seeds']} so far; rerunning the command trains the rest, and a "
-        "single seed's ± 0.00 is no spread)"
-    )
+    return " " + fill(PAGE["unfinished"], {"done": done, "seeds": record["seeds"]})
 
 
 def training_time(record: dict[str, object]) -> str:
@@ -199,10 +190,15 @@ def training_time(record: dict[str, object]) -> str:
     ]
     if not seconds or None in seconds:
         return ""
-    return (
-        f" The {len(seconds)} runs' training epochs took {sum(seconds) / 60:.0f} min in all (evaluation on "
-        "Testing and the external sets not counted)."
-    )
+    return " " + fill(PAGE["training_time"], {"runs": len(seconds), "minutes": f"{sum(seconds) / 60:.0f}"})
+
+
+def preamble_values(record: dict[str, object]) -> dict[str, object]:
+    """What the page's first paragraph says of its runs: scale, seeds, devices, commits, time."""
+    commits = ", ".join(f"`{short_commit(c)}`" for c in record["run_commits"])
+    values = {"scale": record["scale"], "seeds": record["seeds"], "unfinished": unfinished(record)}
+    values |= {"devices": ", ".join(record["devices"]), "commits": commits, "written": record["written_at"]}
+    return values | {"columns": table_columns(record["arms"]), "training_time": training_time(record)}
 
 
 def results_markdown(record: dict[str, object], figure_dir: str = "") -> list[str]:
@@ -215,22 +211,12 @@ def results_markdown(record: dict[str, object], figure_dir: str = "") -> list[st
         record["command"],
         "```",
         "",
-        f"Scale preset `{record['scale']}`, {record['seeds']} seed(s) per arm{unfinished(record)}; device "
-        f"{', '.join(record['devices'])}; "
-        f"runs trained at commit(s) {', '.join(f'`{short_commit(c)}`' for c in record['run_commits'])}; "
-        f"written {record['written_at']}. "
-        "Each arm's settings are in results.json. Percentages are mean ± sample std over seeds. "
-        + table_columns(record["arms"])
-        + training_time(record),
+        fill(PAGE["preamble"], preamble_values(record)),
         "",
     ]
     lines += results_table(record["arms"]) + [""]
     if not any(arm.get("external") for arm in record["arms"]):
-        lines += [
-            "External sets: not scored in these runs (run before the external scoring, or with "
-            "--external none); rerun the command above to add them.",
-            "",
-        ]
+        lines += [PAGE["not_external"], ""]
     lines += [note + "\n" for note in record["notes"]]
     for figure in record["figures"]:
         lines += [f"![{figure['caption']}]({figure_dir}{figure['file']})", "", f"*{figure['caption']}*", ""]
@@ -321,3 +307,7 @@ def read_phrases(path: Path) -> dict[str, str]:
             f"{path}: phrase names given twice {repeated}; malformed markers or text before the first: {stray}"
         )
     return {name: text.removesuffix("\n") for name, text in zip(names, parts[2::2])}
+
+
+# The words every experiment page shares (templates/experiment_page.md, shipped with the package).
+PAGE = read_phrases(Path(__file__).resolve().parent / "templates" / "experiment_page.md")
