@@ -22,11 +22,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from .files import atomic_write, atomic_write_text
+from .files import atomic_write, atomic_write_bytes, atomic_write_text
 from .models import MODEL_INFO, build
 
 FORMAT = "resnet_scratch.checkpoint/1"
 PENDING_BEST = "best.pending.safetensors"
+# The state record before the newest, kept until the next one commits: the fallback of a damaged state.
+PREVIOUS_STATE = "state.previous.json"
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
@@ -99,7 +101,24 @@ def decode_metadata(metadata: dict[str, str]) -> dict[str, object]:
             decoded[key] = json.loads(value)
         except json.JSONDecodeError:
             decoded[key] = value
+        except RecursionError:
+            raise ValueError(f"checkpoint metadata {key!r} is nested too deeply to be read") from None
     return decoded
+
+
+def tensor_problems(state: dict[str, Tensor]) -> list[str]:
+    """What makes weights unusable: a counter that is not an integer, a weight that is not floating
+    point, or one that holds NaN or infinite values (a diverged or damaged file)."""
+    bad = []
+    for key, tensor in state.items():
+        if key.endswith("num_batches_tracked"):
+            if tensor.is_floating_point():
+                bad.append(f"{key}: {tensor.dtype}, expected an integer counter")
+        elif not tensor.is_floating_point():
+            bad.append(f"{key}: {tensor.dtype}, expected floating point")
+        elif tensor.device.type != "meta" and not torch.isfinite(tensor).all():
+            bad.append(f"{key}: holds NaN or infinite values")
+    return bad
 
 
 def read_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -204,6 +223,10 @@ def model_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, object]]:
     """A model rebuilt from a checkpoint's metadata and loaded with its weights (eval mode)."""
     state, meta = load_model_file(Path(path))
     check_metadata(path, meta, state)
+    bad = tensor_problems(state)
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; ... ({len(bad)} in all)" if len(bad) > 5 else "")
+        raise ValueError(f"{path}: these weights cannot be used: {shown}")
     options = dict(meta["options"])
     try:
         model = build(meta["arch"], num_classes=meta["num_classes"], **options)
@@ -263,10 +286,14 @@ def save_training_state(
             tensors[f"rng.cuda.{i}"] = s
     atomic_save_tensors(folder / f"state-{epoch}.safetensors", tensors, {"epoch": str(epoch)})
     record = {"epoch": epoch, "optimizer": opt_rest, "scheduler": scheduler.state_dict(), **extra}
-    atomic_write_text(folder / "state.json", json.dumps(record, indent=1))
+    current, previous = folder / "state.json", folder / PREVIOUS_STATE
+    if current.is_file():  # the fallback if the newest state is found damaged (read_training_state)
+        atomic_write_bytes(previous, current.read_bytes())
+    atomic_write_text(current, json.dumps(record, indent=1))
     reconcile_best(folder, record)
-    for old in folder.glob("state-*.safetensors"):  # keep only the one state.json names
-        if old.name != f"state-{epoch}.safetensors":
+    keep = {epoch} | ({state_epoch(previous)} if previous.is_file() else set())
+    for old in folder.glob("state-*.safetensors"):  # only after both records are on disk
+        if old.name not in {f"state-{k}.safetensors" for k in keep}:
             old.unlink(missing_ok=True)
 
 
@@ -286,29 +313,50 @@ def reconcile_best(folder: Path, record: dict) -> None:
     pending = Path(folder) / PENDING_BEST
     if not pending.is_file():
         return
-    if read_metadata(pending).get("epoch") == record.get("best", {}).get("epoch"):
+    try:
+        epoch = read_metadata(pending).get("epoch")
+    except ValueError:  # cut short by a crash: never committed, so nothing is lost
+        pending.unlink(missing_ok=True)
+        return
+    if epoch == record.get("best", {}).get("epoch"):
         os.replace(pending, Path(folder) / "best.safetensors")
     else:
         pending.unlink(missing_ok=True)
 
 
-def read_state_record(folder: Path) -> dict[str, object]:
+def read_state_record(folder: Path, name: str = "state.json") -> dict[str, object]:
     """state.json's record: the last committed epoch, the best so far, optimizer and scheduler state."""
-    record_path = Path(folder) / "state.json"
+    record_path = Path(folder) / name
     if not record_path.is_file():
-        raise FileNotFoundError(f"{folder} has no state.json: nothing to resume (did its first epoch finish?)")
+        raise FileNotFoundError(f"{folder} has no {name}: nothing to resume (did its first epoch finish?)")
     try:
         record = json.loads(record_path.read_text())
         int(record["epoch"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError):
         raise ValueError(f"{record_path} is not a training state written by resnet_scratch") from None
     return record
 
 
+def state_epoch(path: Path) -> int | None:
+    """The epoch a state record names, or None if it cannot be read."""
+    try:
+        return int(read_state_record(path.parent, path.name)["epoch"])
+    except (OSError, ValueError):
+        return None
+
+
 def read_training_state(folder: Path) -> tuple[dict[str, object], dict[str, Tensor]]:
-    """(state.json's record, the tensors of the epoch it names)."""
+    """(state.json's record, the tensors of the epoch it names). If those tensors are damaged (a power
+    cut before they reached the disk), the previous epoch's state, kept for that, is taken instead."""
     record = read_state_record(folder)
-    tensors, _ = read_tensors(Path(folder) / f"state-{int(record['epoch'])}.safetensors")
+    try:
+        tensors, _ = read_tensors(Path(folder) / f"state-{int(record['epoch'])}.safetensors")
+    except (OSError, ValueError) as newest:
+        if not (Path(folder) / PREVIOUS_STATE).is_file():
+            raise
+        record = read_state_record(folder, PREVIOUS_STATE)
+        tensors, _ = read_tensors(Path(folder) / f"state-{int(record['epoch'])}.safetensors")
+        print(f"{newest}; resuming from the state before it, after epoch {int(record['epoch']) + 1}", flush=True)
     return record, tensors
 
 

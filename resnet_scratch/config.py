@@ -8,6 +8,7 @@ epochs by 0.1, cross-entropy. An unknown key or a bad value is an error that nam
 
 import argparse
 import dataclasses
+import math
 import re
 import sys
 import types
@@ -221,14 +222,14 @@ def _coerce(key: str, value: object, annotation: object) -> object:
                 raise ValueError(value)
             return int(value)
         if base is float:
-            if isinstance(value, bool):
-                raise ValueError(value)
+            if isinstance(value, bool) or not math.isfinite(float(value)):
+                raise ValueError(value)  # inf and nan pass every bound below, then fail at the first batch
             return float(value)
-        if base is str:
-            return str(value)
-    except (ValueError, OverflowError):
+        if base is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)  # a list or table is no name, though str() would make one of it
+    except (ValueError, OverflowError, TypeError):
         pass
-    kind = getattr(base, "__name__", str(base))
+    kind = getattr(base, "__name__", str(base)) + (" (a finite number)" if base is float else "")
     raise ConfigError(f"{key} = {value!r}: expected {kind}{' or none' if optional else ''}")
 
 

@@ -15,7 +15,7 @@ import torch
 
 from .config import Config
 from .data import Split, load_folder, load_split
-from .data.labels import ANY_TUMOUR, parse_class_map, resolve_class
+from .data.labels import ANY_TUMOUR, check_class_map, parse_class_map, resolve_class
 from .data.run import RunData, clean_rows, leak_free_rows
 from .files import atomic_write_text, remove_stale_temporaries
 from .predictor import Predictor, Preprocess, Scores, score
@@ -31,13 +31,14 @@ class Results:
     test_leak_free: Scores | None = None
     external: dict[str, dict] = field(default_factory=dict)
     about: dict[str, object] = field(default_factory=dict)  # the run's best epoch, or the checkpoint scored
+    notes: list[str] = field(default_factory=list)  # what could not be scored, and why
 
     def as_dict(self) -> dict[str, object]:
         d: dict[str, object] = self.about | {"input_size": self.input_size}
         for key in ("test", "test_leak_free"):
             if getattr(self, key) is not None:
                 d[key] = getattr(self, key).as_dict()
-        return d | {"external": self.external}
+        return d | {"external": self.external} | ({"notes": self.notes} if self.notes else {})
 
 
 @dataclass
@@ -180,7 +181,9 @@ def testing_scores(predictor: Predictor, test: Split, leak_free: np.ndarray | No
     labels = torch.tensor([predictor.classes.index(test.classes[i]) for i in test.labels.tolist()])
     logits = predictor.logits(test.images)
     results.test = score(logits, labels, predictor.classes)
-    if leak_free is not None:  # the same logits: the subset is scored, not run again
+    if leak_free is not None and len(leak_free) == 0:  # reported as missing; the full split still counts
+        results.notes.append("Testing (leak-free): no image left (each has a copy in Training)")
+    elif leak_free is not None:  # the same logits: the subset is scored, not run again
         results.test_leak_free = score(logits[leak_free], labels[leak_free], predictor.classes)
     return logits
 
@@ -248,7 +251,7 @@ def evaluation_lines(results: Results, study: Study) -> list[str]:
                 f"{title}: accuracy {r.accuracy:.4f} on {r.samples} images, macro F1 {r.macro_f1:.4f}; "
                 f"recall: {recalls}"
             )
-    return lines + [study.set_line(name, r) for name, r in results.external.items()]
+    return lines + results.notes + [study.set_line(name, r) for name, r in results.external.items()]
 
 
 def evaluate_checkpoint(
@@ -268,6 +271,7 @@ def evaluate_checkpoint(
 
     predictor = Predictor.load(checkpoint, device_name, bf16=bf16)
     mapping = parse_class_map(class_map)
+    check_class_map(mapping, class_folder_names(data))
     out = Path(out) if out else Path(checkpoint).parent / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
@@ -298,6 +302,12 @@ def evaluate_checkpoint(
         print(line)
     print(f"wrote {out / 'report.md'}, {out / 'metrics.json'}, {out / 'predictions.csv'} and the plots beside them")
     return results
+
+
+def class_folder_names(data: list[Path]) -> set[str]:
+    """The class folders' names of every dataset root (its Testing/) and folder of class folders."""
+    folders = [Path(p) / "Testing" if (Path(p) / "Testing").is_dir() else Path(p) for p in data]
+    return {c.name for f in folders if f.is_dir() for c in f.iterdir() if c.is_dir()}
 
 
 def dataset_testing(

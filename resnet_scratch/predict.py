@@ -121,18 +121,25 @@ def predict_files(
     return results
 
 
+def printable(text: str) -> str:
+    """`text` with every control character escaped (\\n, \\x1b, ...): a file name or a class name from
+    a crafted checkpoint can neither forge a result line nor send terminal escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def emit(result: dict, classes: list[str], as_json: bool) -> dict:
-    """Print one result as soon as it is known (errors and warnings also to stderr); returns it."""
+    """Print one result as soon as it is known (errors and warnings also to stderr); returns it. JSON
+    escapes by itself; plain text goes through printable()."""
     if as_json:
         print(json.dumps(result), flush=True)
     elif "error" in result or "skipped" in result:
-        print(f"{result['path']}: skipped, {result.get('error') or result['skipped']}", flush=True)
+        print(printable(f"{result['path']}: skipped, {result.get('error') or result['skipped']}"), flush=True)
     else:
         shown = "  ".join(f"{c} {100 * v:5.1f}%" for c, v in result["probabilities"].items())
-        print(f"{result['path']}: {result['class']}   ({shown})", flush=True)
+        print(printable(f"{result['path']}: {result['class']}   ({shown})"), flush=True)
     for key in ("error", "warning"):
         if key in result:
-            print(f"{key}: {result['path']}: {result[key]}", file=sys.stderr, flush=True)
+            print(printable(f"{key}: {result['path']}: {result[key]}"), file=sys.stderr, flush=True)
     return result
 
 

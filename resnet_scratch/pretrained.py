@@ -5,13 +5,15 @@ initialised classifier for the new classes, and either train everything (fine-tu
 new head with the backbone frozen (feature extraction).
 """
 
+import inspect
 from pathlib import Path
 
 from torch import Tensor, nn
 
 from .checkpoint import expect_arch, load_model_file
-from .models import MODEL_INFO
+from .models import MODEL_INFO, MODELS
 from .models import build as build_fresh
+from .models.resnet import RESNET_SPECS, Bottleneck
 
 
 def build(name: str, *, weights: str | Path | None = None, freeze: str | None = None, **options: object) -> nn.Module:
@@ -32,6 +34,7 @@ def build(name: str, *, weights: str | Path | None = None, freeze: str | None = 
     if name not in MODEL_INFO:
         build_fresh(name)  # the unknown-name error, with the list of names
     state, metadata = read_weights(name, weights)
+    check_same_function(name, options, metadata.get("options") or {}, str(weights))
     if name == "inception_v3" and "transform_input" not in options:
         # a converted file says so at the top; a run's checkpoint among its builder options
         saved = metadata.get("transform_input", (metadata.get("options") or {}).get("transform_input", False))
@@ -42,6 +45,28 @@ def build(name: str, *, weights: str | Path | None = None, freeze: str | None = 
     if freeze == "backbone":
         freeze_backbone(model, heads)
     return model
+
+
+# Builder options that change what the same tensors compute (torchvision's layout is the default of each).
+FUNCTION_OPTIONS = ("skip", "shortcut", "stride_on")
+
+
+def check_same_function(name: str, asked: dict[str, object], saved: dict[str, object], source: str) -> None:
+    """Refuse weights saved under other builder options than `asked`: a v1 ResNet-50 (stride_on="1x1")
+    has v1.5's keys and shapes and would load, then compute another function. A file without options
+    (torchvision's, or one converted from it) has torchvision's layout: every builder default."""
+    defaults = {
+        key: p.default for key, p in inspect.signature(MODELS[name]).parameters.items() if key in FUNCTION_OPTIONS
+    }
+    if "stride_on" in defaults and RESNET_SPECS[int(name.removeprefix("resnet"))][0] is not Bottleneck:
+        del defaults["stride_on"]  # basic blocks have no 1x1: v1 and v1.5 are the same network
+    for key, default in defaults.items():
+        want, have = asked.get(key, default), saved.get(key, default)
+        if want != have:
+            raise ValueError(
+                f"{source} holds weights of a {name} with {key}={have!r}; this model has {key}={want!r}, on which "
+                "the same tensors compute another function"
+            )
 
 
 def read_weights(arch: str, weights: str | Path) -> tuple[dict[str, Tensor], dict[str, object]]:

@@ -190,7 +190,7 @@ def testing_table(results) -> list[str]:
     for r, title in ((results.test, "full"), (results.test_leak_free, "leak-free")):
         if r is not None:
             lines.append(f"| {title} | {r.samples} | {100 * r.accuracy:.2f}% | {r.macro_f1:.4f} | {r.loss:.4f} |")
-    return lines
+    return lines + (["", *results.notes] if results.notes else [])
 
 
 def class_tables(results) -> list[str]:

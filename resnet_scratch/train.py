@@ -19,7 +19,15 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .checkpoint import PENDING_BEST, checkpoint_metadata, load_training_state, save_model, save_training_state, unwrap
+from .checkpoint import (
+    PENDING_BEST,
+    checkpoint_metadata,
+    load_training_state,
+    read_metadata,
+    save_model,
+    save_training_state,
+    unwrap,
+)
 from .config import Config
 from .data.loader import Loader, Transform
 from .data.run import RunData, load_run_data
@@ -28,7 +36,7 @@ from .evaluate import test_run
 from .loss import CrossEntropy
 from .models import MODEL_INFO
 from .predictor import Preprocess, logits_of, score
-from .pretrained import build
+from .pretrained import build, freeze_backbone
 from .run_folder import append_epoch, check_same_data, start_files, take_run_folder
 from .runtime import (
     Distributed,
@@ -136,6 +144,8 @@ def fit(config: Config, resume: bool = False, study: Study | None = None) -> Pat
     finally:
         if lock is not None:
             lock.release()
+        if dist.is_initialized():  # an error on the way: leave no gloo or nccl thread running at exit
+            dist.destroy_process_group()
     return run
 
 
@@ -159,7 +169,8 @@ def _fit(config: Config, resume: bool, run: Path, device: torch.device, process:
 
     # Model, its loader, loss and optimiser
     info = MODEL_INFO[config.model]  # its normalisation: what pretrained weights expect
-    model = make_model(config, len(data.train.classes), device)
+    resuming = resume and (run / "state.json").is_file()
+    model = make_model(config, len(data.train.classes), device, run if resuming else None)
     transform = training_transform(config, device, info.mean, info.std)
     loader = Loader(
         data.train,
@@ -174,7 +185,7 @@ def _fit(config: Config, resume: bool, run: Path, device: torch.device, process:
     loss_fn = study.loss(config, data.train.classes, data.extra_count)
     optimizer, scheduler = make_optimizer(config, model, len(loader))
     start_epoch, best = 0, {"val_accuracy": -1.0, "epoch": -1}
-    if resume and (run / "state.json").is_file():
+    if resuming:
         record = load_training_state(run, model, optimizer, scheduler)
         start_epoch, best = record["epoch"] + 1, record["best"]
         log(f"resuming after epoch {start_epoch} (best so far: epoch {best['epoch'] + 1})")
@@ -220,6 +231,8 @@ def run_data(config: Config, study: Study) -> RunData:
         head_crop=config.head_crop,
         train_fraction=config.train_fraction,
     )
+    if len(data.test) == 0:  # found now, not after every epoch has run
+        raise ValueError(f"{config.data}/Testing has no image that decodes: there is nothing to test on")
     train, extra = study.extra_training(config, data.train)
     if extra:
         data.with_extra(train, extra)
@@ -235,10 +248,18 @@ def data_line(data: RunData, study: Study, config: Config) -> str:
     )
 
 
-def make_model(config: Config, num_classes: int, device: torch.device) -> nn.Module:
-    """The model of the config on the device: fresh, or from starting weights (frozen backbone if asked)."""
+def make_model(config: Config, num_classes: int, device: torch.device, resumed: Path | None) -> nn.Module:
+    """The model of the config on the device: fresh, or from starting weights (frozen backbone if asked).
+    A run `resumed` from its saved state is built as its checkpoints record it, without reading the
+    starting weights: the state replaces every weight, and the file may be gone by now."""
     options = config.model_options()
-    model = build(config.model, num_classes=num_classes, weights=config.weights, freeze=config.freeze, **options)
+    if resumed is None:
+        model = build(config.model, num_classes=num_classes, weights=config.weights, freeze=config.freeze, **options)
+    else:
+        options |= read_metadata(resumed / "last.safetensors").get("options", {})
+        model = build(config.model, num_classes=num_classes, **options)
+        if config.freeze:
+            freeze_backbone(model, MODEL_INFO[config.model].heads)
     model = model.to(device)
     return model.to(memory_format=torch.channels_last) if config.channels_last else model
 

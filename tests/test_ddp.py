@@ -71,6 +71,7 @@ def rank_main(rank: int, world_size: int, port: int, out: str) -> None:
         weights = train(rank, world_size)
         if rank == 0:
             torch.save(weights, out)
+        dist.barrier()  # neither rank tears its connections down while the other still uses them
     finally:
         dist.destroy_process_group()
 

@@ -193,7 +193,9 @@ def test_a_best_written_ahead_of_the_state_is_not_taken_for_the_committed_best(
         fit(config)
     folder = tmp_path / "killed"
     assert (folder / PENDING_BEST).is_file() and load_model_file(folder / "best.safetensors")[1]["epoch"] == 0
-    (folder / ".last.safetensors.99999999.tmp").write_bytes(b"x" * 100)  # what a SIGKILL mid-write leaves
+    (folder / ".last.safetensors.99999999.resnet_scratch.tmp").write_bytes(
+        b"x" * 100
+    )  # what a SIGKILL mid-write leaves
     monkeypatch.setattr(train_module, "save_training_state", real_save_state)
     accuracies = iter([0.6, 0.9])
     fit(config, resume=True)

@@ -14,6 +14,7 @@ from resnet_scratch.checkpoint import expect_arch
 from resnet_scratch.cli import OneLineParser, one_line
 from resnet_scratch.files import atomic_write
 from resnet_scratch.models import MODEL_INFO
+from resnet_scratch.pretrained import check_same_function
 
 from .convert import ConversionError, from_torchvision, to_torchvision
 from .files import load_pth, load_safetensors, save_safetensors, sha256
@@ -49,8 +50,10 @@ def export_file(arch: str, src: Path, dst: Path) -> None:
     ours, metadata = load_safetensors(src)
     try:
         expect_arch(src, metadata, arch)
+        # torchvision builds only its own layout: v1, shortcut A or C, or no shortcuts would load and be wrong
+        check_same_function(arch, {}, metadata.get("options") or {}, str(src))
     except ValueError as e:
-        raise ConversionError(str(e)) from None
+        raise ConversionError(f"{e}; torchvision cannot represent it") from None
     theirs = to_torchvision(ours, arch)
     dst.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(dst, lambda tmp: torch.save(theirs, tmp))

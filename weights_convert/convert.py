@@ -5,6 +5,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from resnet_scratch.checkpoint import tensor_problems
 from resnet_scratch.models import MODEL_INFO, build
 
 from .tables import TABLES, Table
@@ -112,16 +113,7 @@ def _convert(state_dict: dict[str, Tensor], arch: str, *, to_ours: bool) -> dict
         if guess is not None and guess != arch:
             lines.append(f"  they look like {guess} weights")
         raise ConversionError("\n".join(lines))
-    bad = []
-    for key, tensor in out.items():
-        name = rename(key, table, to_ours=not to_ours) or key
-        if key.endswith("num_batches_tracked"):
-            if tensor.is_floating_point():
-                bad.append(f"{name}: {tensor.dtype}, expected an integer counter")
-        elif not tensor.is_floating_point():
-            bad.append(f"{name}: {tensor.dtype}, expected floating point")
-        elif tensor.device.type != "meta" and not torch.isfinite(tensor).all():
-            bad.append(f"{name}: holds NaN or infinite values")
+    bad = tensor_problems({rename(key, table, to_ours=not to_ours) or key: t for key, t in out.items()})
     if bad:
         shown = "; ".join(bad[:5]) + (f"; ... ({len(bad)} in all)" if len(bad) > 5 else "")
         raise ConversionError(f"these {arch} weights cannot be used: {shown}")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import PIL
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -45,6 +46,8 @@ log = logging.getLogger("resnet_scratch.data")
 # The safetensors entry names its layout (N x H x W x 3), so a cache of another layout is
 # decoded again rather than misread.
 CACHE_KEY = "pixels_nhwc"
+# Bumped when what a cache file holds, or how its index is keyed, changes.
+CACHE_FORMAT = 2
 
 
 @dataclass
@@ -86,20 +89,21 @@ def pixel_digest(pixels: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).hexdigest()
 
 
-def _stamp(path: Path) -> tuple[int, int]:
+def _stamp(path: Path) -> tuple[int, ...]:
+    """What says a file is unchanged: size and mtime (which `cp -p`, rsync -a and unzip can keep for
+    other bytes), the inode (a file swapped in by rename) and the ctime (which no copy can set)."""
     st = path.stat()
-    return st.st_size, st.st_mtime_ns
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
 def _cache_file(cache_dir: Path, root: Path, split: str, size: tuple[int, int] | None, head_crop: bool) -> Path:
-    key = hashlib.sha256(f"{root.resolve()}|{split}|{size}|{'head' if head_crop else 'whole'}".encode()).hexdigest()[
-        :16
-    ]
-    return cache_dir / f"{split}-{key}.safetensors"
+    # The format and the decoder's version too: another Pillow may decode the same bytes to other pixels.
+    text = f"{root.resolve()}|{split}|{size}|{'head' if head_crop else 'whole'}|{CACHE_FORMAT}|{PIL.__version__}"
+    return cache_dir / f"{split}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.safetensors"
 
 
 def _read_cache(path: Path) -> tuple[Tensor, dict[str, list]] | None:
-    """(images, {relative path: [bytes, mtime_ns, row]}) from a cache file, or None if unusable."""
+    """(images, {relative path: [*_stamp, row]}) from a cache file, or None if unusable."""
     try:
         with safe_open(str(path), framework="pt") as f:
             index = json.loads(f.metadata()["index"])
@@ -184,8 +188,8 @@ def load_split(
             rel = str(path.relative_to(root))
             stamp = _stamp(path)
             hit = index.get(rel)
-            if cached is not None and hit is not None and tuple(hit[:2]) == stamp:
-                out[slot] = cached[hit[2]].numpy()
+            if cached is not None and hit is not None and tuple(hit[:-1]) == stamp:
+                out[slot] = cached[hit[-1]].numpy()
                 new_index[rel] = [*stamp, slot]
                 return False
             try:
@@ -226,7 +230,7 @@ def _without(
     good = torch.tensor([s for s in range(len(paths)) if s not in bad], dtype=torch.long)
     images, labels = images[good].contiguous(memory_format=torch.channels_last), labels[good]
     rows = {old: new for new, old in enumerate(good.tolist())}
-    index = {rel: [a, b, rows[slot]] for rel, (a, b, slot) in index.items() if slot in rows}
+    index = {rel: entry[:-1] + [rows[entry[-1]]] for rel, entry in index.items() if entry[-1] in rows}
     return images, labels, [paths[s] for s in good.tolist()], index
 
 

@@ -182,7 +182,7 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     image = ImageOps.exif_transpose(image)
     mode = image.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
-        a = np.asarray(image, dtype=np.float64)
+        a = np.asarray(image, dtype=np.float32)  # exact for 16-bit values, half float64's memory
         if mode.startswith("I;16"):
             scale = 65535.0
         else:  # 32-bit: 16-bit data (PNGs often open as "I") or arbitrary range
@@ -191,7 +191,7 @@ def to_rgb(image: Image.Image) -> np.ndarray:
             if scale is None:
                 a = (a - lo) / max(hi - lo, 1e-12) * 65535.0
                 scale = 65535.0
-        grey = np.clip(np.rint(a * (255.0 / scale)), 0, 255).astype(np.uint8)
+        grey = np.clip(np.rint(a * np.float32(255.0 / scale)), 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
     if mode in ("LA", "RGBA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):
         rgba = np.asarray(image.convert("RGBA"), dtype=np.uint16)
@@ -200,9 +200,21 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     return np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy, safe for torch.from_numpy
 
 
+def refuse_huge(image: Image.Image) -> None:
+    """Refuse an image of more than Pillow's MAX_IMAGE_PIXELS before it is decoded. Pillow itself only
+    warns below twice that, and a small file can hold hundreds of megapixels (a decompression bomb)."""
+    pixels = image.width * image.height
+    if Image.MAX_IMAGE_PIXELS and pixels > Image.MAX_IMAGE_PIXELS:
+        raise Image.DecompressionBombError(
+            f"{image.width}x{image.height} is {pixels / 1e6:.0f} megapixels, more than the "
+            f"{Image.MAX_IMAGE_PIXELS / 1e6:.0f} this package decodes (PIL.Image.MAX_IMAGE_PIXELS)"
+        )
+
+
 def decode(path: Path) -> np.ndarray:
     """Decode one file to H x W x 3 uint8; raises one of DECODE_ERRORS if it cannot."""
     with Image.open(path) as image:
+        refuse_huge(image)
         image.load()  # a truncated file fails here, not later
         return to_rgb(image)
 
@@ -214,6 +226,7 @@ def decode_hwc(path: Path) -> np.ndarray:
     image is PIL's own buffer; no intermediate RGB image is made. Every other mode goes through to_rgb.
     """
     with Image.open(path) as image:
+        refuse_huge(image)
         image.load()
         ImageOps.exif_transpose(image, in_place=True)
         if image.mode == "L":
@@ -265,6 +278,7 @@ def crop_to_head(pixels: np.ndarray, margin: float = 0.04) -> np.ndarray:
 def image_size(path: Path) -> tuple[int, int]:
     """(height, width) after EXIF orientation, read from the header only."""
     with Image.open(path) as image:
+        refuse_huge(image)
         w, h = image.size
         orientation = image.getexif().get(0x0112, 1)
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)

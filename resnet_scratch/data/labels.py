@@ -29,8 +29,23 @@ def parse_class_map(text: str | None) -> dict[str, str]:
         old, sep, new = item.partition("=")
         if not sep or not old.strip() or not new.strip():
             raise ValueError(f"--class-map {text!r}: expected old=new pairs separated by commas, got {item!r}")
+        if old.strip() in pairs:
+            raise ValueError(f"--class-map {text!r}: {old.strip()!r} is mapped twice")
         pairs[old.strip()] = new.strip()
     return pairs
+
+
+def check_class_map(class_map: dict[str, str], folder_names: set[str]) -> None:
+    """Every --class-map entry must name one of the class folders scored (exactly, case too): an entry
+    that maps nothing is a mistake (a typo, or Yes for yes) that would leave its folder unmapped."""
+    unused = [old for old in class_map if old not in folder_names]
+    if unused:
+        near = {old: [n for n in folder_names if n.lower() == old.lower()] for old in unused}
+        hints = "".join(f" ({old!r}: did you mean {near[old][0]!r}?)" for old in unused if near[old])
+        raise ValueError(
+            f"--class-map names {', '.join(map(repr, unused))}, but no class folder is named so; the folders "
+            f"are {', '.join(sorted(folder_names))}{hints}"
+        )
 
 
 def resolve_class(name: str, classes: list[str], class_map: dict[str, str] | None = None) -> str:
