@@ -1,9 +1,10 @@
 """Checkpoints without pickle: weights and tensors in safetensors, everything else in JSON.
 
 Every file is written to a temporary name and renamed into place, so a process killed at any point
-(even by SIGKILL) leaves either the previous file or the new one, never half of one (nothing is
-fsynced: a power cut is another matter); a write that fails removes its temporary file. A run
-folder is locked while a process writes it.
+(even by SIGKILL) leaves either the previous file or the new one, never half of one; the file and
+its folder are fsynced around the rename (files.atomic_write), and the state before the newest is
+kept for a power cut that damages the newest anyway. A write that fails removes its temporary
+file. A run folder is locked while a process writes it.
 
 The training state commits an epoch: state-<epoch>.safetensors, then state.json naming it. A new
 best model is written beside it first (best.pending.safetensors) and renamed to best.safetensors
@@ -81,7 +82,7 @@ def read_epochs(run: Path, drop_torn: bool = False) -> list[dict]:
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         try:
             lines.append(json.loads(line))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             if not drop_torn:
                 raise ValueError(f"{path}, line {number}: not a JSON record (a torn write?): {line[:60]!r}") from None
             print(f"{path}, line {number}: not a JSON record (a torn write?), left out: {line[:60]!r}", flush=True)
@@ -345,18 +346,35 @@ def state_epoch(path: Path) -> int | None:
         return None
 
 
-def read_training_state(folder: Path) -> tuple[dict[str, object], dict[str, Tensor]]:
-    """(state.json's record, the tensors of the epoch it names). If those tensors are damaged (a power
-    cut before they reached the disk), the previous epoch's state, kept for that, is taken instead."""
-    record = read_state_record(folder)
+def committed_record(folder: Path) -> dict[str, object]:
+    """state.json's record, or the one before it when state.json itself is damaged."""
     try:
-        tensors, _ = read_tensors(Path(folder) / f"state-{int(record['epoch'])}.safetensors")
-    except (OSError, ValueError) as newest:
+        return read_state_record(folder)
+    except ValueError:
         if not (Path(folder) / PREVIOUS_STATE).is_file():
             raise
+        return read_state_record(folder, PREVIOUS_STATE)
+
+
+def read_training_state(folder: Path) -> tuple[dict[str, object], dict[str, Tensor]]:
+    """(state.json's record, the tensors of the epoch it names). If either is damaged (a power cut
+    before it reached the disk), the previous epoch's state, kept for that, is taken instead."""
+    folder = Path(folder)
+    try:
+        record = read_state_record(folder)
+        tensors, _ = read_tensors(folder / f"state-{int(record['epoch'])}.safetensors")
+        return record, tensors
+    except (OSError, ValueError) as newest:
+        if not (folder / PREVIOUS_STATE).is_file():
+            raise
         record = read_state_record(folder, PREVIOUS_STATE)
-        tensors, _ = read_tensors(Path(folder) / f"state-{int(record['epoch'])}.safetensors")
+        tensors, _ = read_tensors(folder / f"state-{int(record['epoch'])}.safetensors")
         print(f"{newest}; resuming from the state before it, after epoch {int(record['epoch']) + 1}", flush=True)
+    best = folder / "best.safetensors"
+    if best.is_file():  # promoted from the epoch now abandoned: it stays the best so far, so the two agree
+        meta = read_metadata(best)
+        if isinstance(meta.get("epoch"), int) and meta["epoch"] > int(record["epoch"]):
+            record["best"] = {"val_accuracy": meta["val_accuracy"], "epoch": meta["epoch"]}
     return record, tensors
 
 

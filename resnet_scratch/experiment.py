@@ -147,6 +147,8 @@ def summarize_run(run: Path) -> dict[str, object]:
     epochs = read_epochs(run)
     results = json.loads((run / "metrics.json").read_text())
     last = epochs[-1]
+    if "test_leak_free" not in results:
+        raise ValueError(f"{run}: no leak-free Testing subset was scored; an experiment reports both")
     return base | {
         "train_accuracy": last["train_accuracy"],
         "train_loss": last["train_loss"],

@@ -90,7 +90,10 @@ class Predictor:
     def logits(self, images: Tensor, rows: np.ndarray | Tensor | None = None) -> Tensor:
         """Logits of a decoded store's rows (all of them by default), float32 on the CPU."""
         rows = np.arange(len(images)) if rows is None else rows
-        return logits_of(self.model, images.to(self.device), rows, self.prep)
+        logits = logits_of(self.model, images.to(self.device), rows, self.prep)
+        if not torch.isfinite(logits).all():  # finite weights can still overflow: no answer, not a NaN one
+            raise ValueError("the model's outputs hold NaN or infinite values: its weights overflow in this precision")
+        return logits
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import RunLock, read_epochs, read_state_record, reconcile_best
+from .checkpoint import RunLock, committed_record, read_epochs, reconcile_best
 from .config import Config, ConfigError, load_config, read_toml, to_dict
 from .data.run import RunData
 from .files import atomic_write_text, remove_stale_temporaries
@@ -30,7 +30,7 @@ def resume_config(run: Path, flags: dict[str, object], config_file: Path | None 
         raise FileNotFoundError(f"{run} has no config.json: it is not a run folder that can be resumed")
     try:
         saved = json.loads(path.read_text())["config"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (json.JSONDecodeError, KeyError, TypeError, RecursionError):
         raise ValueError(f"{path} is not a run's config.json") from None
     saved |= {"runs_dir": str(Path(run).parent), "name": Path(run).name}
     base = load_config(None, saved)
@@ -57,7 +57,7 @@ def take_run_folder(run: Path, resume: bool) -> RunLock:
     try:
         remove_stale_temporaries(run)
         if resume and (run / "state.json").is_file():  # under the lock: one process renames best files
-            reconcile_best(run, read_state_record(run))
+            reconcile_best(run, committed_record(run))
     except BaseException:
         lock.release()
         raise
@@ -69,7 +69,10 @@ def check_same_data(run: Path, data: RunData) -> None:
     as recording them: a run killed before it wrote config.json starts again, in place)."""
     if not (run / "config.json").is_file():
         return
-    recorded = json.loads((run / "config.json").read_text()).get("data", {})
+    try:
+        recorded = json.loads((run / "config.json").read_text()).get("data", {})
+    except (json.JSONDecodeError, AttributeError, RecursionError):
+        raise ValueError(f"{run / 'config.json'} is not a run's config.json") from None
     now = data_record(data)
     for key in ("classes", "train", "val"):
         if key in recorded and recorded[key] != now[key]:

@@ -256,12 +256,21 @@ def make_model(config: Config, num_classes: int, device: torch.device, resumed: 
     if resumed is None:
         model = build(config.model, num_classes=num_classes, weights=config.weights, freeze=config.freeze, **options)
     else:
-        options |= read_metadata(resumed / "last.safetensors").get("options", {})
+        options |= saved_options(resumed)
         model = build(config.model, num_classes=num_classes, **options)
         if config.freeze:
             freeze_backbone(model, MODEL_INFO[config.model].heads)
     model = model.to(device)
     return model.to(memory_format=torch.channels_last) if config.channels_last else model
+
+
+def saved_options(run: Path) -> dict[str, object]:
+    """The builder options a run's checkpoints record (InceptionV3's transform_input comes from its
+    starting weights): from last.safetensors, or best.safetensors if that one is gone."""
+    for name in ("last.safetensors", "best.safetensors"):
+        if (run / name).is_file():
+            return read_metadata(run / name).get("options", {})
+    raise ValueError(f"{run} holds neither last.safetensors nor best.safetensors: how its model was built is lost")
 
 
 def make_optimizer(

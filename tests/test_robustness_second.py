@@ -159,6 +159,27 @@ def test_a_truncated_newest_state_resumes_from_the_one_before(data: Path, tmp_pa
     assert epochs == [0, 1, 2] and (folder / "metrics.json").is_file()
 
 
+def test_a_damaged_state_json_resumes_from_the_record_before(data: Path, tmp_path: Path, monkeypatch, capsys):
+    config = interrupted(data, tmp_path, monkeypatch, "torn", 2)
+    (tmp_path / "torn" / "state.json").write_text("")  # the newest record never reached the disk
+    (tmp_path / "torn" / "last.safetensors").unlink()  # and the model is rebuilt from best.safetensors
+    capsys.readouterr()
+    fit(config, resume=True)
+    assert "resuming from the state before it, after epoch 1" in capsys.readouterr().out
+    assert (tmp_path / "torn" / "metrics.json").is_file()
+
+
+def test_a_best_of_the_abandoned_epoch_stays_the_best(data: Path, tmp_path: Path, monkeypatch) -> None:
+    accuracies = iter([0.5, 0.9, 0.3, 0.4, 0.6])  # epoch 1 is best, then is redone worse after the fallback
+    real = train_module.validate
+    monkeypatch.setattr(train_module, "validate", lambda *a: real(*a) | {"accuracy": next(accuracies)})
+    config = interrupted(data, tmp_path, monkeypatch, "fell", 2)
+    (tmp_path / "fell" / "state-1.safetensors").write_bytes(b"")
+    fit(config, resume=True)
+    results = json.loads((tmp_path / "fell" / "metrics.json").read_text())
+    assert results["best_epoch"] == 1 and results["val_accuracy"] == 0.9
+
+
 # 5. Decompression bombs are skipped by name
 
 
@@ -183,6 +204,25 @@ def test_a_checkpoint_with_nan_weights_is_refused(data: Path, tmp_path: Path, ca
     image = next((data / "Testing" / "glioma").iterdir())
     assert main(["predict", "--checkpoint", str(source), "--json", str(image)]) == 2
     one_line_error(capsys, "fc.weight: holds NaN or infinite values")
+
+
+def test_weights_that_overflow_give_an_error_not_nan(data: Path, tmp_path: Path, capsys) -> None:
+    model = build("resnet18", num_classes=4)
+    with torch.no_grad():
+        model.fc.weight.fill_(3e38)  # finite, but the logits are not
+    source = checkpoint(tmp_path / "big.safetensors", model, "resnet18", {})
+    image = next((data / "Testing" / "glioma").iterdir())
+    assert main(["predict", "--checkpoint", str(source), "--json", str(image)]) == 2
+    one_line_error(capsys, "NaN or infinite")
+
+
+def test_nan_starting_weights_are_refused(tmp_path: Path) -> None:
+    model = build("resnet18", num_classes=4)
+    with torch.no_grad():
+        model.conv1.conv.weight[0, 0, 0, 0] = float("nan")
+    source = checkpoint(tmp_path / "nan.safetensors", model, "resnet18", {})
+    with pytest.raises(ValueError, match="holds NaN or infinite values"):
+        build_with_weights("resnet18", num_classes=4, weights=source)
 
 
 # 7. The decode cache never serves old pixels

@@ -39,7 +39,7 @@ def check_class_map(class_map: dict[str, str], folder_names: set[str]) -> None:
     """Every --class-map entry must name one of the class folders scored (exactly, case too): an entry
     that maps nothing is a mistake (a typo, or Yes for yes) that would leave its folder unmapped."""
     unused = [old for old in class_map if old not in folder_names]
-    if unused:
+    if unused and folder_names:  # with no folders at all, the missing data is the error to report
         near = {old: [n for n in folder_names if n.lower() == old.lower()] for old in unused}
         hints = "".join(f" ({old!r}: did you mean {near[old][0]!r}?)" for old in unused if near[old])
         raise ValueError(
