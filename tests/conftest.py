@@ -17,6 +17,15 @@ def smooth_image(seed: int, size: tuple[int, int] = (64, 48), mode: str = "RGB")
     return Image.fromarray(low).resize((w, h), Image.BICUBIC).convert(mode)
 
 
+def one_line_error(capsys: pytest.CaptureFixture, *needles: str) -> str:
+    """The stderr of a command that failed as the README promises: one line starting with "error: "."""
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
 def make_folder(root: Path, layout: dict[str, dict[str, int]], size: tuple[int, int] = (64, 48)) -> Path:
     """root/<split>/<class>/<i>.jpg with distinct smooth images; layout = {split: {class: count}}."""
     seed = 0

@@ -27,7 +27,7 @@ from resnet_scratch.data import load_split
 from resnet_scratch.train import fit
 from weights_convert.__main__ import main as convert_cli
 
-from conftest import make_folder, smooth_image
+from conftest import make_folder, one_line_error, smooth_image
 
 CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
 
@@ -58,14 +58,6 @@ def run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
     assert main(["train", *flags(data, runs, "done", epochs=2)]) == 0
     return runs / "done"
-
-
-def one_line_error(capsys: pytest.CaptureFixture, *needles: str) -> str:
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 # 1. A symlink loop in a class folder

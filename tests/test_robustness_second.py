@@ -24,7 +24,7 @@ from resnet_scratch.pretrained import build as build_with_weights
 from resnet_scratch.train import fit
 from weights_convert.__main__ import main as convert_cli
 
-from conftest import make_folder
+from conftest import make_folder, one_line_error
 
 CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
 
@@ -52,14 +52,6 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def checkpoint(path: Path, model: torch.nn.Module, arch: str, options: dict) -> Path:
     save_model(path, model, checkpoint_metadata(arch, CLASSES, 32, options, (0.5,) * 3, (0.25,) * 3))
     return path
-
-
-def one_line_error(capsys: pytest.CaptureFixture, *needles: str) -> str:
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 # 1. Files the package never wrote are never deleted
