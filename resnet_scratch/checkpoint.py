@@ -346,11 +346,16 @@ def state_epoch(path: Path) -> int | None:
         return None
 
 
+def has_state(folder: Path) -> bool:
+    """Whether a run folder holds a training state to resume from (state.json, or the one before it)."""
+    return (Path(folder) / "state.json").is_file() or (Path(folder) / PREVIOUS_STATE).is_file()
+
+
 def committed_record(folder: Path) -> dict[str, object]:
-    """state.json's record, or the one before it when state.json itself is damaged."""
+    """state.json's record, or the one before it when state.json itself is damaged or gone."""
     try:
         return read_state_record(folder)
-    except ValueError:
+    except (ValueError, FileNotFoundError):
         if not (Path(folder) / PREVIOUS_STATE).is_file():
             raise
         return read_state_record(folder, PREVIOUS_STATE)
@@ -369,7 +374,9 @@ def read_training_state(folder: Path) -> tuple[dict[str, object], dict[str, Tens
             raise
         record = read_state_record(folder, PREVIOUS_STATE)
         tensors, _ = read_tensors(folder / f"state-{int(record['epoch'])}.safetensors")
-        print(f"{newest}; resuming from the state before it, after epoch {int(record['epoch']) + 1}", flush=True)
+        done = int(record["epoch"]) + 1
+        note = f"the newest state is missing or damaged ({newest})"
+        print(f"{note}; resuming from the state before it, after epoch {done}", flush=True)
     best = folder / "best.safetensors"
     if best.is_file():  # promoted from the epoch now abandoned: it stays the best so far, so the two agree
         meta = read_metadata(best)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import RunLock, committed_record, read_epochs, reconcile_best
+from .checkpoint import RunLock, committed_record, has_state, read_epochs, reconcile_best
 from .config import Config, ConfigError, load_config, read_toml, to_dict
 from .data.run import RunData
 from .files import atomic_write_text, remove_stale_temporaries
@@ -56,7 +56,7 @@ def take_run_folder(run: Path, resume: bool) -> RunLock:
     lock = RunLock(run)
     try:
         remove_stale_temporaries(run)
-        if resume and (run / "state.json").is_file():  # under the lock: one process renames best files
+        if resume and has_state(run):  # under the lock: one process renames best files
             reconcile_best(run, committed_record(run))
     except BaseException:
         lock.release()

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from .checkpoint import (
     PENDING_BEST,
     checkpoint_metadata,
+    has_state,
     load_training_state,
     read_metadata,
     save_model,
@@ -169,7 +170,7 @@ def _fit(config: Config, resume: bool, run: Path, device: torch.device, process:
 
     # Model, its loader, loss and optimiser
     info = MODEL_INFO[config.model]  # its normalisation: what pretrained weights expect
-    resuming = resume and (run / "state.json").is_file()
+    resuming = resume and has_state(run)
     model = make_model(config, len(data.train.classes), device, run if resuming else None)
     transform = training_transform(config, device, info.mean, info.std)
     loader = Loader(

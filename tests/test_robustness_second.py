@@ -151,9 +151,13 @@ def test_a_truncated_newest_state_resumes_from_the_one_before(data: Path, tmp_pa
     assert epochs == [0, 1, 2] and (folder / "metrics.json").is_file()
 
 
-def test_a_damaged_state_json_resumes_from_the_record_before(data: Path, tmp_path: Path, monkeypatch, capsys):
+@pytest.mark.parametrize("damage", ["emptied", "gone"])
+def test_a_damaged_state_json_resumes_from_the_record_before(data: Path, tmp_path: Path, monkeypatch, capsys, damage):
     config = interrupted(data, tmp_path, monkeypatch, "torn", 2)
-    (tmp_path / "torn" / "state.json").write_text("")  # the newest record never reached the disk
+    if damage == "gone":
+        (tmp_path / "torn" / "state.json").unlink()  # a resume must not silently start again from epoch 1
+    else:
+        (tmp_path / "torn" / "state.json").write_text("")  # the newest record never reached the disk
     (tmp_path / "torn" / "last.safetensors").unlink()  # and the model is rebuilt from best.safetensors
     capsys.readouterr()
     fit(config, resume=True)
