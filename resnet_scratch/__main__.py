@@ -8,6 +8,8 @@ import argparse
 import json
 import logging
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 from .cli import OneLineParser, one_line
@@ -109,6 +111,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = resume_config(args.resume, flags, args.config)
     else:
         config = load_config(args.config, flags)
+        taken = Path(config.runs_dir) / config.name
+        if "name" not in flags and config.name == "run" and taken.is_dir() and any(taken.iterdir()):
+            config = replace(config, name=f"run-{time.strftime('%Y%m%d-%H%M%S')}")  # a plain second train
+            print(f"{taken} already holds a run: this one is {config.name} (--name NAME chooses one)", flush=True)
     fit(config, resume=args.resume is not None, study=BrainMRI())
     return 0
 
@@ -119,7 +125,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .studies.brain_mri import BrainMRI
 
     evaluate_checkpoint(
-        args.checkpoint, args.data, BrainMRI(), args.out, args.clean_list, args.class_map, args.device, args.bf16
+        args.checkpoint,
+        args.data or [default_root()],
+        BrainMRI(),
+        args.out,
+        args.clean_list,
+        args.class_map,
+        args.device,
+        args.bf16,
     )
     return 0
 
@@ -138,7 +151,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per verb."""
 
-    p = OneLineParser(prog="python -m resnet_scratch", description=__doc__, allow_abbrev=False)
+    prog = "resnet-scratch" if Path(sys.argv[0]).name == "resnet-scratch" else "python -m resnet_scratch"
+    p = OneLineParser(prog=prog, description=__doc__, allow_abbrev=False)
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     s = sub.add_parser("summary", help="layer table of one model: shapes, parameters, multiply-adds")
@@ -209,14 +223,14 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
     """The evaluate verb's arguments."""
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset's Testing split or on labelled folders")
-    e.add_argument("--checkpoint", type=Path, required=True)
+    e.add_argument("--checkpoint", type=Path, required=True, help="a run's best.safetensors (or last.safetensors)")
     e.add_argument(
         "--data",
         type=Path,
         nargs="+",
-        default=[default_root()],
+        default=None,
         help="dataset roots (their Testing/ is scored, full and leak-free) or folders of class folders; "
-        f"default: %(default)s; e.g. {default_external_root()}/sartaj",
+        f"default: {default_root()}; e.g. {default_external_root()}/sartaj",
     )
     e.add_argument(
         "--class-map",
@@ -244,8 +258,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 def add_predict(sub: argparse._SubParsersAction) -> None:
     """The predict verb's arguments."""
     r = sub.add_parser("predict", help="classify image files (or folders of them) with a checkpoint")
-    r.add_argument("--checkpoint", type=Path, required=True)
-    r.add_argument("images", type=Path, nargs="+")
+    r.add_argument("--checkpoint", type=Path, required=True, help="a run's best.safetensors (or last.safetensors)")
+    r.add_argument("images", type=Path, nargs="+", help="image files, or folders of them")
     r.add_argument("--json", action="store_true", help="one JSON object per image and line, as each is done")
     r.add_argument(
         "--explain",

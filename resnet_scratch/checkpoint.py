@@ -12,7 +12,6 @@ only after state.json has committed its epoch, so best.safetensors never holds a
 resume would train again; reconcile_best finishes or discards a rename a kill interrupted.
 """
 
-import fcntl
 import json
 import math
 import os
@@ -23,7 +22,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from .files import atomic_write, atomic_write_bytes, atomic_write_text
+from .files import alive, atomic_write, atomic_write_bytes, atomic_write_text
+
+try:
+    import fcntl
+except ImportError:  # Windows: RunLock falls back to the holder's pid (a best-effort lock)
+    fcntl = None
 from .models import MODEL_INFO, build
 
 FORMAT = "resnet_scratch.checkpoint/1"
@@ -48,29 +52,44 @@ def atomic_save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[s
 
 class RunLock:
     """An exclusive lock on a run folder for as long as the process lives (the kernel drops it when the
-    process dies, however it dies). A second process is refused at once, with the holder's pid."""
+    process dies, however it dies). A second process is refused at once, with the holder's pid. Without
+    fcntl (Windows) the holder's pid in .lock is checked instead: a best effort, not atomic."""
 
     def __init__(self, folder: Path) -> None:
         self.path = Path(folder) / ".lock"
         self.handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not self.take():
             self.handle.seek(0)
             holder = self.handle.read().strip() or "unknown"
             self.handle.close()
             raise FileExistsError(
                 f"{folder} is being written by another process (pid {holder}); wait for it to finish or stop it"
-            ) from None
+            )
         self.handle.seek(0)
         self.handle.truncate()
         self.handle.write(str(os.getpid()))
         self.handle.flush()
 
+    def take(self) -> bool:
+        """Lock the file (flock), or where there is no fcntl, check that no living process holds it."""
+        if fcntl is None:
+            self.handle.seek(0)
+            holder = self.handle.read().strip()
+            return not (holder.isdigit() and int(holder) != os.getpid() and alive(int(holder)))
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
     def release(self) -> None:
         """Give the lock up (also done by the kernel when the process ends)."""
         if not self.handle.closed:
-            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            if fcntl is None:
+                self.handle.seek(0)
+                self.handle.truncate()  # no holder's pid left behind
+            else:
+                fcntl.flock(self.handle, fcntl.LOCK_UN)
             self.handle.close()
 
 

@@ -13,6 +13,9 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+# The process's umask, read once (os.umask can only be read by setting it).
+UMASK = os.umask(0o022)
+os.umask(UMASK)
 # .<name>.<pid>.resnet_scratch.tmp: the only files remove_stale_temporaries may delete.
 TEMPORARY = re.compile(r"^\..+\.(\d+)\.resnet_scratch\.tmp$")
 
@@ -43,6 +46,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = temporary_name(path)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~UMASK)  # as open() makes files: some writers (safetensors) make them 600
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -78,6 +82,13 @@ def alive(pid: int) -> bool:
     """Whether a process with this id runs (on this machine)."""
     if pid == os.getpid():
         return True
+    if os.name == "nt":  # os.kill(pid, 0) there would send CTRL_C_EVENT, not ask
+        import ctypes
+
+        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if handle:
+            ctypes.windll.kernel32.CloseHandle(handle)
+        return bool(handle)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -7,9 +7,11 @@ rest go on; so is an image much smaller than the model's input, whose prediction
 """
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import torch
 
@@ -115,9 +117,9 @@ def predict_files(
     if as_grid:
         save_grid(Path(explain), grid, prep, total=sum(1 for r in results if "class" in r))
         if not as_json:
-            print(f"wrote {explain}")
+            say(f"wrote {explain}")
     elif explain and not as_json:
-        print(f"wrote one Grad-CAM image per file to {explain}/")
+        say(f"wrote one Grad-CAM image per file to {explain}/")
     return results
 
 
@@ -131,16 +133,26 @@ def emit(result: dict, classes: list[str], as_json: bool) -> dict:
     """Print one result as soon as it is known (errors and warnings also to stderr); returns it. JSON
     escapes by itself; plain text goes through printable()."""
     if as_json:
-        print(json.dumps(result), flush=True)
+        say(json.dumps(result))
     elif "error" in result or "skipped" in result:
-        print(printable(f"{result['path']}: skipped, {result.get('error') or result['skipped']}"), flush=True)
+        say(printable(f"{result['path']}: skipped, {result.get('error') or result['skipped']}"))
     else:
         shown = "  ".join(f"{c} {100 * v:5.1f}%" for c, v in result["probabilities"].items())
-        print(printable(f"{result['path']}: {result['class']}   ({shown})"), flush=True)
+        say(printable(f"{result['path']}: {result['class']}   ({shown})"))
     for key in ("error", "warning"):
         if key in result:
-            print(printable(f"{key}: {result['path']}: {result[key]}"), file=sys.stderr, flush=True)
+            say(printable(f"{key}: {result['path']}: {result[key]}"), sys.stderr)
     return result
+
+
+def say(text: str, stream: TextIO | None = None) -> None:
+    """Print a line at once. If its reader has gone (predict ... | head), the rest goes nowhere and the
+    work goes on: an --explain file is still written, and the command still ends with its own status."""
+    stream = stream or sys.stdout
+    try:
+        print(text, file=stream, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
 def keep_explanation(

@@ -1,0 +1,113 @@
+"""The package where people install it (issue 27, first part): its console commands, LICENSE and
+py.typed, an import without fcntl, predict in a pipeline, file modes, help texts and run names."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnet_scratch.__main__ import main
+from resnet_scratch.checkpoint import checkpoint_metadata, save_model
+from resnet_scratch.models import build
+
+from conftest import make_folder
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_console_commands_license_and_type_marker_are_declared() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["scripts"] == {
+        "resnet-scratch": "resnet_scratch.__main__:main",
+        "weights-convert": "weights_convert.__main__:main",
+    }
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert (ROOT / "resnet_scratch" / "py.typed").is_file() and (ROOT / "weights_convert" / "py.typed").is_file()
+    data = project["tool"]["setuptools"]["package-data"]
+    assert "py.typed" in data["resnet_scratch"] and "templates/*.md" in data["resnet_scratch"]
+
+
+def test_the_installed_command_runs_the_same_verbs() -> None:
+    command = shutil.which("resnet-scratch")
+    assert command is not None, "pip install -e . installs the resnet-scratch command"
+    done = subprocess.run([command, "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "usage: resnet-scratch" in done.stdout
+    assert all(verb in done.stdout for verb in ("train", "evaluate", "predict", "audit"))
+
+
+def test_the_package_imports_and_locks_without_fcntl(tmp_path: Path) -> None:
+    code = (
+        "import os, sys, pathlib; sys.modules['fcntl'] = None\n"
+        "import resnet_scratch\n"
+        "from resnet_scratch.checkpoint import RunLock\n"
+        "d = pathlib.Path(sys.argv[1])\n"
+        "(d / '.lock').write_text(str(os.getppid()))  # a living process holds it\n"
+        "try:\n    RunLock(d); print('taken')\nexcept FileExistsError:\n    print('refused')\n"
+        "(d / '.lock').write_text('99999999')  # a holder that is gone\n"
+        "lock = RunLock(d); print('taken'); lock.release(); print(repr((d / '.lock').read_text()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.split() == ["refused", "taken", "''"], done.stderr[-1500:]
+
+
+@pytest.fixture(scope="module")
+def model_and_images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("pipe")
+    folder = make_folder(root / "data", {"set": {"glioma": 30, "notumor": 30}}, size=(40, 40)) / "set"
+    torch.manual_seed(0)
+    checkpoint = root / "m.safetensors"
+    classes = ["glioma", "meningioma", "notumor", "pituitary"]
+    save_model(
+        checkpoint,
+        build("resnet18", num_classes=4),
+        checkpoint_metadata("resnet18", classes, 32, {}, (0,) * 3, (1,) * 3),
+    )
+    return checkpoint, folder
+
+
+def test_predict_ends_quietly_when_its_reader_closes_the_pipe(model_and_images, tmp_path: Path) -> None:
+    checkpoint, folder = model_and_images
+    explain = tmp_path / "why.png"
+    command = [sys.executable, "-m", "resnet_scratch", "predict", "--checkpoint", str(checkpoint), "--json"]
+    command += ["--batch-size", "1", "--explain", str(explain), str(folder)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    json.loads(process.stdout.readline())  # as `| head -1` reads one line, then goes away
+    process.stdout.close()
+    stderr = process.communicate(timeout=300)[1].decode()
+    assert process.returncode == 0 and "Broken pipe" not in stderr, stderr[-1500:]
+    assert explain.is_file()  # the explanation is still written
+
+
+def test_checkpoints_follow_the_umask_like_every_other_file(model_and_images) -> None:
+    checkpoint, _ = model_and_images
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert checkpoint.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_every_evaluate_and_predict_argument_has_help(capsys) -> None:
+    for verb in ("evaluate", "predict"):
+        assert main([verb, "--help"]) == 0
+        text = capsys.readouterr().out
+        assert "PosixPath" not in text and "best.safetensors" in text, text
+    assert "image files, or folders of them" in text
+
+
+def test_a_plain_second_train_gets_a_new_timestamped_name(tmp_path: Path, capsys) -> None:
+    data = make_folder(tmp_path / "data", {"Training": {c: 6 for c in "abcd"}, "Testing": {c: 2 for c in "abcd"}})
+    flags = ["train", "--data", str(data), "--runs-dir", str(tmp_path / "runs"), "--image-size", "32"]
+    flags += ["--epochs", "1", "--batch-size", "8", "--external", "none"]
+    assert main(flags) == 0 and main(flags) == 0
+    names = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert names[0] == "run" and names[1].startswith("run-") and len(names) == 2
+    assert f"already holds a run: this one is {names[1]}" in capsys.readouterr().out
