@@ -14,12 +14,32 @@ from .models import (  # noqa: E402
     vgg16,
     vgg16_bn,
 )
+from .predictor import Predictor  # noqa: E402
 from .pretrained import build  # noqa: E402
+
+
+def list_models() -> list[str]:
+    """The names build() takes: resnet18 ... resnet152, vgg16, vgg16_bn, inception_v3."""
+    return list(MODELS)
+
+
+def load_checkpoint(path: str, device: str = "auto", bf16: bool | None = None) -> Predictor:
+    """A trained model ready to use: its weights, classes and preprocessing, from a run's checkpoint.
+
+    predictor.model is the network; predictor.classes its class names; predictor.logits(images) scores
+    a uint8 N x 3 x H x W batch prepared with predictor.prep.image(). bf16: None autocasts where the
+    device supports it.
+    """
+    return Predictor.load(path, device, bf16=bf16)
+
 
 __all__ = [
     "MODELS",
     "MODEL_INFO",
+    "Predictor",
     "build",
+    "list_models",
+    "load_checkpoint",
     "resnet18",
     "resnet34",
     "resnet50",

@@ -35,6 +35,8 @@ def build(name: str, *, weights: str | Path | None = None, freeze: str | None = 
         build_fresh(name)  # the unknown-name error, with the list of names
     state, metadata = read_weights(name, weights)
     check_same_function(name, options, metadata.get("options") or {}, str(weights))
+    if "num_classes" not in options and isinstance(metadata.get("num_classes"), int):
+        options["num_classes"] = metadata["num_classes"]  # a run's checkpoint: its own head, never a new one
     if name == "inception_v3" and "transform_input" not in options:
         # a converted file says so at the top; a run's checkpoint among its builder options
         saved = metadata.get("transform_input", (metadata.get("options") or {}).get("transform_input", False))

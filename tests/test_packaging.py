@@ -13,7 +13,7 @@ import torch
 
 from resnet_scratch.__main__ import main
 from resnet_scratch.checkpoint import checkpoint_metadata, save_model
-from resnet_scratch.models import build
+from resnet_scratch.models import MODELS, build
 
 from conftest import make_folder
 
@@ -111,3 +111,27 @@ def test_a_plain_second_train_gets_a_new_timestamped_name(tmp_path: Path, capsys
     names = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert names[0] == "run" and names[1].startswith("run-") and len(names) == 2
     assert f"already holds a run: this one is {names[1]}" in capsys.readouterr().out
+
+
+def test_the_public_api_lists_builds_and_loads(model_and_images) -> None:
+    import resnet_scratch
+
+    checkpoint, folder = model_and_images
+    assert resnet_scratch.list_models() == list(resnet_scratch.MODELS) and "resnet50" in resnet_scratch.list_models()
+    predictor = resnet_scratch.load_checkpoint(str(checkpoint), device="cpu", bf16=False)
+    assert predictor.classes == ["glioma", "meningioma", "notumor", "pituitary"] and predictor.prep.size == 32
+    own = resnet_scratch.build("resnet18", weights=checkpoint)  # no num_classes: the checkpoint's head
+    assert own.fc.out_features == 4
+    assert torch.equal(own.fc.weight, predictor.model.fc.weight.cpu())
+
+
+def test_torch_hub_loads_from_a_checkout() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hubconf", ROOT / "hubconf.py")
+    hub = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hub)
+    entries = {name for name in dir(hub) if callable(getattr(hub, name)) and not name.startswith("_")}
+    assert entries == set(MODELS)  # torch.hub's rule for an entry point: every model, nothing else
+    model = torch.hub.load(str(ROOT), "resnet50", source="local", num_classes=4, trust_repo=True)
+    assert model.fc.out_features == 4
