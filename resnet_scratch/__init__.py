@@ -1,7 +1,5 @@
 """resnet_scratch: ResNet, VGG16 and InceptionV3 from torch.nn primitives, for brain MRI slices."""
 
-__version__ = "0.1.0"
-
 from .models import (  # noqa: E402
     MODEL_INFO,
     MODELS,
@@ -16,6 +14,7 @@ from .models import (  # noqa: E402
 )
 from .predictor import Predictor  # noqa: E402
 from .pretrained import build  # noqa: E402
+from .version import __version__  # noqa: F401
 
 
 def list_models() -> list[str]:

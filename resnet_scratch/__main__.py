@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .cli import OneLineParser, one_line
-from .data import default_external_root, default_root
+from .data import dataset_root, default_external_root, default_root
 from .data.audit import HAMMING_THRESHOLD
 from .models import MODELS
 from .runtime import TrainingDiverged
@@ -49,9 +49,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     """Audit a dataset folder: counts, duplicates, leakage, label conflicts; overlap with other
     collections (--against); the shortcut probe (--probe)."""
     from .data.audit import audit, audit_against, format_against, format_report
+    from .data.folder import NO_DATASET, DatasetError
     from .data.run import write_clean_list
     from .files import atomic_write_text
 
+    if args.root is None:
+        raise DatasetError(NO_DATASET)
     if args.against:
         report = audit_against(args.root, args.against, args.threshold, args.cache)
         print(format_against(report))
@@ -178,7 +181,9 @@ def add_audit(sub: argparse._SubParsersAction) -> None:
         help="dataset audit: counts, duplicates, Testing/Training leakage, overlap with "
         "other collections, the shortcut probe",
     )
-    a.add_argument("root", type=Path, nargs="?", default=default_root(), help="default: %(default)s")
+    a.add_argument(
+        "root", type=Path, nargs="?", default=dataset_root(), help=f"default: {dataset_root() or 'none (--data)'}"
+    )
     a.add_argument(
         "--against",
         type=Path,
@@ -230,7 +235,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         default=None,
         help="dataset roots (their Testing/ is scored, full and leak-free) or folders of class folders; "
-        f"default: {default_root()}; e.g. {default_external_root()}/sartaj",
+        f"default: {dataset_root() or 'none: give --data or set $RESNET_SCRATCH_DATA'}; e.g. "
+        f"{default_external_root() or '../shared/data/external'}/sartaj",
     )
     e.add_argument(
         "--class-map",

@@ -22,7 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10
     import tomli as tomllib
 
-from .data import default_external_root, default_root
+from .data import dataset_root, default_external_root
 from .models import MODEL_INFO, MODELS
 from .models.inception import MIN_SIZE_AUX
 
@@ -47,11 +47,15 @@ class Config:
     # The run and its data
     name: str = setting("run", "the run folder is runs_dir/name", _folder_name, "a folder name, no path")
     runs_dir: str = setting("runs", "where run folders go")
-    data: str = setting(str(default_root()), "the dataset: a folder with Training/ and Testing/")
+    data: str | None = setting(
+        str(dataset_root()) if dataset_root() else None,
+        "the dataset: a folder with Training/ and Testing/ ($RESNET_SCRATCH_DATA, or ../shared/data beside a checkout)",
+    )
     clean_list: str | None = setting(None, "leak-free Testing files (audit --write-clean-list); none: computed")
     cache_dir: str | None = setting(None, "keep decoded images here between runs")
     external: str | None = setting(
-        str(default_external_root()), "folders of other collections scored after training, when present"
+        str(default_external_root()) if default_external_root() else None,
+        "folders of other collections scored after training, when present",
     )
 
     # The model

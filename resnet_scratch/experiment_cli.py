@@ -76,7 +76,7 @@ def experiment_args(description: str, argv: list[str] | None = None) -> argparse
     )
     p.add_argument(
         "--external",
-        default=str(default_external_root()),
+        default=str(default_external_root() or "none"),
         help="other collections each run is scored on after Testing ('none' to skip); default: %(default)s",
     )
     args = p.parse_args(argv)

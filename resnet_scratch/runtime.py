@@ -13,7 +13,7 @@ from typing import TextIO
 import torch
 import torch.distributed as dist
 
-from . import __version__
+from .version import __version__
 
 
 class TrainingDiverged(RuntimeError):

@@ -30,6 +30,7 @@ from .checkpoint import (
     unwrap,
 )
 from .config import Config
+from .data.folder import NO_DATASET, DatasetError
 from .data.loader import Loader, Transform
 from .data.run import RunData, load_run_data
 from .data.transforms import eval_transform, train_transform
@@ -223,6 +224,8 @@ def _fit(config: Config, resume: bool, run: Path, device: torch.device, process:
 
 def run_data(config: Config, study: Study) -> RunData:
     """The run's data: both splits decoded, the validation split carved, the study's extra images added."""
+    if config.data is None:
+        raise DatasetError(NO_DATASET)
     data = load_run_data(
         Path(config.data),
         val_fraction=config.val_fraction,

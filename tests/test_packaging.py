@@ -135,3 +135,30 @@ def test_torch_hub_loads_from_a_checkout() -> None:
     assert entries == set(MODELS)  # torch.hub's rule for an entry point: every model, nothing else
     model = torch.hub.load(str(ROOT), "resnet50", source="local", num_classes=4, trust_repo=True)
     assert model.fc.out_features == 4
+
+
+def test_an_installed_copy_without_data_says_how_to_get_it(tmp_path: Path) -> None:
+    site = tmp_path / "site"  # the package as a wheel installs it: no checkout, no ../shared beside it
+    for package in ("resnet_scratch", "weights_convert"):
+        shutil.copytree(ROOT / package, site / package, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k not in ("RESNET_SCRATCH_DATA", "RESNET_SCRATCH_EXTERNAL")}
+    env["PYTHONPATH"] = str(site)
+    run = [sys.executable, "-m", "resnet_scratch"]
+    done = subprocess.run(run + ["train", "--epochs", "1"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr[-1500:]
+    assert "--data" in done.stderr and "RESNET_SCRATCH_DATA" in done.stderr and "Kaggle" in done.stderr
+    shown = subprocess.run(run + ["train", "--help"], capture_output=True, text=True, cwd=tmp_path, env=env).stdout
+    assert str(site) not in shown and "--data" in shown  # never a default inside the installed package
+    with_env = env | {"RESNET_SCRATCH_DATA": str(tmp_path / "mine")}
+    code = "from resnet_scratch.config import Config; print(Config().data, Config().external)"
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=with_env)
+    assert printed.stdout.split() == [str(tmp_path / "mine"), "None"], printed.stderr[-1500:]
+
+
+def test_a_checkout_finds_its_data_beside_it() -> None:
+    from resnet_scratch.config import Config
+    from resnet_scratch.data import dataset_root
+
+    if "RESNET_SCRATCH_DATA" not in os.environ:
+        assert dataset_root() == ROOT.parent / "shared" / "data" / "brain-tumor-mri"
+        assert Config().data == str(dataset_root())

@@ -17,21 +17,40 @@ SPLITS = ("Training", "Testing")
 DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
+# Where the data is when nothing says: --data, then these variables, then ../shared/data beside a
+# checkout of this repository. An installed package (no checkout) has no default: it says how to get one.
+DATA_VARIABLE, EXTERNAL_VARIABLE = "RESNET_SCRATCH_DATA", "RESNET_SCRATCH_EXTERNAL"
+NO_DATASET = (
+    "no dataset: pass --data FOLDER (with Training/ and Testing/) or set $RESNET_SCRATCH_DATA to it; the "
+    "dataset is Kaggle's 'Brain Tumor MRI Dataset' by Masoud Nickparvar (masoudnickparvar/brain-tumor-mri-dataset)"
+)
+
+
+def beside_checkout(name: str) -> Path | None:
+    """../shared/data/<name> beside the checkout this package runs from; None for an installed copy."""
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout.parent / "shared" / "data" / name if (checkout / "pyproject.toml").is_file() else None
+
+
+def dataset_root() -> Path | None:
+    """The dataset: $RESNET_SCRATCH_DATA, else ../shared/data/brain-tumor-mri beside a checkout, else none."""
+    env = os.environ.get(DATA_VARIABLE)
+    return Path(env).expanduser() if env else beside_checkout("brain-tumor-mri")
+
+
 def default_root() -> Path:
-    """The dataset: $RESNET_SCRATCH_DATA, else ../shared/data/brain-tumor-mri beside the checkout."""
-    env = os.environ.get("RESNET_SCRATCH_DATA")
-    if env:
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "brain-tumor-mri"
+    """dataset_root(), or an error that says how to get the data and point to it."""
+    root = dataset_root()
+    if root is None:
+        raise DatasetError(NO_DATASET)
+    return root
 
 
-def default_external_root() -> Path:
-    """Other collections to score on: $RESNET_SCRATCH_EXTERNAL, else ../shared/data/external beside
-    the checkout; each folder in it is a folder of class folders (see its README)."""
-    env = os.environ.get("RESNET_SCRATCH_EXTERNAL")
-    if env:
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "external"
+def default_external_root() -> Path | None:
+    """Other collections to score on: $RESNET_SCRATCH_EXTERNAL, else ../shared/data/external beside a
+    checkout, else none (nothing else is scored); each folder in it is a folder of class folders."""
+    env = os.environ.get(EXTERNAL_VARIABLE)
+    return Path(env).expanduser() if env else beside_checkout("external")
 
 
 class DatasetError(ValueError):
