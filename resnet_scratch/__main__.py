@@ -151,6 +151,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 2 if any("error" in r for r in results) else 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a checkpoint's model as a file that loads without this package."""
+    from .export import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.format, args.out)
+    print(f"wrote {out} and {out.name}.json (classes and preprocessing)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per verb."""
 
@@ -171,6 +180,11 @@ def parser() -> argparse.ArgumentParser:
     add_train(sub)
     add_evaluate(sub)
     add_predict(sub)
+    x = sub.add_parser("export", help="write a checkpoint's model for use without this package")
+    x.add_argument("checkpoint", type=Path, help="a run's best.safetensors (or last.safetensors)")
+    x.add_argument("--format", required=True, choices=["torch-export", "torchscript"], help="the file's kind")
+    x.add_argument("--out", type=Path, help="the file to write (default: beside the checkpoint, .pt2 or .pt)")
+    x.set_defaults(func=cmd_export)
     return p
 
 

@@ -162,3 +162,31 @@ def test_a_checkout_finds_its_data_beside_it() -> None:
     if "RESNET_SCRATCH_DATA" not in os.environ:
         assert dataset_root() == ROOT.parent / "shared" / "data" / "brain-tumor-mri"
         assert Config().data == str(dataset_root())
+
+
+@pytest.mark.parametrize("fmt", ["torch-export", "torchscript"])
+def test_an_export_loads_without_this_package_and_gives_the_same_logits(model_and_images, tmp_path, fmt) -> None:
+    checkpoint, _ = model_and_images
+    out = tmp_path / f"model.{fmt}"
+    assert main(["export", str(checkpoint), "--format", fmt, "--out", str(out)]) == 0
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.save(x, tmp_path / "x.pt")
+    load = "torch.export.load(p).module()" if fmt == "torch-export" else "torch.jit.load(p)"
+    code = (  # a fresh interpreter that cannot import resnet_scratch: only torch reads the file
+        "import sys, torch; sys.modules['resnet_scratch'] = None; sys.modules['weights_convert'] = None\n"
+        f"p = sys.argv[1]; m = {load}\n"
+        "torch.save(m(torch.load(sys.argv[2])), sys.argv[3])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(out), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+        capture_output=True, text=True, cwd=tmp_path, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-1500:]
+    from resnet_scratch.checkpoint import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(checkpoint)
+    with torch.no_grad():
+        expected = model.eval()(x)
+    torch.testing.assert_close(torch.load(tmp_path / "y.pt"), expected, rtol=0, atol=1e-5)
+    about = json.loads((tmp_path / f"model.{fmt}.json").read_text())
+    assert about["classes"] == ["glioma", "meningioma", "notumor", "pituitary"] and about["input_size"] == 32
