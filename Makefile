@@ -12,7 +12,7 @@ install-dev:
 
 ## main job: the CPU recipe, ResNet-18 from scratch on the brain-MRI data (time and accuracy: README.md)
 train: install
-	$(PYTHON) -m resnet_scratch train --config experiments/configs/main_cpu.toml --name main-$$(date +%Y%m%d-%H%M%S)
+	$(PYTHON) -m resnet_scratch train --config main_cpu --name main-$$(date +%Y%m%d-%H%M%S)
 
 ## every model's layer table, parameters and multiply-adds
 demo: install

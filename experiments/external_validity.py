@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_scratch.config import read_toml
+from resnet_scratch.config import read_toml, recipe_path
 from resnet_scratch.data import load_folder
 from resnet_scratch.data.transforms import eval_resize
 from resnet_scratch.experiment import Arm, recorded_seeds, run_arms
@@ -38,7 +38,7 @@ from resnet_scratch.report import new_figure, save_figure
 from resnet_scratch.studies.brain_mri import weak_held_out
 
 NAME = "external_validity"
-RECIPE_FILE = Path(__file__).resolve().parent / "configs" / "main_cpu.toml"
+RECIPE_FILE = recipe_path("main_cpu")
 SARTAJ, BR35H = "sartaj", "br35h-tumour"
 GOALS = {"br35h_sensitivity": 0.90, "sartaj_accuracy": 0.85, "test_accuracy": 0.975}
 # The page's words; this script decides the goals' verdicts and fills in the figures.

@@ -409,12 +409,12 @@ def skip_epochs() -> int:
 def main(docs: Path = DOCS) -> Path:
     """Write docs/tutorial.md and docs/tutorial/*.png (reading docs/results/); returns the page. The
     prose is experiments/templates/tutorial.md; this fills its slots with what the code measures."""
-    from resnet_scratch.config import read_toml
+    from resnet_scratch.config import read_toml, recipe_path
 
     figures = docs / "tutorial"
     figures.mkdir(parents=True, exist_ok=True)
     phrases = read_phrases(TEMPLATES / "tutorial_phrases.md")
-    recipe = read_toml(ROOT / "experiments" / "configs" / "main_cpu.toml")
+    recipe = read_toml(recipe_path("main_cpu"))
     plot_blocks(figures / "blocks.png")
     plot_crops(figures / "crops.png", recipe["crop_scale_min"])
     plot_schedules(figures / "schedules.png", recipe, steps=steps_per_epoch(docs, recipe["batch_size"]))

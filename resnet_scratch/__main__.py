@@ -233,7 +233,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         description="Settings: defaults < --config file.toml < --key value flags. With --resume, a "
         "run continues with its own settings.",
     )
-    t.add_argument("--config", type=Path, help="a TOML file of settings")
+    t.add_argument(
+        "--config",
+        type=Path,
+        help="a TOML file of settings, a packaged recipe by name (main_cpu), or a run's config.json to repeat it",
+    )
     t.add_argument("--resume", type=Path, metavar="RUN", help="a run folder to continue where it stopped")
     add_setting_flags(t)
     t.set_defaults(func=cmd_train)

@@ -8,6 +8,7 @@ epochs by 0.1, cross-entropy. An unknown key or a bad value is an error that nam
 
 import argparse
 import dataclasses
+import json
 import math
 import re
 import sys
@@ -237,6 +238,34 @@ def _coerce(key: str, value: object, annotation: object) -> object:
     raise ConfigError(f"{key} = {value!r}: expected {kind}{' or none' if optional else ''}")
 
 
+# Named recipes shipped with the package: `--config main_cpu` is recipes/main_cpu.toml.
+RECIPES = Path(__file__).resolve().parent / "recipes"
+
+
+def recipe_path(name: str) -> Path:
+    """The packaged recipe `name` (a file name without .toml); an unknown one is a ConfigError listing them."""
+    path = RECIPES / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.toml")))
+        raise ConfigError(f"--config {name}: no such file, nor a recipe of the package ({known})")
+    return path
+
+
+def read_settings(path: str | Path) -> dict[str, object]:
+    """The settings --config names: a TOML file, a packaged recipe by name (main_cpu), or a run's
+    config.json, whose recorded settings repeat the run (all but its name and folder)."""
+    path = Path(path)
+    if not path.exists() and path.suffix == "" and len(path.parts) == 1:
+        return read_toml(recipe_path(path.name))
+    if path.suffix == ".json":
+        try:
+            recorded = json.loads(path.read_text())["config"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, RecursionError) as e:
+            raise ConfigError(f"{path}: not a run's config.json ({type(e).__name__})") from None
+        return {k: v for k, v in recorded.items() if k not in ("name", "runs_dir")}
+    return read_toml(path)
+
+
 def read_toml(path: Path) -> dict[str, object]:
     """The settings of a TOML file; any problem with it is a ConfigError naming the file."""
     path = Path(path)
@@ -257,7 +286,7 @@ def load_config(path: Path | None = None, overrides: dict[str, object] | None = 
     values: dict[str, object] = {}
     sources: list[tuple[str, dict]] = []
     if path is not None:
-        sources.append((str(path), read_toml(Path(path))))
+        sources.append((str(path), read_settings(path)))
     sources.append(("flags", overrides or {}))
     for origin, table in sources:
         for key, value in table.items():

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import RunLock, committed_record, has_state, read_epochs, reconcile_best
-from .config import Config, ConfigError, load_config, read_toml, to_dict
+from .config import Config, ConfigError, load_config, read_settings, to_dict
 from .data.run import RunData
 from .files import atomic_write_text, remove_stale_temporaries
 from .runtime import environment, git_commit
@@ -34,7 +34,7 @@ def resume_config(run: Path, flags: dict[str, object], config_file: Path | None 
         raise ValueError(f"{path} is not a run's config.json") from None
     saved |= {"runs_dir": str(Path(run).parent), "name": Path(run).name}
     base = load_config(None, saved)
-    asked = load_config(None, {**saved, **(read_toml(config_file) if config_file else {}), **flags})
+    asked = load_config(None, {**saved, **(read_settings(config_file) if config_file else {}), **flags})
     changed = [k for k, v in to_dict(asked).items() if v != getattr(base, k) and k not in RESUMABLE_CHANGES]
     if changed:
         k = changed[0]

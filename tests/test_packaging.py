@@ -190,3 +190,22 @@ def test_an_export_loads_without_this_package_and_gives_the_same_logits(model_an
     torch.testing.assert_close(torch.load(tmp_path / "y.pt"), expected, rtol=0, atol=1e-5)
     about = json.loads((tmp_path / f"model.{fmt}.json").read_text())
     assert about["classes"] == ["glioma", "meningioma", "notumor", "pituitary"] and about["input_size"] == 32
+
+
+def test_a_packaged_recipe_is_found_by_name_and_a_run_repeats_from_its_config_json(tmp_path: Path, capsys) -> None:
+    from resnet_scratch.config import ConfigError, load_config, recipe_path
+
+    assert load_config("main_cpu") == load_config(recipe_path("main_cpu"))
+    assert load_config("main_cpu").epochs == 22 and load_config("main_cpu").image_size == 128
+    with pytest.raises(ConfigError, match=r"no such file, nor a recipe of the package \(main_cpu\)"):
+        load_config("main_gpu")
+    data = make_folder(tmp_path / "data", {"Training": {c: 6 for c in "abcd"}, "Testing": {c: 2 for c in "abcd"}})
+    flags = ["--data", str(data), "--runs-dir", str(tmp_path / "runs"), "--image-size", "32", "--lr", "0.02"]
+    assert main(["train", *flags, "--epochs", "1", "--batch-size", "8", "--external", "none", "--name", "first"]) == 0
+    recorded = tmp_path / "runs" / "first" / "config.json"
+    again = load_config(recorded, {"name": "again"})
+    first = load_config(None, json.loads(recorded.read_text())["config"])
+    assert again.lr == 0.02 and again.name == "again" and again.runs_dir == "runs"
+    assert {k: v for k, v in vars(again).items() if k not in ("name", "runs_dir")} == {
+        k: v for k, v in vars(first).items() if k not in ("name", "runs_dir")
+    }

@@ -262,7 +262,7 @@ def test_a_relative_weak_folder_lies_inside_external(tmp_path: Path) -> None:
     assert weak_folder(Config(external=str(external))) is None
     assert weak_folder(Config(external=None, weak_tumour="br35h-tumour")) == Path("br35h-tumour")
     args = parser().parse_args(["train", "--weak-tumour", "br35h-tumour"])  # as the README's weak-label run
-    with_weak = load_config(ROOT / "experiments" / "configs" / "main_cpu.toml", flags_given(args))
+    with_weak = load_config("main_cpu", flags_given(args))
     assert weak_folder(with_weak) == Path(with_weak.external) / "br35h-tumour"
 
 
