@@ -126,9 +126,10 @@ def decode_metadata(metadata: dict[str, str]) -> dict[str, object]:
     return decoded
 
 
-def tensor_problems(state: dict[str, Tensor]) -> list[str]:
-    """What makes weights unusable: a counter that is not an integer, a weight that is not floating
-    point, or one that holds NaN or infinite values (a diverged or damaged file)."""
+def check_tensors(state: dict[str, Tensor], subject: str, error: type[ValueError] = ValueError) -> None:
+    """Refuse unusable weights with one error naming `subject` ("x.safetensors: these weights"): a
+    counter that is not an integer, a weight that is not floating point, or one that holds NaN or
+    infinite values (a diverged or damaged file)."""
     bad = []
     for key, tensor in state.items():
         if key.endswith("num_batches_tracked"):
@@ -138,7 +139,9 @@ def tensor_problems(state: dict[str, Tensor]) -> list[str]:
             bad.append(f"{key}: {tensor.dtype}, expected floating point")
         elif tensor.device.type != "meta" and not torch.isfinite(tensor).all():
             bad.append(f"{key}: holds NaN or infinite values")
-    return bad
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; ... ({len(bad)} in all)" if len(bad) > 5 else "")
+        raise error(f"{subject} cannot be used: {shown}")
 
 
 def read_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -243,10 +246,7 @@ def model_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, object]]:
     """A model rebuilt from a checkpoint's metadata and loaded with its weights (eval mode)."""
     state, meta = load_model_file(Path(path))
     check_metadata(path, meta, state)
-    bad = tensor_problems(state)
-    if bad:
-        shown = "; ".join(bad[:5]) + (f"; ... ({len(bad)} in all)" if len(bad) > 5 else "")
-        raise ValueError(f"{path}: these weights cannot be used: {shown}")
+    check_tensors(state, f"{path}: these weights")
     options = dict(meta["options"])
     try:
         model = build(meta["arch"], num_classes=meta["num_classes"], **options)

@@ -122,11 +122,16 @@ def plot_errors(path: Path, predictor: Predictor, scored: Scored, study: Study, 
         for i in chosen
     ]
     rows = [int(scored.rows[i]) for i in chosen]
-    title = f"{scored.name}: the most confident mistakes, with Grad-CAM"
+    title = mistakes_caption(scored.name)
     # the store stays on the CPU: only the chosen rows go to the model's device
     return plot_grad_cam(
         path, predictor.model, scored.split.images, rows, captions, [False] * len(rows), predictor.prep, title
     )
+
+
+def mistakes_caption(name: str) -> str:
+    """The title, and the report's caption, of a set's figure of mistakes."""
+    return f"{name}: the most confident mistakes, with Grad-CAM"
 
 
 def external_sets(root: str | Path | None) -> list[Path]:
@@ -172,7 +177,7 @@ def score_sets(
         if log is not None:
             log.add([scored.split.paths[r] for r in scored.rows], scored.truth, scored.logits)
         figure = plot_errors(out / f"errors-{name}.png", predictor, scored, study)
-        figures[f"{name}: the most confident mistakes, with Grad-CAM"] = figure.name
+        figures[mistakes_caption(name)] = figure.name
     return figures
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from .checkpoint import expect_arch, load_model_file, tensor_problems
+from .checkpoint import check_tensors, expect_arch, load_model_file
 from .models import MODEL_INFO, MODELS
 from .models import build as build_fresh
 from .models.resnet import RESNET_SPECS, Bottleneck
@@ -81,9 +81,7 @@ def read_weights(arch: str, weights: str | Path) -> tuple[dict[str, Tensor], dic
     if path.suffix == ".safetensors":
         state, metadata = load_model_file(path)
         expect_arch(path, metadata, arch)
-        bad = tensor_problems(state)
-        if bad:
-            raise ValueError(f"{path}: these weights cannot be used: {'; '.join(bad[:5])}")
+        check_tensors(state, f"{path}: these weights")
         return state, metadata
     torchvision_state, _ = load_pth(path)
     # torchvision's InceptionV3 weights expect transform_input=True (see weights_convert).

@@ -5,7 +5,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from resnet_scratch.checkpoint import tensor_problems
+from resnet_scratch.checkpoint import check_tensors
 from resnet_scratch.models import MODEL_INFO, build
 
 from .tables import TABLES, Table
@@ -113,10 +113,8 @@ def _convert(state_dict: dict[str, Tensor], arch: str, *, to_ours: bool) -> dict
         if guess is not None and guess != arch:
             lines.append(f"  they look like {guess} weights")
         raise ConversionError("\n".join(lines))
-    bad = tensor_problems({rename(key, table, to_ours=not to_ours) or key: t for key, t in out.items()})
-    if bad:
-        shown = "; ".join(bad[:5]) + (f"; ... ({len(bad)} in all)" if len(bad) > 5 else "")
-        raise ConversionError(f"these {arch} weights cannot be used: {shown}")
+    named = {rename(key, table, to_ours=not to_ours) or key: t for key, t in out.items()}  # in the source's names
+    check_tensors(named, f"these {arch} weights", ConversionError)
     return out
 
 
