@@ -51,7 +51,7 @@ def single_run_markdown(folder: Path, prefix: str) -> list[str]:
     values = run_values(settings, results["input_size"], config["commit"]) | {"epochs": len(epochs)}
     values |= {"seed": settings["seed"], "device": environment.get("gpu", environment["device"])}
     values |= {"weak": fill(PHRASES["weak_labels"], {"folder": Path(weak).name}) if weak else ""}
-    values |= {"torch": environment["torch"], "minutes": f"{minutes:.1f}", "best_epoch": results["best_epoch"] + 1}
+    values |= {"torch": environment["torch"], "minutes": f"{minutes:.1f}", "best_epoch": results["best_epoch"]}
     lines = [
         fill(PHRASES["single_run"], values | {"best_val": f"{100 * results['val_accuracy']:.2f}"}),
         "",
@@ -94,7 +94,7 @@ def seeds_markdown(folders: list[Path], prefix: str) -> list[str]:
         lines.append(
             f"| {config['config']['seed']} | {100 * results['test']['accuracy']:.2f}% | "
             f"{100 * results['test_leak_free']['accuracy']:.2f}% | {results['test']['macro_f1']:.3f} / "
-            f"{results['test_leak_free']['macro_f1']:.3f} | {results['best_epoch'] + 1} "
+            f"{results['test_leak_free']['macro_f1']:.3f} | {results['best_epoch']} "
             f"({100 * results['val_accuracy']:.2f}%) | {minutes:.1f} |"
         )
     full = mean_std([r["test"]["accuracy"] * 100 for _, r in runs])

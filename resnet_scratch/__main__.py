@@ -1,4 +1,5 @@
-"""Command line: `python -m resnet_scratch <command>`; `--help` lists the commands, `train --help` every setting.
+"""Command line: `resnet-scratch <command>` (or `python -m resnet_scratch <command>`).
+`--help` lists the commands, `train --help` every setting.
 
 A user error (a bad flag or value, a missing or foreign file, a folder that cannot be written)
 prints one line starting with "error:" and exits with code 2.
@@ -7,12 +8,13 @@ prints one line starting with "error:" and exits with code 2.
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from .cli import OneLineParser, one_line
+from .cli import OneLineParser, one_line, reader_gone, silence_stdout
 from .data import dataset_root, default_external_root, default_root
 from .data.audit import HAMMING_THRESHOLD
 from .models import MODELS
@@ -49,12 +51,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     """Audit a dataset folder: counts, duplicates, leakage, label conflicts; overlap with other
     collections (--against); the shortcut probe (--probe)."""
     from .data.audit import audit, audit_against, format_against, format_report
-    from .data.folder import NO_DATASET, DatasetError
+    from .data.folder import GET_DATASET, DatasetError
     from .data.run import write_clean_list
     from .files import atomic_write_text
 
     if args.root is None:
-        raise DatasetError(NO_DATASET)
+        raise DatasetError(f"no dataset: give its folder (audit FOLDER) or set $RESNET_SCRATCH_DATA; {GET_DATASET}")
     if args.against:
         report = audit_against(args.root, args.against, args.threshold, args.cache)
         print(format_against(report))
@@ -115,10 +117,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config, flags)
         taken = Path(config.runs_dir) / config.name
-        if "name" not in flags and config.name == "run" and taken.is_dir() and any(taken.iterdir()):
+        plain = "name" not in flags and config.name == "run" and "WORLD_SIZE" not in os.environ  # torchrun: one name
+        if plain and taken.is_dir() and any(p.name != ".lock" for p in taken.iterdir()):
             config = replace(config, name=f"run-{time.strftime('%Y%m%d-%H%M%S')}")  # a plain second train
-            print(f"{taken} already holds a run: this one is {config.name} (--name NAME chooses one)", flush=True)
-    fit(config, resume=args.resume is not None, study=BrainMRI())
+            print(
+                f"{taken} already holds a run: this one is {config.name} (--resume {taken} continues that one; "
+                "--name NAME chooses a name)",
+                flush=True,
+            )
+    fit(config, resume=args.resume is not None, study=BrainMRI(), tensorboard=args.tensorboard)
     return 0
 
 
@@ -196,7 +203,11 @@ def add_audit(sub: argparse._SubParsersAction) -> None:
         "other collections, the shortcut probe",
     )
     a.add_argument(
-        "root", type=Path, nargs="?", default=dataset_root(), help=f"default: {dataset_root() or 'none (--data)'}"
+        "root",
+        type=Path,
+        nargs="?",
+        default=dataset_root(),
+        help=f"default: {dataset_root() or 'none ($RESNET_SCRATCH_DATA)'}",
     )
     a.add_argument(
         "--against",
@@ -239,6 +250,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="a TOML file of settings, a packaged recipe by name (main_cpu), or a run's config.json to repeat it",
     )
     t.add_argument("--resume", type=Path, metavar="RUN", help="a run folder to continue where it stopped")
+    t.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log each epoch for TensorBoard, in RUN/tensorboard (needs: pip install tensorboard); "
+        "metrics.csv and curves.png are written either way",
+    )
     add_setting_flags(t)
     t.set_defaults(func=cmd_train)
 
@@ -336,11 +353,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return args.func(args)
-    except (ValueError, OSError, TrainingDiverged) as e:
-        if args.debug:
-            raise
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
+    except OSError as e:
+        if not reader_gone(e):
+            return user_error(e, args.debug)
+        silence_stdout()  # `demo | head`: the reader has what it wanted
+        return 0
+    except (ValueError, TrainingDiverged) as e:
+        return user_error(e, args.debug)
+
+
+def user_error(e: Exception, debug: bool) -> int:
+    """Print a user error as one line (or raise it, with --debug); the exit code 2."""
+    if debug:
+        raise e
+    print(f"error: {one_line(e)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ FORMAT = "resnet_scratch.checkpoint/1"
 PENDING_BEST = "best.pending.safetensors"
 # The state record before the newest, kept until the next one commits: the fallback of a damaged state.
 PREVIOUS_STATE = "state.previous.json"
+# state.json's format: 2 counts epochs from 1, as metrics.jsonl, the console and the report do.
+STATE_FORMAT = 2
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
@@ -305,7 +307,13 @@ def save_training_state(
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
     atomic_save_tensors(folder / f"state-{epoch}.safetensors", tensors, {"epoch": str(epoch)})
-    record = {"epoch": epoch, "optimizer": opt_rest, "scheduler": scheduler.state_dict(), **extra}
+    record = {
+        "format": STATE_FORMAT,
+        "epoch": epoch,
+        "optimizer": opt_rest,
+        "scheduler": scheduler.state_dict(),
+        **extra,
+    }
     current, previous = folder / "state.json", folder / PREVIOUS_STATE
     if current.is_file():  # the fallback if the newest state is found damaged (read_training_state)
         atomic_write_bytes(previous, current.read_bytes())
@@ -354,6 +362,11 @@ def read_state_record(folder: Path, name: str = "state.json") -> dict[str, objec
         int(record["epoch"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError):
         raise ValueError(f"{record_path} is not a training state written by resnet_scratch") from None
+    if record.get("format") != STATE_FORMAT:
+        raise ValueError(
+            f"{record_path} was written by an earlier resnet_scratch, which counted epochs from 0: it cannot be "
+            f"resumed; start a new run from its weights (--weights {Path(folder) / 'last.safetensors'})"
+        )
     return record
 
 
@@ -393,9 +406,8 @@ def read_training_state(folder: Path) -> tuple[dict[str, object], dict[str, Tens
             raise
         record = read_state_record(folder, PREVIOUS_STATE)
         tensors, _ = read_tensors(folder / f"state-{int(record['epoch'])}.safetensors")
-        done = int(record["epoch"]) + 1
         note = f"the newest state is missing or damaged ({newest})"
-        print(f"{note}; resuming from the state before it, after epoch {done}", flush=True)
+        print(f"{note}; resuming from the state before it, after epoch {int(record['epoch'])}", flush=True)
     best = folder / "best.safetensors"
     if best.is_file():  # promoted from the epoch now abandoned: it stays the best so far, so the two agree
         meta = read_metadata(best)

@@ -2,6 +2,8 @@
 errors and user errors as one line starting with "error:", exit code 2."""
 
 import argparse
+import errno
+import os
 import sys
 
 
@@ -12,6 +14,17 @@ class OneLineParser(argparse.ArgumentParser):
         """Print "error: ..." with where to find help, and exit with 2."""
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
+
+
+def reader_gone(error: OSError) -> bool:
+    """Whether a write failed because the reader of our output went away (`... | head`): a broken pipe,
+    which Windows reports as EINVAL."""
+    return isinstance(error, BrokenPipeError) or (os.name == "nt" and error.errno == errno.EINVAL)
+
+
+def silence_stdout() -> None:
+    """Send what is still to be printed nowhere: the reader has gone, and the exit's flush must not fail."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def one_line(error: BaseException) -> str:

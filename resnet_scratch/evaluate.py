@@ -220,6 +220,9 @@ def test_run(
     plot_predictions(run / "predictions.png", test.images, test.labels, logits, predictor.classes)
     testing_grad_cam(run / "gradcam.png", predictor, test.images, test.labels, logits)
     folders = external_sets(config.external)
+    if not folders:  # said, so that a missing folder is not mistaken for a model that was not asked
+        where = f"{config.external} holds no folder of class folders" if config.external else "none given"
+        print(f"external sets: {where} (--external FOLDER or $RESNET_SCRATCH_EXTERNAL): only Testing is scored")
     figures |= score_sets(predictor, folders, study, run, results, cache_dir=config.cache_dir, skip_unscorable=True)
     atomic_write_text(run / "metrics.json", json.dumps(results.as_dict(), indent=1))
     run_report(run, config, results, figures, study)
@@ -239,10 +242,10 @@ def run_summary(run: Path, results: Results, study: Study) -> list[str]:
     ]
     for e in read_epochs(run):
         lines.append(
-            f"{e['epoch'] + 1:>5} {e['lr']:>8.1e} {e['train_loss']:>10.4f} {e['train_accuracy']:>9.4f} "
+            f"{e['epoch']:>5} {e['lr']:>8.1e} {e['train_loss']:>10.4f} {e['train_accuracy']:>9.4f} "
             f"{e['val_loss']:>9.4f} {e['val_accuracy']:>8.4f} {e['images_per_s']:>7.1f} {e['seconds']:>6.1f}"
         )
-    best = f"best epoch {results.about['best_epoch'] + 1} (val accuracy {results.about['val_accuracy']:.4f})"
+    best = f"best epoch {results.about['best_epoch']} (val accuracy {results.about['val_accuracy']:.4f})"
     return lines + evaluation_lines(results, study) + [f"{best}; report: {run / 'report.md'}"]
 
 

@@ -155,7 +155,7 @@ def summarize_run(run: Path) -> dict[str, object]:
         "val_accuracy": last["val_accuracy"],
         "val_loss": last["val_loss"],
         **{key: last[key] for key in ("train_eval_accuracy", "train_eval_loss") if key in last},
-        "best_epoch": results["best_epoch"] + 1,
+        "best_epoch": results["best_epoch"],
         "best_val_accuracy": results["val_accuracy"],
         "test_accuracy": results["test"]["accuracy"],
         "leak_free_accuracy": results["test_leak_free"]["accuracy"],

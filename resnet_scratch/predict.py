@@ -15,6 +15,7 @@ from typing import TextIO
 
 import torch
 
+from .cli import reader_gone
 from .data.folder import DECODE_ERRORS, decode, image_files
 from .explain import grad_cam
 from .predictor import Predictor, Preprocess
@@ -151,7 +152,9 @@ def say(text: str, stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
     try:
         print(text, file=stream, flush=True)
-    except BrokenPipeError:
+    except OSError as e:
+        if not reader_gone(e):
+            raise
         os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 

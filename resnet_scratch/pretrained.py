@@ -6,6 +6,7 @@ new head with the backbone frozen (feature extraction).
 """
 
 import inspect
+import warnings
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -21,8 +22,9 @@ def build(name: str, *, weights: str | Path | None = None, freeze: str | None = 
 
     weights: None (random init), "imagenet" (torchvision's ImageNet file, found or downloaded by
     weights_convert.find_imagenet_file), or a path to a torchvision .pth or our .safetensors (a
-    checkpoint of a run, or a converted file). The backbone is loaded; the head keeps its fresh
-    initialisation when num_classes differs from the file's. freeze: None (train everything) or
+    checkpoint of a run, or a converted file). The backbone is loaded. A run's checkpoint keeps its own
+    head; a num_classes other than the file's gives a fresh head (with a warning for a run's
+    checkpoint). freeze: None (train everything) or
     "backbone" (only the head trains; frozen BatchNorm layers stay in eval mode).
     """
     if freeze not in (None, "backbone"):
@@ -35,8 +37,15 @@ def build(name: str, *, weights: str | Path | None = None, freeze: str | None = 
         build_fresh(name)  # the unknown-name error, with the list of names
     state, metadata = read_weights(name, weights)
     check_same_function(name, options, metadata.get("options") or {}, str(weights))
-    if "num_classes" not in options and isinstance(metadata.get("num_classes"), int):
-        options["num_classes"] = metadata["num_classes"]  # a run's checkpoint: its own head, never a new one
+    saved_classes = metadata.get("num_classes")
+    if "num_classes" not in options and isinstance(saved_classes, int):
+        options["num_classes"] = saved_classes  # a run's checkpoint: its own head, never a new one
+    elif isinstance(saved_classes, int) and options["num_classes"] != saved_classes:
+        warnings.warn(
+            f"{weights} was trained on {saved_classes} classes ({', '.join(metadata.get('classes', []))}); "
+            f"num_classes={options['num_classes']} gives it a new, untrained head",
+            stacklevel=2,
+        )
     if name == "inception_v3" and "transform_input" not in options:
         # a converted file says so at the top; a run's checkpoint among its builder options
         saved = metadata.get("transform_input", (metadata.get("options") or {}).get("transform_input", False))

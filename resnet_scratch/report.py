@@ -35,7 +35,7 @@ def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
 def plot_curves(run: Path) -> Path:
     """Loss and accuracy per epoch, train vs validation: curves.png."""
     lines = read_epochs(run)
-    epochs = [line["epoch"] + 1 for line in lines]
+    epochs = [line["epoch"] for line in lines]
     fig = new_figure(10, 3.8)
     ax_loss, ax_acc = fig.subplots(1, 2)
     ax_loss.plot(epochs, [line["train_loss"] for line in lines], "o-", label="train (label-smoothed, augmented)")
@@ -231,7 +231,7 @@ def run_report(run: Path, config: Config, results, figures: dict[str, str], stud
         "",
     ]
     best = results.about
-    chosen = [f"Best epoch: {best['best_epoch'] + 1}, validation accuracy {100 * best['val_accuracy']:.2f}%.", ""]
+    chosen = [f"Best epoch: {best['best_epoch']}, validation accuracy {100 * best['val_accuracy']:.2f}%.", ""]
     training = [
         "## Training",
         "",
@@ -243,7 +243,7 @@ def run_report(run: Path, config: Config, results, figures: dict[str, str], stud
     ]
     for e in epochs:
         training.append(
-            f"| {e['epoch'] + 1} | {e['lr']:.1e} | {e['train_loss']:.4f} | {100 * e['train_accuracy']:.2f}% | "
+            f"| {e['epoch']} | {e['lr']:.1e} | {e['train_loss']:.4f} | {100 * e['train_accuracy']:.2f}% | "
             f"{e['val_loss']:.4f} | {100 * e['val_accuracy']:.2f}% | {e['images_per_s']:.1f} | {e['seconds']:.1f} |"
         )
     sections = [intro, testing_table(results) + [""], chosen, study.report_section(results.external, True)]

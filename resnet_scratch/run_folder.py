@@ -1,11 +1,14 @@
-"""A run's folder: taken and locked at the start, config.json and metrics.jsonl written into it, and
-the checks that let --resume continue it (same settings, same data).
+"""A run's folder: taken and locked at the start, config.json and the per-epoch logs written into it,
+and the checks that let --resume continue it (same settings, same data).
 
 Files of a run folder: config.json (the resolved settings, commit, environment, data sizes),
-metrics.jsonl (one line per epoch), best.safetensors and last.safetensors (weights with metadata),
+metrics.jsonl and metrics.csv (one line per epoch, epochs counted from 1), curves.png (redrawn after
+every epoch), tensorboard/ (if asked), best.safetensors and last.safetensors (weights with metadata),
 state-*.safetensors and state.json (the training state), metrics.json and report.md (the final test).
 """
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -94,16 +97,60 @@ def data_record(data: RunData) -> dict[str, object]:
     }
 
 
-def start_files(run: Path, config: Config, device: torch.device, data: RunData, start_epoch: int) -> None:
-    """config.json, and metrics.jsonl without the lines of epochs to be (re)done."""
-    metrics_path = run / "metrics.jsonl"
-    lines = [e for e in read_epochs(run, drop_torn=True) if e["epoch"] < start_epoch] if metrics_path.is_file() else []
-    atomic_write_text(metrics_path, "".join(json.dumps(e) + "\n" for e in lines))
+def start_files(run: Path, config: Config, device: torch.device, data: RunData, done: int) -> None:
+    """config.json, and the per-epoch logs without the lines of epochs after `done` (to be redone)."""
+    lines = read_epochs(run, drop_torn=True) if (run / "metrics.jsonl").is_file() else []
+    write_epochs(run, [e for e in lines if e["epoch"] <= done])
     record = {"config": to_dict(config), "commit": git_commit(), "environment": environment(device)}
     atomic_write_text(run / "config.json", json.dumps(record | {"data": data_record(data)}, indent=1))
 
 
 def append_epoch(run: Path, line: dict[str, object]) -> None:
-    """metrics.jsonl with `line` as its last epoch (a line of the same or a later epoch is dropped)."""
-    earlier = [e for e in read_epochs(run) if e["epoch"] < line["epoch"]]
-    atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(e) + "\n" for e in earlier + [line]))
+    """The per-epoch logs with `line` as their last epoch (a line of the same or a later epoch is dropped)."""
+    write_epochs(run, [e for e in read_epochs(run) if e["epoch"] < line["epoch"]] + [line])
+
+
+def write_epochs(run: Path, lines: list[dict[str, object]]) -> None:
+    """metrics.jsonl (one JSON record per epoch) and metrics.csv (the same table, for a spreadsheet)."""
+    atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(e) + "\n" for e in lines))
+    columns = list(dict.fromkeys(key for line in lines for key in line))  # train_eval_* only if measured
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(lines)
+    try:
+        atomic_write_text(run / "metrics.csv", table.getvalue())
+    except PermissionError as e:  # open in a spreadsheet, which locks it on Windows: the run goes on
+        print(f"{run / 'metrics.csv'} not updated ({e.strerror}); metrics.jsonl holds every epoch", flush=True)
+
+
+class TensorBoard:
+    """Each epoch's numbers as TensorBoard scalars in RUN/tensorboard, if the tensorboard package is
+    installed; otherwise one line says so and the run goes on (metrics.csv holds the same numbers)."""
+
+    def __init__(self, run: Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print(
+                "--tensorboard: the tensorboard package is not installed (pip install tensorboard); "
+                f"the numbers are in {run / 'metrics.csv'}",
+                flush=True,
+            )
+            self.writer = None
+        else:
+            self.writer = SummaryWriter(str(run / "tensorboard"))
+
+    def add(self, line: dict[str, object]) -> None:
+        """One epoch's numbers, at step = its epoch (from 1)."""
+        if self.writer is None:
+            return
+        for key, value in line.items():
+            if key != "epoch":
+                self.writer.add_scalar(key, value, global_step=line["epoch"])  # the names of metrics.csv
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        if self.writer is not None:
+            self.writer.close()

@@ -90,6 +90,11 @@ def git_commit() -> str:
     "unknown"."""
     here = Path(__file__).resolve().parent
     try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        if Path(top).resolve() != here.parent:  # an installed copy inside another project's repository
+            raise subprocess.CalledProcessError(1, "git")
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
         ).stdout.strip()
@@ -130,6 +135,7 @@ class Progress:
     terminal) it prints a line at every tenth of the epoch instead of redrawing."""
 
     def __init__(self, epoch: int, epochs: int, batches: int, stream: TextIO | None = None) -> None:
+        """Epoch `epoch` (from 1) of `epochs`, in `batches` batches."""
         self.epoch, self.epochs, self.batches = epoch, epochs, batches
         self.stream = stream if stream is not None else sys.stdout  # the stream of the moment, not of import
         self.live = self.stream.isatty()
@@ -143,9 +149,9 @@ class Progress:
         self.next_report = done + max(1, self.batches // 10)
         elapsed = time.perf_counter() - self.start
         per_batch = elapsed / max(done, 1)
-        eta = per_batch * (self.batches - done) + per_batch * self.batches * (self.epochs - self.epoch - 1)
+        eta = per_batch * (self.batches - done) + per_batch * self.batches * (self.epochs - self.epoch)
         line = (
-            f"epoch {self.epoch + 1}/{self.epochs} [{done}/{self.batches}] loss {loss:.4f} "
+            f"epoch {self.epoch}/{self.epochs} [{done}/{self.batches}] loss {loss:.4f} "
             f"acc {accuracy:.4f} {images / max(elapsed, 1e-9):.0f} img/s ETA {eta / 60:.1f} min"
         )
         print(

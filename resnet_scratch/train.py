@@ -30,7 +30,7 @@ from .checkpoint import (
     unwrap,
 )
 from .config import Config
-from .data.folder import NO_DATASET, DatasetError
+from .data.folder import existing_root
 from .data.loader import Loader, Transform
 from .data.run import RunData, load_run_data
 from .data.transforms import eval_transform, train_transform
@@ -39,7 +39,8 @@ from .loss import CrossEntropy
 from .models import MODEL_INFO
 from .predictor import Preprocess, logits_of, score
 from .pretrained import build, freeze_backbone
-from .run_folder import append_epoch, check_same_data, start_files, take_run_folder
+from .report import plot_curves
+from .run_folder import TensorBoard, append_epoch, check_same_data, start_files, take_run_folder
 from .runtime import (
     Distributed,
     Progress,
@@ -117,12 +118,14 @@ def train_one_epoch(
     return {"loss": mean_loss, "accuracy": accuracy, "images_per_s": images / seconds, "seconds": seconds}
 
 
-def fit(config: Config, resume: bool = False, study: Study | None = None) -> Path:
+def fit(config: Config, resume: bool = False, study: Study | None = None, tensorboard: bool = False) -> Path:
     """Train per `config` in runs_dir/name (continuing it if `resume`); returns the run folder.
+    tensorboard: also log each epoch's numbers for TensorBoard (RUN/tensorboard), if it is installed.
 
     Under torchrun every process trains its shard of each global batch (DDP); only rank 0
     evaluates, prints and writes files (and holds the run folder's lock).
     """
+    existing_root(config.data)  # before the run folder is taken: no folder is left for a run that cannot start
     run = Path(config.runs_dir) / config.name
     device = resolve_device(config.device)
     process = init_distributed(device)
@@ -142,7 +145,7 @@ def fit(config: Config, resume: bool = False, study: Study | None = None) -> Pat
     try:
         if not all_ranks_agree(refused is None, device, process):
             raise refused or FileExistsError(f"rank 0 could not take the run folder {run}; its error says why")
-        _fit(config, resume, run, device, process, study or Study())
+        _fit(config, resume, run, device, process, study or Study(), tensorboard)
     finally:
         if lock is not None:
             lock.release()
@@ -151,7 +154,9 @@ def fit(config: Config, resume: bool = False, study: Study | None = None) -> Pat
     return run
 
 
-def _fit(config: Config, resume: bool, run: Path, device: torch.device, process: Distributed, study: Study) -> None:
+def _fit(
+    config: Config, resume: bool, run: Path, device: torch.device, process: Distributed, study: Study, tensorboard: bool
+) -> None:
     # Set up
     if config.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -186,21 +191,22 @@ def _fit(config: Config, resume: bool, run: Path, device: torch.device, process:
     )
     loss_fn = study.loss(config, data.train.classes, data.extra_count)
     optimizer, scheduler = make_optimizer(config, model, len(loader))
-    start_epoch, best = 0, {"val_accuracy": -1.0, "epoch": -1}
+    done, best = 0, {"val_accuracy": -1.0, "epoch": 0}  # epochs count from 1; 0 is none
     if resuming:
         record = load_training_state(run, model, optimizer, scheduler)
-        start_epoch, best = record["epoch"] + 1, record["best"]
-        log(f"resuming after epoch {start_epoch} (best so far: epoch {best['epoch'] + 1})")
+        done, best = record["epoch"], record["best"]
+        log(f"resuming after epoch {done} (best so far: epoch {best['epoch']})")
     if process.main:
-        start_files(run, config, device, data, start_epoch)
+        start_files(run, config, device, data, done)
     step_model = parallel(model, config, device, process)
-    saver = Saver(run, config, model, optimizer, scheduler, study.checkpoint_extra(config))
+    board = TensorBoard(run) if tensorboard and process.main else None
+    saver = Saver(run, config, model, optimizer, scheduler, study.checkpoint_extra(config), board)
 
     # The loop
     prep = Preprocess(config.input_size, info.mean, info.std, use_bf16, config.channels_last, config.head_crop)
     batch_scheduler = scheduler if config.schedule == "onecycle" else None
-    for epoch in range(start_epoch, config.epochs):
-        loader.set_epoch(epoch)
+    for epoch in range(done + 1, config.epochs + 1):
+        loader.set_epoch(epoch - 1)  # the shuffle's seed: kept from when epochs counted from 0
         progress = Progress(epoch, config.epochs, len(loader)) if process.main else None
         lr = optimizer.param_groups[0]["lr"]
         try:
@@ -208,11 +214,13 @@ def _fit(config: Config, resume: bool, run: Path, device: torch.device, process:
         except TrainingDiverged as e:
             kept = run / "last.safetensors"
             kept = f"; the last good weights are {kept}" if kept.exists() else ""
-            raise TrainingDiverged(f"epoch {epoch + 1}: {e}{kept}. Try a lower --lr.") from None
+            raise TrainingDiverged(f"epoch {epoch}: {e}{kept}. Try a lower --lr.") from None
         if batch_scheduler is None:
             scheduler.step()
         if process.main:
             best = end_epoch(saver, data, prep, epoch, lr, stats, best)
+    if board is not None:
+        board.close()
     if process.world_size > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -224,10 +232,8 @@ def _fit(config: Config, resume: bool, run: Path, device: torch.device, process:
 
 def run_data(config: Config, study: Study) -> RunData:
     """The run's data: both splits decoded, the validation split carved, the study's extra images added."""
-    if config.data is None:
-        raise DatasetError(NO_DATASET)
     data = load_run_data(
-        Path(config.data),
+        existing_root(config.data),
         val_fraction=config.val_fraction,
         seed=config.seed,
         cache_dir=config.cache_dir,
@@ -304,7 +310,7 @@ def parallel(model: nn.Module, config: Config, device: torch.device, process: Di
 @dataclass(frozen=True)
 class Saver:
     """What end_epoch saves and where: the run folder, the model with its optimiser and schedule, and
-    what the study adds to each checkpoint's metadata."""
+    what the study adds to each checkpoint's metadata; the TensorBoard log, if asked."""
 
     run: Path
     config: Config
@@ -312,6 +318,7 @@ class Saver:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     extra: dict[str, object]
+    board: TensorBoard | None = None
 
     def metadata(self, classes: list[str], prep: Preprocess, epoch: int, val_accuracy: float) -> dict:
         """The checkpoint metadata of this run's model after `epoch`."""
@@ -335,8 +342,9 @@ def validate(model: nn.Module, data: RunData, rows, prep: Preprocess) -> dict[st
 def end_epoch(
     saver: Saver, data: RunData, prep: Preprocess, epoch: int, lr: float, train_stats: dict, best: dict
 ) -> dict:
-    """Validate, write the metrics line and a pending best; every config.checkpoint_every epochs (and at
-    the last) the last weights and the training state, which commits the epoch. Returns the new best."""
+    """Validate, log the epoch (metrics.jsonl and .csv, curves.png, TensorBoard) and write a pending
+    best; every config.checkpoint_every epochs (and at the last) the last weights and the training
+    state, which commits the epoch. `epoch` counts from 1. Returns the new best."""
     run, config, model = saver.run, saver.config, saver.model
     val = validate(model, data, data.val_rows, prep)
     line = {"epoch": epoch, "lr": lr, "train_loss": train_stats["loss"], "train_accuracy": train_stats["accuracy"]}
@@ -349,10 +357,16 @@ def end_epoch(
     if val["accuracy"] > best["val_accuracy"]:
         best = {"val_accuracy": val["accuracy"], "epoch": epoch}
         save_model(run / PENDING_BEST, model, meta)  # becomes best.safetensors when the state commits
-    commit = (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs
+    commit = epoch % config.checkpoint_every == 0 or epoch == config.epochs
     if commit:
         save_model(run / "last.safetensors", model, meta)
     append_epoch(run, line)
+    try:
+        plot_curves(run)  # a long run can be watched
+    except PermissionError as e:  # open in a viewer, which locks it on Windows: the run goes on
+        print(f"{run / 'curves.png'} not redrawn ({e.strerror})", flush=True)
+    if saver.board is not None:
+        saver.board.add(line)
     if commit:
         save_training_state(run, model, saver.optimizer, saver.scheduler, epoch, {"best": best})
     mark = "  (best)" if best["epoch"] == epoch else ""

@@ -127,7 +127,7 @@ def test_torchrun_trains_and_only_rank_0_writes(tmp_path: Path) -> None:
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
-    assert [line["epoch"] for line in lines] == [0]
+    assert [line["epoch"] for line in lines] == [1]
     assert done.stdout.count("data: ") == 1 and done.stdout.count("Testing (full)") == 1  # only rank 0 speaks
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["test"]["samples"] == 8
     assert np.isfinite(lines[0]["train_loss"])

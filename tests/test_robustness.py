@@ -172,19 +172,19 @@ def test_a_best_written_ahead_of_the_state_is_not_taken_for_the_committed_best(
     def rising(*args, **kwargs):
         return real_validate(*args, **kwargs) | {"accuracy": next(accuracies)}
 
-    def killed_at_epoch_1(folder, model, optimizer, scheduler, epoch, extra):
-        if epoch == 1:
+    def killed_at_epoch_2(folder, model, optimizer, scheduler, epoch, extra):
+        if epoch == 2:
             raise KeyboardInterrupt  # as if killed after best.pending was written, before the state
         real_save_state(folder, model, optimizer, scheduler, epoch, extra)
 
     monkeypatch.setattr(train_module, "validate", rising)
-    monkeypatch.setattr(train_module, "save_training_state", killed_at_epoch_1)
+    monkeypatch.setattr(train_module, "save_training_state", killed_at_epoch_2)
     pairs = flags(data, tmp_path, "killed", epochs=3)
     config = load_config(None, {key[2:]: value for key, value in zip(pairs[::2], pairs[1::2])})
     with pytest.raises(KeyboardInterrupt):
         fit(config)
     folder = tmp_path / "killed"
-    assert (folder / PENDING_BEST).is_file() and load_model_file(folder / "best.safetensors")[1]["epoch"] == 0
+    assert (folder / PENDING_BEST).is_file() and load_model_file(folder / "best.safetensors")[1]["epoch"] == 1
     (folder / ".last.safetensors.99999999.resnet_scratch.tmp").write_bytes(
         b"x" * 100
     )  # what a SIGKILL mid-write leaves
@@ -192,7 +192,7 @@ def test_a_best_written_ahead_of_the_state_is_not_taken_for_the_committed_best(
     accuracies = iter([0.6, 0.9])
     fit(config, resume=True)
     results = json.loads((folder / "metrics.json").read_text())
-    assert results["best_epoch"] == 2 == load_model_file(folder / "best.safetensors")[1]["epoch"]
+    assert results["best_epoch"] == 3 == load_model_file(folder / "best.safetensors")[1]["epoch"]
     assert not list(folder.glob(".*.tmp")) and not (folder / PENDING_BEST).exists()
 
 
@@ -213,16 +213,16 @@ def test_a_pending_best_of_the_committed_epoch_is_promoted(run: Path, tmp_path: 
     shutil.copytree(run, copy)
     state = json.loads((copy / "state.json").read_text())
     weights, meta = load_model_file(copy / "best.safetensors")
-    state["best"]["epoch"] = 1
+    state["best"]["epoch"] = 2
     (copy / "state.json").write_text(json.dumps(state))
-    shutil.copy(copy / "last.safetensors", copy / PENDING_BEST)  # epoch 1's weights, metadata epoch 1
+    shutil.copy(copy / "last.safetensors", copy / PENDING_BEST)  # epoch 2's weights, metadata epoch 2
     from safetensors.torch import save_file
 
-    save_file(weights, str(copy / "best.safetensors"), metadata=encode_metadata(meta | {"epoch": 0}))
-    assert load_model_file(copy / PENDING_BEST)[1]["epoch"] == 1
+    save_file(weights, str(copy / "best.safetensors"), metadata=encode_metadata(meta | {"epoch": 1}))
+    assert load_model_file(copy / PENDING_BEST)[1]["epoch"] == 2
     assert main(["train", "--resume", str(copy)]) == 0
-    assert not (copy / PENDING_BEST).exists() and load_model_file(copy / "best.safetensors")[1]["epoch"] == 1
-    assert json.loads((copy / "metrics.json").read_text())["best_epoch"] == 1
+    assert not (copy / PENDING_BEST).exists() and load_model_file(copy / "best.safetensors")[1]["epoch"] == 2
+    assert json.loads((copy / "metrics.json").read_text())["best_epoch"] == 2
 
 
 # 5. A clean list that cannot be written or matches nothing
@@ -345,7 +345,7 @@ def test_a_disk_that_fills_after_the_best_weights_is_one_line_and_resumable(
     assert not list(folder.glob(".*.tmp")) and not (folder / "state.json").exists()
     monkeypatch.setattr(checkpoint, "save_file", real)  # room again: the run starts over in place
     assert main(["train", "--resume", str(folder)]) == 0
-    assert json.loads((folder / "metrics.json").read_text())["best_epoch"] == 0
+    assert json.loads((folder / "metrics.json").read_text())["best_epoch"] == 1
 
 
 def test_a_decode_cache_that_cannot_be_written_is_skipped_with_a_warning(
@@ -408,9 +408,9 @@ def test_a_torn_metrics_line_does_not_block_resume(run: Path, tmp_path: Path, ca
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     with open(copy / "metrics.jsonl", "a") as f:
-        f.write('{"epoch": 2, "lr": 0.0')  # a write cut short
+        f.write('{"epoch": 3, "lr": 0.0')  # a write cut short
     assert main(["train", "--resume", str(copy)]) == 0
-    assert [json.loads(line)["epoch"] for line in (copy / "metrics.jsonl").read_text().splitlines()] == [0, 1]
+    assert [json.loads(line)["epoch"] for line in (copy / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
 # 10. predict: bounded memory, every result printed, bad files and tiny images named

@@ -113,7 +113,7 @@ def test_weights_load_only_into_a_model_of_the_same_options(tmp_path: Path) -> N
 
 
 def interrupted(data: Path, tmp_path: Path, monkeypatch, name: str, at_epoch: int, **extra: object):
-    """A run of 3 epochs killed while saving the state of `at_epoch` (as by a crash)."""
+    """A run of 3 epochs killed while saving the state of `at_epoch` (from 1; as by a crash)."""
     real = train_module.save_training_state
 
     def killed(folder, model, optimizer, scheduler, epoch, record):
@@ -132,28 +132,28 @@ def interrupted(data: Path, tmp_path: Path, monkeypatch, name: str, at_epoch: in
 def test_a_run_resumes_when_its_starting_weights_are_gone(data: Path, tmp_path: Path, monkeypatch) -> None:
     torch.manual_seed(0)
     start = checkpoint(tmp_path / "start.safetensors", build("resnet18", num_classes=4), "resnet18", {})
-    config = interrupted(data, tmp_path, monkeypatch, "moved", 1, weights=str(start), freeze="backbone")
+    config = interrupted(data, tmp_path, monkeypatch, "moved", 2, weights=str(start), freeze="backbone")
     start.unlink()  # moved, or a cleared cache
     fit(config, resume=True)
-    assert json.loads((tmp_path / "moved" / "metrics.json").read_text())["best_epoch"] in (0, 1, 2)
+    assert json.loads((tmp_path / "moved" / "metrics.json").read_text())["best_epoch"] in (1, 2, 3)
 
 
 def test_a_truncated_newest_state_resumes_from_the_one_before(data: Path, tmp_path: Path, monkeypatch, capsys):
-    config = interrupted(data, tmp_path, monkeypatch, "cut", 2)
+    config = interrupted(data, tmp_path, monkeypatch, "cut", 3)
     folder = tmp_path / "cut"
-    assert (folder / "state-0.safetensors").is_file() and (folder / "state.previous.json").is_file()
-    (folder / "state-1.safetensors").write_bytes(b"")  # the newest state never reached the disk
+    assert (folder / "state-1.safetensors").is_file() and (folder / "state.previous.json").is_file()
+    (folder / "state-2.safetensors").write_bytes(b"")  # the newest state never reached the disk
     (folder / PENDING_BEST).write_bytes(b"")  # nor did a pending best
     capsys.readouterr()
     fit(config, resume=True)
     assert "resuming from the state before it, after epoch 1" in capsys.readouterr().out
     epochs = [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == [0, 1, 2] and (folder / "metrics.json").is_file()
+    assert epochs == [1, 2, 3] and (folder / "metrics.json").is_file()
 
 
 @pytest.mark.parametrize("damage", ["emptied", "gone"])
 def test_a_damaged_state_json_resumes_from_the_record_before(data: Path, tmp_path: Path, monkeypatch, capsys, damage):
-    config = interrupted(data, tmp_path, monkeypatch, "torn", 2)
+    config = interrupted(data, tmp_path, monkeypatch, "torn", 3)
     if damage == "gone":
         (tmp_path / "torn" / "state.json").unlink()  # a resume must not silently start again from epoch 1
     else:
@@ -166,14 +166,14 @@ def test_a_damaged_state_json_resumes_from_the_record_before(data: Path, tmp_pat
 
 
 def test_a_best_of_the_abandoned_epoch_stays_the_best(data: Path, tmp_path: Path, monkeypatch) -> None:
-    accuracies = iter([0.5, 0.9, 0.3, 0.4, 0.6])  # epoch 1 is best, then is redone worse after the fallback
+    accuracies = iter([0.5, 0.9, 0.3, 0.4, 0.6])  # epoch 2 is best, then is redone worse after the fallback
     real = train_module.validate
     monkeypatch.setattr(train_module, "validate", lambda *a: real(*a) | {"accuracy": next(accuracies)})
-    config = interrupted(data, tmp_path, monkeypatch, "fell", 2)
-    (tmp_path / "fell" / "state-1.safetensors").write_bytes(b"")
+    config = interrupted(data, tmp_path, monkeypatch, "fell", 3)
+    (tmp_path / "fell" / "state-2.safetensors").write_bytes(b"")
     fit(config, resume=True)
     results = json.loads((tmp_path / "fell" / "metrics.json").read_text())
-    assert results["best_epoch"] == 1 and results["val_accuracy"] == 0.9
+    assert results["best_epoch"] == 2 and results["val_accuracy"] == 0.9
 
 
 # 5. Decompression bombs are skipped by name

@@ -1,5 +1,6 @@
 """The training engine on generated data: settings, run folder, resume after SIGKILL, NaN, evaluate."""
 
+import csv
 import json
 import os
 import signal
@@ -99,6 +100,7 @@ def test_run_folder_holds_everything(finished_run: Path) -> None:
     assert {
         "config.json",
         "metrics.jsonl",
+        "metrics.csv",
         "metrics.json",
         "best.safetensors",
         "last.safetensors",
@@ -111,7 +113,11 @@ def test_run_folder_holds_everything(finished_run: Path) -> None:
     config = json.loads((finished_run / "config.json").read_text())
     assert config["config"]["model"] == "resnet18" and config["commit"] and config["environment"]["torch"]
     epochs = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
-    assert [e["epoch"] for e in epochs] == [0, 1]
+    assert [e["epoch"] for e in epochs] == [1, 2]  # counted from 1, as the console and report count
+    with open(finished_run / "metrics.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [{k: float(v) for k, v in row.items()} for row in table] == epochs  # the same numbers, same order
+    assert json.loads((finished_run / "state.json").read_text())["epoch"] == 2  # the epochs done
     assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s", "seconds"} <= set(
         epochs[0]
     )
@@ -124,6 +130,7 @@ def test_run_folder_holds_everything(finished_run: Path) -> None:
     assert meta["arch"] == "resnet18" and meta["classes"] == ["a", "b", "c", "d"] and meta["input_size"] == 32
     assert meta["mean"] == [0.485, 0.456, 0.406] and meta["epoch"] == results["best_epoch"]
     report = (finished_run / "report.md").read_text()
+    assert f"Best epoch: {results['best_epoch']}," in report and "\n| 2 | " in report
     assert "| full | 16 |" in report and "leak-free" in report and "](curves.png)" in report
     for png in ("curves.png", "confusion.png", "predictions.png"):
         assert (finished_run / png).read_bytes()[:4] == b"\x89PNG"
@@ -158,12 +165,12 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_weights_and_metrics(tiny: 
     killed = cli("train", *flag_list(tiny_flags(tiny, tmp_path, "killed", epochs)))
     state = tmp_path / "killed" / "state.json"
     deadline = time.time() + 300
-    while not (state.is_file() and json.loads(state.read_text())["epoch"] == 0):
+    while not (state.is_file() and json.loads(state.read_text())["epoch"] == 1):
         assert killed.poll() is None and time.time() < deadline, "the run ended before it could be killed"
         time.sleep(0.01)
     os.kill(killed.pid, signal.SIGKILL)  # somewhere in the second epoch
     killed.wait()
-    assert json.loads(state.read_text())["epoch"] == 0
+    assert json.loads(state.read_text())["epoch"] == 1
     resumed = cli("train", "--resume", str(tmp_path / "killed"))
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
 
@@ -210,7 +217,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny: Path, t
     with pytest.raises(TrainingDiverged, match=r"epoch 2: the loss became nan at batch 1.*last.safetensors"):
         fit(load_config(None, tiny_flags(tiny, tmp_path, "nan", epochs=3)), study=PoisonedStudy())
     _, meta = load_model_file(tmp_path / "nan" / "last.safetensors")
-    assert meta["epoch"] == 0
+    assert meta["epoch"] == 1
     state, _ = load_model_file(tmp_path / "nan" / "last.safetensors")
     assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
 
@@ -356,6 +363,6 @@ def test_progress_writes_to_the_stdout_of_the_moment(capsys) -> None:
 
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        progress = Progress(0, 1, 2)
+        progress = Progress(1, 1, 2)
         progress.update(2, 0.5, 0.75, 16)
     assert "epoch 1/1 [2/2] loss 0.5000 acc 0.7500" in buffer.getvalue() and capsys.readouterr().out == ""

@@ -70,7 +70,7 @@ def check_paths(src: Path, dst: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the conversion; a user error prints one line and returns 2."""
     p = OneLineParser(
-        prog="python -m weights_convert",
+        prog="weights-convert" if Path(sys.argv[0]).name == "weights-convert" else "python -m weights_convert",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

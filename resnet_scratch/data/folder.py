@@ -20,10 +20,11 @@ DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image
 # Where the data is when nothing says: --data, then these variables, then ../shared/data beside a
 # checkout of this repository. An installed package (no checkout) has no default: it says how to get one.
 DATA_VARIABLE, EXTERNAL_VARIABLE = "RESNET_SCRATCH_DATA", "RESNET_SCRATCH_EXTERNAL"
-NO_DATASET = (
-    "no dataset: pass --data FOLDER (with Training/ and Testing/) or set $RESNET_SCRATCH_DATA to it; the "
-    "dataset is Kaggle's 'Brain Tumor MRI Dataset' by Masoud Nickparvar (masoudnickparvar/brain-tumor-mri-dataset)"
+GET_DATASET = (
+    "the dataset is Kaggle's 'Brain Tumor MRI Dataset' by Masoud Nickparvar (masoudnickparvar/brain-tumor-mri-dataset)"
 )
+POINT_TO_IT = "pass --data FOLDER (with Training/ and Testing/) or set $RESNET_SCRATCH_DATA to it"
+NO_DATASET = f"no dataset: {POINT_TO_IT}; {GET_DATASET}"
 
 
 def beside_checkout(name: str) -> Path | None:
@@ -44,6 +45,15 @@ def default_root() -> Path:
     if root is None:
         raise DatasetError(NO_DATASET)
     return root
+
+
+def existing_root(root: str | Path | None) -> Path:
+    """`root` as a Path if it is a folder; else an error that says how to get the data and point to it."""
+    if root is None:
+        raise DatasetError(NO_DATASET)
+    if not Path(root).is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist: {POINT_TO_IT}; {GET_DATASET}")
+    return Path(root)
 
 
 def default_external_root() -> Path | None:
@@ -157,9 +167,7 @@ def scan_split(root: Path, split: str, classes: list[str] | None = None) -> Scan
     that defines the classes (classes=None) must have images in every class folder: an empty one
     would still be a class of the model.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"dataset folder {root} does not exist")
+    root = existing_root(root)
     split_dir = root / split
     if not split_dir.is_dir():
         found = [e.name for e in os.scandir(root) if e.is_dir() and not hidden(e.name)]
