@@ -142,7 +142,7 @@ def phrase(key: str, values: dict[str, object]) -> str:
     return fill(PHRASES[key], {k: f"{v:.1f}" if isinstance(v, float) else v for k, v in values.items()})
 
 
-def verdicts(summaries: list[dict]) -> list[str]:
+def verdicts(summaries: list[dict], epochs: int) -> list[str]:
     """The paper's two halves, judged seed by seed on the last epoch's training error (eval mode, centre
     crops) and on the leak-free Testing subset (the full split shares images with Training). At a short
     budget the plain 34-layer network may only be slower to converge, so degradation "reproduced" says
@@ -152,7 +152,7 @@ def verdicts(summaries: list[dict]) -> list[str]:
     if {"plain-18", "plain-34"} <= set(by):
         deep, shallow, seeds, verdict = seedwise(by, "plain-34", "plain-18", "train_eval_accuracy")
         verdict = "degradation_reproduced" if verdict == "reproduced" else verdict
-        values = {"verdict": PHRASES[verdict], "deep": deep, "shallow": shallow, "seeds": seeds}
+        values = {"verdict": PHRASES[verdict], "deep": deep, "shallow": shallow, "seeds": seeds, "epochs": epochs}
         lines.append(phrase("half_one", values))
     for option in ("B", "A"):
         small, deep_label = f"residual-18 ({option})", f"residual-34 ({option})"
@@ -203,7 +203,7 @@ def main(argv: list[str]) -> None:
     )
     best = ", ".join(f"{s['label']} {s['best_epoch']['mean']:.1f}" for s in summaries if s["finished"])
     budget = {"epochs": base.epochs, "size": base.input_size, "scale": args.scale, "schedule": base.schedule}
-    notes = verdicts(summaries) + [
+    notes = verdicts(summaries, base.epochs) + [
         phrase("budget", budget | {"seeds": args.seeds, "best": best}),
         phrase("train_eval", {}),
         phrase("gradient_ratio", {"ratio": ratio}),

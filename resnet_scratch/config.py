@@ -78,6 +78,7 @@ class Config:
     stride_on: str = setting(
         "3x3", 'ResNet bottleneck: "3x3" (v1.5) or "1x1" (v1)', lambda v: v in ("3x3", "1x1"), '"3x3" or "1x1"'
     )
+    zero_init_residual: bool = setting(False, "ResNet: each block starts as the identity (last BatchNorm weight 0)")
     weights: str | None = setting(None, 'start from "imagenet" or a .pth / .safetensors file; none: random')
     freeze: str | None = setting(
         None,
@@ -188,6 +189,8 @@ class Config:
         options: dict[str, object] = {}
         if self.model.startswith("resnet"):
             options |= {"skip": self.skip, "shortcut": self.shortcut, "stride_on": self.stride_on}
+            if self.zero_init_residual:  # only when set: how a model starts, not what it computes
+                options["zero_init_residual"] = True
         if self.model == "inception_v3":
             options["aux_logits"] = self.aux_logits
         if self.dropout is not None:

@@ -5,6 +5,7 @@ import argparse
 import json
 import re
 import time
+import zlib
 from pathlib import Path
 
 import matplotlib.ticker
@@ -50,6 +51,24 @@ def results_table(summaries: list[dict[str, object]]) -> list[str]:
         cells.append(f"{s['finished']}" + (f" ({s['diverged']} diverged)" if s["diverged"] else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+# One colour per arm in every figure: a family's hue, darker for the deeper network.
+ARM_COLOURS = {
+    "plain-18": "#f4a582",
+    "plain-34": "#b2182b",
+    "residual-18 (B)": "#92c5de",
+    "residual-34 (B)": "#2166ac",
+    "residual-18 (A)": "#a6dba0",
+    "residual-34 (A)": "#1b7837",
+}
+OTHER_COLOURS = ("#762a83", "#e08214", "#35978f", "#8c510a", "#c51b7d", "#4d4d4d")
+
+
+def arm_colour(label: str) -> str:
+    """The colour of an arm: its own in ARM_COLOURS, else one drawn from OTHER_COLOURS by its name,
+    so the same label gets the same colour in every figure."""
+    return ARM_COLOURS.get(label) or OTHER_COLOURS[zlib.crc32(label.encode()) % len(OTHER_COLOURS)]
 
 
 def _band(ax, x: np.ndarray, runs: list[list[float]], style: str, label: str, color=None, width: float = 1.5):

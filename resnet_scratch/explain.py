@@ -104,3 +104,34 @@ def stage_grad_norms(
             handle.remove()
         model.zero_grad(set_to_none=True)
         model.train(was_training)
+
+
+def layer_responses(model: ResNet, images: Tensor) -> list[float]:
+    """The ResNet paper's Figure 7 measure, layer by layer from the input: the standard deviation of
+    each 3x3 layer's response, its output after BatchNorm and before the ReLU or the addition
+    (Section 4.2). In a residual block the last such response is the branch F(x) itself, so small
+    values mean the blocks stay close to the identity. Eval mode; the model's mode is kept."""
+    layers = [
+        bn
+        for stage in ("conv2_x", "conv3_x", "conv4_x", "conv5_x")
+        for block in getattr(model, stage)
+        for conv, bn in zip(
+            (block.conv1, block.conv2, getattr(block, "conv3", None)),
+            (block.bn1, block.bn2, getattr(block, "bn3", None)),
+        )
+        if conv is not None and conv.kernel_size == (3, 3)
+    ]
+    responses: list[float] = []
+    handles = [
+        bn.register_forward_hook(lambda _m, _i, out: responses.append(float(out.float().std()))) for bn in layers
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return responses

@@ -29,6 +29,7 @@ SCRIPTS = {  # script: (seeds, arm labels it must report)
     ),
     "ablate_dropout": (1, ["ResNet-18 p=0", "ResNet-18 p=0.5", "VGG16 p=0", "VGG16 p=0.5"]),
     "external_validity": (1, ["recipe", "photometric", "head crop", "weak labels", "all three"]),
+    "residual_responses": (2, ["plain-18", "plain-34", "residual-18 (B)", "residual-34 (B)"]),
 }
 
 

@@ -173,6 +173,7 @@ class ResNet(nn.Module):
         shortcut: Shortcut = "B",
         dropout: float = 0.0,
         stride_on: StrideOn = "3x3",
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         if stride_on not in ("3x3", "1x1"):
@@ -181,6 +182,8 @@ class ResNet(nn.Module):
             raise ValueError(f'shortcut must be "A", "B" or "C" (the paper\'s Table 3), got {shortcut!r}')
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if zero_init_residual and not skip:
+            raise ValueError("zero_init_residual needs skip=True: a plain block that starts at zero passes nothing on")
         self.block = block
         self.depth = 2 + (2 if block is BasicBlock else 3) * sum(blocks_per_stage)  # the paper's count
         self.skip = skip
@@ -203,7 +206,7 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(512 * block.expansion, num_classes)
-        self._init_weights()
+        self._init_weights(zero_init_residual)
 
     def _stage(self, width: int, count: int, stride: int) -> nn.Sequential:
         """`count` blocks; the first one changes the resolution (stride) and channel count."""
@@ -221,7 +224,7 @@ class ResNet(nn.Module):
             self.in_channels = width * self.block.expansion
         return nn.Sequential(*layers)
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, zero_init_residual: bool) -> None:
         # He et al. 2015 ("Delving deep into rectifiers"), as section 3.4 of the paper says.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -229,6 +232,12 @@ class ResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            # Goyal et al. 2017 (section 5.1): the branch's last BatchNorm starts at zero, so F(x) = 0 and
+            # every block with an identity shortcut starts as the identity. Not in the ResNet paper.
+            for block in self.modules():
+                if isinstance(block, (BasicBlock, Bottleneck)):
+                    nn.init.zeros_(block.bn2.weight if isinstance(block, BasicBlock) else block.bn3.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits, N x num_classes."""
@@ -258,10 +267,21 @@ def resnet(
     shortcut: Shortcut = "B",
     dropout: float = 0.0,
     stride_on: StrideOn = "3x3",
+    zero_init_residual: bool = False,
 ) -> ResNet:
-    """The ResNet of `depth` (18, 34, 50, 101 or 152) as RESNET_SPECS gives it."""
+    """The ResNet of `depth` (18, 34, 50, 101 or 152) as RESNET_SPECS gives it. zero_init_residual:
+    start each block's residual branch at zero (its last BatchNorm weight), as torchvision's option."""
     block, counts = RESNET_SPECS[depth]
-    return ResNet(block, counts, num_classes, skip=skip, shortcut=shortcut, dropout=dropout, stride_on=stride_on)
+    return ResNet(
+        block,
+        counts,
+        num_classes,
+        skip=skip,
+        shortcut=shortcut,
+        dropout=dropout,
+        stride_on=stride_on,
+        zero_init_residual=zero_init_residual,
+    )
 
 
 # One builder per depth, as torchvision names them: resnet50(num_classes=4, skip=False) and so on.
