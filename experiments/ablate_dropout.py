@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from resnet_scratch.config import Config
-from resnet_scratch.experiment import Arm, model_config, run_arms
-from resnet_scratch.experiment_cli import RECIPES, base_config, experiment_args, output_dir
+from resnet_scratch.experiment import Arm, model_config, recorded_seeds, run_arms
+from resnet_scratch.experiment_cli import RECIPES, base_config, experiment_args, output_dir, results_folder
 from resnet_scratch.experiment_pages import (
+    arm_colour,
     fill,
     plot_curves,
     plot_test_accuracy,
@@ -67,7 +68,8 @@ def gaps(summary: dict) -> list[list[float]]:
 
 
 def plot_gap(path: Path, summaries: list[dict]) -> Path:
-    """The gap per epoch (mean ± std over seeds) and at the last epoch (a dot per seed)."""
+    """The gap per epoch (mean ± std over seeds) and at the last epoch (a dot per seed). The bars of
+    the last epoch hold the fitted runs only, as the verdict does; an unfitted run is a red cross."""
     done = [s for s in summaries if s["finished"]]
     fig = new_figure(12, 4)
     ax_curve, ax_last = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
@@ -75,7 +77,7 @@ def plot_gap(path: Path, summaries: list[dict]) -> Path:
         values = np.asarray(gaps(s))
         x = np.arange(1, values.shape[1] + 1)
         mean = values.mean(0)
-        line = ax_curve.plot(x, mean, label=s["label"])[0]
+        line = ax_curve.plot(x, mean, label=s["label"], color=arm_colour(s["label"]))[0]
         if len(values) > 1:
             std = values.std(0, ddof=1)
             ax_curve.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15)
@@ -88,7 +90,16 @@ def plot_gap(path: Path, summaries: list[dict]) -> Path:
     ax_curve.grid(alpha=0.3)
     ax_curve.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(done))
     x = np.arange(len(done))
-    seed_bars(ax_last, x, [[g[-1] for g in gaps(s)] for s in done], 0.6)
+    fitted = [
+        [
+            g[-1]
+            for g, run in zip(gaps(s), (r for r in s["seeds"] if "curves" in r))
+            if run["curves"]["train_eval_accuracy"][-1] >= FITTED
+        ]
+        or [np.nan]
+        for s in done
+    ]
+    seed_bars(ax_last, x, fitted, 0.6)
     unfit = [
         (i, 100 * (c["train_eval_accuracy"][-1] - c["val_accuracy"][-1]))
         for i, s in enumerate(done)
@@ -102,7 +113,8 @@ def plot_gap(path: Path, summaries: list[dict]) -> Path:
         ax_last.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3))
     ax_last.axhline(0, color="black", linewidth=0.8)
     ax_last.set_xticks(x, [s["label"] for s in done], rotation=15, ha="right")
-    ax_last.set(ylabel="points", title="Gap at the last epoch (bars: mean ± std, dots: seeds)")
+    ax_last.set(ylabel="points")
+    ax_last.set_title("Gap at the last epoch, fitted runs\n(bars: mean ± std, dots: seeds)", fontsize=10)
     ax_last.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
 
@@ -199,7 +211,10 @@ def main(argv: list[str]) -> None:
     )
     base = base_config(args, preset)
     arms = arms_for(base, args.scale)
-    summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir, train=not args.summarize_only)
+    record = results_folder(NAME, args) / "results.json"  # seeds whose runs are gone keep their numbers
+    summaries = run_arms(
+        arms, list(range(args.seeds)), args.runs_dir, not args.summarize_only, recorded_seeds(record, arms)
+    )
     out = output_dir(NAME, args, summaries)
     groups = {
         "ResNet-18": [a for a in ARMS if a.startswith("ResNet")],

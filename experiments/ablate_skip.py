@@ -13,6 +13,7 @@ says, from the numbers, which half this run reproduces.
     python experiments/ablate_skip.py --scale cpu --epochs 8 --image-size 96   # a longer, larger run
 """
 
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -24,9 +25,16 @@ from resnet_scratch.checkpoint import model_from_checkpoint
 from resnet_scratch.config import Config
 from resnet_scratch.data import load_split
 from resnet_scratch.data.transforms import train_transform
-from resnet_scratch.experiment import Arm, run_arms
-from resnet_scratch.experiment_cli import RECIPES, base_config, experiment_args, output_dir
-from resnet_scratch.experiment_pages import fill, plot_curves, plot_test_accuracy, read_phrases, write_results
+from resnet_scratch.experiment import Arm, recorded_seeds, run_arms
+from resnet_scratch.experiment_cli import RECIPES, base_config, experiment_args, output_dir, results_folder
+from resnet_scratch.experiment_pages import (
+    arm_colour,
+    fill,
+    plot_curves,
+    plot_test_accuracy,
+    read_phrases,
+    write_results,
+)
 from resnet_scratch.experiment_stats import VAL_IMAGES, mean_std, noise_margin
 from resnet_scratch.explain import stage_grad_norms
 from resnet_scratch.models import build
@@ -81,30 +89,27 @@ def grad_norms(
 
 
 def plot_grad_norms(path: Path, panels: dict[str, dict[str, dict]]) -> Path:
-    """Grouped bars on a log scale, one panel per moment (initialisation, after training): a group
-    per stage, a bar per network (plain hatched)."""
+    """Lines with markers on a log scale, one panel per moment (initialisation, after training): the
+    stages from the input on the x axis, a line per network (plain dashed), ±1 std as error bars."""
     fig = new_figure(11, 3.6 * len(panels))
     axes = np.atleast_1d(fig.subplots(len(panels), 1))
     for ax, (title, norms) in zip(axes, panels.items()):
-        labels = list(norms)
         stages = [s for s in next(iter(norms.values())) if s != "fc"]  # the logits' gradient is another scale
-        width = 0.8 / len(labels)
-        for i, label in enumerate(labels):
-            ax.bar(
-                np.arange(len(stages)) + (i - (len(labels) - 1) / 2) * width,
-                [norms[label][s]["mean"] for s in stages],
-                width,
-                yerr=[norms[label][s]["std"] for s in stages],
+        for label, values in norms.items():
+            ax.errorbar(
+                stages,
+                [values[s]["mean"] for s in stages],
+                yerr=[values[s]["std"] for s in stages],
+                fmt="--o" if label.startswith("plain") else "-o",
                 capsize=2,
+                color=arm_colour(label),
                 label=label,
-                hatch="//" if label.startswith("plain") else None,
-                alpha=0.85,
             )
         ax.set_yscale("log")
-        ax.set_xticks(range(len(stages)), stages)
-        ax.set(ylabel="RMS of dLoss/d(stage output) (log)", title=title)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12))
+        ax.set(ylabel="RMS of dLoss/d(stage output) (log)", xlabel="stage, from the input")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, ncol=3)
     fig.suptitle(
         "The gradient reaching each stage's output (root mean square over its elements), on one augmented batch "
         "of Training images per seed,\nthe same batch in both panels (mean ± std over seeds)",
@@ -183,10 +188,14 @@ def main(argv: list[str]) -> None:
     device = str(resolve_device(args.device))
     batch = 8 if args.smoke else 64  # a smoke run on the CPU at 224 px need not wait for 64 images
     at_init = grad_norms(arms, seeds, device=device, batch=batch)
-    summaries = run_arms(arms, seeds, args.runs_dir, train=not args.summarize_only)
+    record = results_folder(NAME, args) / "results.json"  # seeds whose runs are gone keep their numbers
+    summaries = run_arms(arms, seeds, args.runs_dir, not args.summarize_only, recorded_seeds(record, arms))
     runs = {s["label"]: [args.runs_dir / seed["run"] for seed in s["seeds"]] for s in summaries}
     done = all(s["finished"] == len(seeds) for s in summaries)
-    trained = grad_norms(arms, seeds, runs, device, batch) if done else {}
+    have_checkpoints = all((run / "best.safetensors").is_file() for folders in runs.values() for run in folders)
+    trained = grad_norms(arms, seeds, runs, device, batch) if done and have_checkpoints else {}
+    if done and not trained and record.is_file():  # measured on checkpoints that are gone: as recorded
+        trained = json.loads(record.read_text()).get("extra", {}).get("grad_norms_trained", {})
     out = output_dir(NAME, args, summaries)
     groups = {
         "plain": ["plain-18", "plain-34"],
@@ -198,16 +207,21 @@ def main(argv: list[str]) -> None:
     plot_grad_norms(out / "grad_norms.png", panels)
     plot_test_accuracy(out / "test_accuracy.png", summaries)
     first = next(iter(at_init[arms[0].label]))
-    ratio = ", ".join(
-        f"{label} {stages[first]['mean'] / stages['conv5_x']['mean']:.3g}" for label, stages in at_init.items()
-    )
+    ratios = {
+        moment: ", ".join(f"{label} {st[first]['mean'] / st['conv5_x']['mean']:.3g}" for label, st in norms.items())
+        for moment, norms in (("init", at_init), ("trained", trained))
+    }
     best = ", ".join(f"{s['label']} {s['best_epoch']['mean']:.1f}" for s in summaries if s["finished"])
     budget = {"epochs": base.epochs, "size": base.input_size, "scale": args.scale, "schedule": base.schedule}
-    notes = verdicts(summaries, base.epochs) + [
-        phrase("budget", budget | {"seeds": args.seeds, "best": best}),
-        phrase("train_eval", {}),
-        phrase("gradient_ratio", {"ratio": ratio}),
-    ]
+    notes = (
+        verdicts(summaries, base.epochs)
+        + [
+            phrase("budget", budget | {"seeds": args.seeds, "best": best}),
+            phrase("train_eval", {}),
+            phrase("gradient_ratio", {"ratio": ratios["init"]}),
+        ]
+        + ([phrase("gradient_ratio_trained", {"ratio": ratios["trained"]})] if trained else [])
+    )
     figures = [(PHRASES[f"caption_{f}"], f"{f}.png") for f in ("curves", "grad_norms", "test_accuracy")]
     extra = {"grad_norms_at_init": at_init, "grad_norms_trained": trained}
     write_results(out, NAME, PHRASES["title"], PHRASES["about"], args, argv, summaries, figures, notes, extra)

@@ -1,7 +1,8 @@
 """Regenerate docs/results.md, one page with every result's table and plots, from the files the
 experiments and runs wrote under docs/results/ (results.json of an experiment; config.json,
 metrics.jsonl and metrics.json of a single run, or of one run per seed in seed0/, seed1/ ...).
-No number on that page is typed by hand.
+It also rewrites each experiment's README.md from its results.json. No number on these pages is
+typed by hand.
 
     python experiments/make_results_page.py [--results docs/results] [--out docs/results.md]
 """
@@ -12,7 +13,7 @@ import os
 from pathlib import Path
 
 from resnet_scratch.checkpoint import read_epochs
-from resnet_scratch.experiment_pages import fill, read_phrases, results_markdown, short_commit
+from resnet_scratch.experiment_pages import experiment_readme, fill, read_phrases, results_markdown
 from resnet_scratch.experiment_stats import external_headline, mean_std
 from resnet_scratch.files import atomic_write_text
 from resnet_scratch.studies.brain_mri import external_lines
@@ -48,7 +49,7 @@ def single_run_markdown(folder: Path, prefix: str) -> list[str]:
     minutes = sum(e["seconds"] for e in epochs) / 60
     weak = settings.get("weak_tumour")
     environment = config["environment"]
-    values = run_values(settings, results["input_size"], config["commit"]) | {"epochs": len(epochs)}
+    values = run_values(settings, results["input_size"]) | {"epochs": len(epochs)}
     values |= {"seed": settings["seed"], "device": environment.get("gpu", environment["device"])}
     values |= {"weak": fill(PHRASES["weak_labels"], {"folder": Path(weak).name}) if weak else ""}
     values |= {"torch": environment["torch"], "minutes": f"{minutes:.1f}", "best_epoch": results["best_epoch"]}
@@ -69,10 +70,10 @@ def single_run_markdown(folder: Path, prefix: str) -> list[str]:
     return lines + [""] + figure_lines(folder, prefix)
 
 
-def run_values(settings: dict, size: int, commit: str) -> dict[str, object]:
-    """The settings a run's sentence names."""
+def run_values(settings: dict, size: int) -> dict[str, object]:
+    """The settings a run's sentence names (its commit stays in config.json, the run record)."""
     values = {"model": settings["model"], "size": size, "schedule": settings["schedule"], "lr": settings["lr"]}
-    return values | {"batch": settings["batch_size"], "commit": short_commit(commit)}
+    return values | {"batch": settings["batch_size"]}
 
 
 def seeds_markdown(folders: list[Path], prefix: str) -> list[str]:
@@ -81,7 +82,7 @@ def seeds_markdown(folders: list[Path], prefix: str) -> list[str]:
         (json.loads((f / "config.json").read_text()), json.loads((f / "metrics.json").read_text())) for f in folders
     ]
     settings = runs[0][0]["config"]
-    values = run_values(settings, runs[0][1]["input_size"], runs[0][0]["commit"]) | {"epochs": settings["epochs"]}
+    values = run_values(settings, runs[0][1]["input_size"]) | {"epochs": settings["epochs"]}
     lines = [
         fill(PHRASES["seeds_run"], values),
         "",
@@ -152,8 +153,10 @@ def main() -> None:
     p.add_argument("--results", type=Path, default=Path("docs/results"))
     p.add_argument("--out", type=Path, default=Path("docs/results.md"))
     args = p.parse_args()
+    for record in sorted(args.results.glob("*/results.json")):  # each experiment's own page, in today's words
+        atomic_write_text(record.parent / "README.md", experiment_readme(json.loads(record.read_text())))
     atomic_write_text(args.out, build_page(args.results, args.out))
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} and the README.md of each experiment")
 
 
 if __name__ == "__main__":

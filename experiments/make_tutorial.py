@@ -7,23 +7,19 @@ docs/results/, never typed. Runs in under a minute on the CPU.
 
 import inspect
 import json
-import math
-import tempfile
+import sys
 import textwrap
 from pathlib import Path
 
+import matplotlib.ticker
 import numpy as np
 import torch
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from resnet_scratch import build
-from resnet_scratch.data import default_root
-from resnet_scratch.data.folder import decode
-from resnet_scratch.data.transforms import crop_boxes
-from resnet_scratch.experiment_pages import fill, read_phrases, read_template, results_table, table_columns, unfinished
+from resnet_scratch.experiment_pages import arm_colour, fill, read_phrases, read_template
 from resnet_scratch.explain import stage_grad_norms
 from resnet_scratch.files import atomic_write_text
-from resnet_scratch.models import MODEL_INFO
 from resnet_scratch.models.resnet import RESNET_SPECS, BasicBlock, Bottleneck, ZeroPadShortcut
 from resnet_scratch.report import new_figure, save_figure
 from resnet_scratch.sanity import (
@@ -39,6 +35,9 @@ from resnet_scratch.summary import count_macs, summarize
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # learn/ sits beside the package
+from learn import blocks, solutions  # noqa: E402
+
 TEMPLATES = ROOT / "experiments" / "templates"
 
 
@@ -88,11 +87,12 @@ def walkthrough(block: torch.nn.Module, x: torch.Tensor, where: str) -> list[str
     return table
 
 
-def draw_block(ax, layers: list[str], shortcut: str, title: str) -> None:
+def draw_block(ax, layers: list[str], shortcut: str | None, title: str) -> None:
     """A block as the paper draws it (Figures 2 and 5): the branch F top to bottom, the shortcut around
-    it on the right, the addition and the ReLU at the bottom."""
+    it on the right (none for a plain block), the addition and the ReLU at the bottom."""
     height = 2.2 + 1.2 * len(layers)
-    ax.set(xlim=(0, 10), ylim=(-0.4, height), title=title)
+    ax.set(xlim=(0, 10), ylim=(-0.4, height))
+    ax.set_title(title, fontsize=10)
     ax.axis("off")
     top = height - 0.6
     ax.text(3.0, top + 0.1, "x", ha="center", va="center", fontsize=12)
@@ -100,151 +100,77 @@ def draw_block(ax, layers: list[str], shortcut: str, title: str) -> None:
     for layer in layers:
         ax.add_patch(FancyArrowPatch((3.0, y), (3.0, y - 0.35), arrowstyle="->", mutation_scale=10))
         y -= 1.2
-        ax.add_patch(FancyBboxPatch((1.2, y), 3.6, 0.8, boxstyle="round,pad=0.06", fc="#dbe8f5", ec="#35608a"))
+        strided = "/2" in layer
+        colour = "#f6d7c3" if strided else "#dbe8f5"
+        ax.add_patch(FancyBboxPatch((0.9, y), 4.2, 0.8, boxstyle="round,pad=0.06", fc=colour, ec="#35608a"))
         ax.text(3.0, y + 0.4, layer, ha="center", va="center", fontsize=8.5)
-    ax.text(0.55, (top + y) / 2, "F(x)", ha="center", va="center", fontsize=10, rotation=90, color="#35608a")
+    branch = "F(x)" if shortcut else "H(x)"  # the paper: plain layers fit H(x) itself, residual ones H(x) - x
+    ax.text(0.35, (top + y) / 2, branch, ha="center", va="center", fontsize=10, rotation=90, color="#35608a")
+    if shortcut is None:  # a plain block: the branch is all there is
+        ax.add_patch(FancyArrowPatch((3.0, y), (3.0, -0.25), arrowstyle="->", mutation_scale=10))
+        ax.text(3.3, 0.4, "relu", fontsize=8)
+        return
     ax.add_patch(FancyArrowPatch((3.0, y), (3.0, 0.95), arrowstyle="->", mutation_scale=10))
     ax.text(3.0, 0.7, "+", ha="center", va="center", fontsize=12, bbox={"boxstyle": "circle", "fc": "white"})
-    ax.add_patch(FancyArrowPatch((3.3, top + 0.1), (5.7, top + 0.1), arrowstyle="-", color="#b5462f"))
-    ax.add_patch(FancyArrowPatch((5.7, top + 0.1), (5.7, 0.7), arrowstyle="-", color="#b5462f"))
-    ax.add_patch(FancyArrowPatch((5.7, 0.7), (3.35, 0.7), arrowstyle="->", mutation_scale=10, color="#b5462f"))
-    ax.text(5.95, (top + 0.7) / 2, shortcut, ha="left", va="center", fontsize=8, color="#b5462f")
+    ax.add_patch(FancyArrowPatch((3.3, top + 0.1), (6.0, top + 0.1), arrowstyle="-", color="#b5462f"))
+    ax.add_patch(FancyArrowPatch((6.0, top + 0.1), (6.0, 0.7), arrowstyle="-", color="#b5462f"))
+    ax.add_patch(FancyArrowPatch((6.0, 0.7), (3.35, 0.7), arrowstyle="->", mutation_scale=10, color="#b5462f"))
+    ax.text(6.2, (top + 0.7) / 2, shortcut, ha="left", va="center", fontsize=8, color="#b5462f")
     ax.add_patch(FancyArrowPatch((3.0, 0.42), (3.0, -0.25), arrowstyle="->", mutation_scale=10))
     ax.text(3.3, -0.05, "relu", fontsize=8)
 
 
 def plot_blocks(path: Path) -> Path:
-    """The basic block and the bottleneck, with their shortcuts."""
-    fig = new_figure(11, 5.4)
-    left, right = fig.subplots(1, 2)
-    shortcut = "shortcut: x itself,\nor where the shape\nchanges: a 1x1 conv\n+ BN (option B) or\nzero-padding (A)"
-    draw_block(left, ["3x3 conv, 64", "BN, relu", "3x3 conv, 64", "BN"], shortcut, "Basic block (ResNet-18/34)")
+    """A plain block, a residual basic block and a bottleneck, each the first block of a stage that
+    halves the map: channel widths in every layer, the strided layer shaded and marked /2."""
+    fig = new_figure(13, 5.6)
+    plain, basic, neck = fig.subplots(1, 3)
+    basic_layers = ["3x3 conv, 64 -> 128, /2", "BN, relu", "3x3 conv, 128 -> 128", "BN"]
+    draw_block(plain, basic_layers, None, "plain block (skip=False): the layers fit H(x)\n64 channels in, 128 out")
     draw_block(
-        right,
-        ["1x1 conv, 64", "BN, relu", "3x3 conv, 64", "BN, relu", "1x1 conv, 256", "BN"],
-        shortcut,
-        "Bottleneck (ResNet-50/101/152)",
+        basic,
+        basic_layers,
+        "1x1 conv,\n64 -> 128, /2,\n+ BN\n(option B)",
+        "residual basic block (ResNet-18/34)\nthe layers fit F(x) = H(x) - x",
+    )
+    draw_block(
+        neck,
+        ["1x1 conv, 256 -> 128", "BN, relu", "3x3 conv, 128 -> 128, /2", "BN, relu", "1x1 conv, 128 -> 512", "BN"],
+        "1x1 conv,\n256 -> 512, /2,\n+ BN\n(option B)",
+        "bottleneck (ResNet-50/101/152)\nsqueeze 256 -> 128, expand -> 512",
     )
     fig.suptitle(
-        "relu(F(x) + x): the branch F learns what to add to x\n(not drawn: option C, a projection on every shortcut)",
+        "The first block of conv3_x in each network: /2 marks the stride-2 layer (shaded), which halves the map.\n"
+        "Where the shape does not change, the shortcut is x itself.",
         fontsize=10,
     )
     return save_figure(fig, path, dpi=100)
 
 
-def a_slice() -> tuple[np.ndarray, str]:
-    """A brain slice to draw on, and what it is: one Testing image of the dataset where it is present,
-    else a generated ellipse (the figure is about the boxes)."""
-    root = default_root()
-    files = sorted((root / "Testing" / "glioma").glob("*.jpg")) if (root / "Testing").is_dir() else []
-    if files:
-        return decode(files[0]), f"the Testing slice glioma/{files[0].name}"
-    g = np.random.default_rng(0)
-    yy, xx = np.mgrid[:224, :224]
-    head = (((yy - 112) / 95) ** 2 + ((xx - 112) / 80) ** 2 < 1) * (120 + 40 * g.random((224, 224)))
-    return np.repeat(head[:, :, None], 3, axis=2).astype(np.uint8), "a generated stand-in for a slice"
-
-
-def plot_crops(path: Path, scale_min: float) -> Path:
-    """RandomResizedCrop boxes on a slice: torchvision's default smallest area (8%) against the recipe's."""
-    image, what = a_slice()
-    h, w = image.shape[:2]
-    fig = new_figure(9, 4.8)
-    axes = fig.subplots(1, 2)
-    for ax, low in zip(axes, (0.08, scale_min)):
-        ax.imshow(image)
-        boxes = crop_boxes(12, h, w, scale=(low, 1.0), generator=torch.Generator().manual_seed(0))
-        for top, left, bh, bw in boxes.tolist():
-            ax.add_patch(Rectangle((left, top), bw, bh, fill=False, linewidth=1.0, color="yellow"))
-        many = crop_boxes(10_000, h, w, scale=(low, 1.0), generator=torch.Generator().manual_seed(1))
-        small = (many[:, 2] * many[:, 3] < 0.2 * h * w).float().mean()
-        ax.set(title=f"scale ({low}, 1): {100 * small:.0f}% of 10,000 drawn crops\ncover less than 20% of the slice")
-        ax.axis("off")
-    fig.suptitle(
-        f"12 RandomResizedCrop boxes on {what}\n(each box is resized to the input size in training)", fontsize=10
-    )
-    return save_figure(fig, path, dpi=100)
-
-
-def schedule(kind: str, lr: float, epochs: int, steps: int, step_size: int = 7, gamma: float = 0.1) -> list[float]:
-    """The learning rate at every batch of a recipe's schedule."""
-    model = torch.nn.Linear(1, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    if kind == "step":
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step_size, gamma=gamma)
-    else:
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, epochs=epochs, steps_per_epoch=steps)
-    lrs = []
-    for _ in range(epochs):
-        for _ in range(steps):
-            lrs.append(opt.param_groups[0]["lr"])
-            opt.step()
-            if kind == "onecycle":
-                sched.step()
-        if kind == "step":
-            sched.step()
-    return lrs
-
-
-def plot_schedules(path: Path, recipe: dict, steps: int) -> Path:
-    """The two schedules the package uses: the defaults (torchvision's tutorial, StepLR) and the CPU
-    recipe's one-cycle, on one log scale."""
-    fig = new_figure(11, 3.6)
-    left, right = fig.subplots(1, 2, sharey=True)
-    tutorial = schedule("step", 1e-3, 25, steps)
-    left.plot(np.arange(len(tutorial)) / steps, tutorial)
-    left.set(
-        xlabel="epoch",
-        ylabel="learning rate (log)",
-        yscale="log",
-        title="the defaults (torchvision's tutorial): StepLR,\nlr 1e-3, divided by 10 every 7 epochs, 25 epochs",
-    )
-    onecycle = schedule("onecycle", recipe["lr"], recipe["epochs"], steps)
-    right.plot(np.arange(len(onecycle)) / steps, onecycle, color="C1")
-    right.set(
-        xlabel="epoch",
-        title=f"the CPU recipe: one-cycle, peak lr {recipe['lr']},\n{recipe['epochs']} "
-        f"epochs, stepped every batch ({steps} per epoch)",
-    )
-    for ax in (left, right):
-        ax.grid(alpha=0.3)
-    return save_figure(fig, path, dpi=100)
-
-
-def plot_sanity(path: Path, losses: list[float], norms: dict[str, dict[str, float]], lr: float) -> Path:
-    """Overfitting one batch, and the gradient reaching each stage at initialisation, plain against residual."""
+def plot_sanity(path: Path, losses: dict[str, list[float]], norms: dict[str, dict[str, float]], lr: float) -> Path:
+    """Overfitting one batch (real and zeroed inputs), and the gradient reaching each stage at
+    initialisation, plain against residual: lines with markers on log axes."""
     fig = new_figure(11, 3.8)
     left, right = fig.subplots(1, 2)
-    left.plot(range(1, len(losses) + 1), losses)
-    left.axhline(chance_loss(4), color="grey", linestyle=":", label="ln 4")
-    left.set(
-        xlabel="SGD step",
-        ylabel="training loss (log)",
-        yscale="log",
-        title=f"ResNet-18 on one batch of 8 generated images, lr {lr}",
-    )
+    for (label, values), colour in zip(losses.items(), ("#2166ac", "#e08214")):
+        left.plot(range(1, len(values) + 1), values, color=colour, linewidth=2, label=label)
+    left.axhline(chance_loss(4), color="grey", linestyle=":", linewidth=1, label="ln 4")
+    left.set(xlabel="SGD step", ylabel="training loss (log)", yscale="log")
+    left.set_title(f"ResNet-18 on one batch of 8 generated images, lr {lr}", fontsize=10)
     left.legend(fontsize=8)
     stages = [s for s in next(iter(norms.values())) if s != "fc"]  # the logits' gradient is another scale
-    for k, (label, values) in enumerate(norms.items()):
-        right.bar(
-            np.arange(len(stages)) + (k - 0.5) * 0.4,
-            [values[s] for s in stages],
-            0.4,
-            label=label,
-            hatch="//" if label.startswith("plain") else None,
-        )
-    right.set_yscale("log")
-    right.set_xticks(range(len(stages)), stages)
-    right.set(
-        ylabel="RMS of dLoss/d(stage output) (log)", title="ResNet-34 at initialisation, 16 generated images, 64 px"
-    )
+    for label, values in norms.items():
+        style = "--" if label.startswith("plain") else "-"
+        right.plot(stages, [values[s] for s in stages], style, marker="o", color=arm_colour(label), label=label)
+    right.set(ylabel="RMS of dLoss/d(stage output) (log)", yscale="log", xlabel="stage, from the input")
+    right.set_title("ResNet-34 at initialisation, 16 generated images, 64 px", fontsize=10)
     right.legend(fontsize=8)
     for ax in (left, right):
         ax.grid(alpha=0.3)
     return save_figure(fig, path, dpi=100)
 
 
-def sanity_values(figures: Path, phrases: dict[str, str]) -> dict[str, object]:
+def sanity_values(figures: Path, phrases: dict[str, str], docs: Path) -> dict[str, object]:
     """The four checks, run live on the generated batch their tests use: the values section 5 states."""
     x, y = generated_batch()
     torch.manual_seed(0)
@@ -254,18 +180,24 @@ def sanity_values(figures: Path, phrases: dict[str, str]) -> dict[str, object]:
     loss_silenced = initial_loss(residual, x, y)
     blocks = [name for name, _ in identity_blocks(residual)]
     passthrough = passthrough_error(residual, torch.relu(x))
-    torch.manual_seed(0)
     lr = inspect.signature(overfit_one_batch).parameters["lr"].default
-    losses = overfit_one_batch(build("resnet18", num_classes=4), x[:8, :, :32, :32], y[:8], steps=60)
+    batch, labels = x[:8, :, :32, :32], y[:8]
+    losses = {}
+    for label, images in (("the images", batch), ("zeroed inputs", torch.zeros_like(batch))):
+        torch.manual_seed(0)
+        losses[label] = overfit_one_batch(build("resnet18", num_classes=4), images, labels, steps=60)
     norms = {}
-    for label, skip in (("plain-34", False), ("residual-34", True)):
+    for label, skip in (("plain-34", False), ("residual-34 (B)", True)):
         torch.manual_seed(0)
         norms[label] = stage_grad_norms(build("resnet34", num_classes=4, skip=skip), x, y)
     plot_sanity(figures / "sanity.png", losses, norms, lr)
     ratio = {label: v["conv1"] / v["conv5_x"] for label, v in norms.items()}
     gap = {name: abs(loss - chance_loss(4)) for name, loss in (("plain", loss_plain), ("residual", loss_residual))}
-    less = ratio["residual-34"] < ratio["plain-34"]
-    times = ratio["plain-34"] / ratio["residual-34"]
+    less = ratio["residual-34 (B)"] < ratio["plain-34"]
+    times = ratio["plain-34"] / ratio["residual-34 (B)"]
+    real = docs / "results" / "ablate_skip" / "results.json"
+    at_init = json.loads(real.read_text())["extra"]["grad_norms_at_init"] if real.is_file() else {}
+    real_ratio = {k: v["conv1"]["mean"] / v["conv5_x"]["mean"] for k, v in at_init.items()}
     return {
         "chance_loss": f"{chance_loss(4):.3f}",
         "loss_plain": f"{loss_plain:.3f}",
@@ -273,51 +205,24 @@ def sanity_values(figures: Path, phrases: dict[str, str]) -> dict[str, object]:
         "loss_silenced": f"{loss_silenced:.3f}",
         "further": phrases["further_residual" if gap["residual"] > gap["plain"] else "further_plain"],
         "lr": lr,
-        "first_loss": f"{losses[0]:.2f}",
-        "last_loss": f"{losses[-1]:.4f}",
-        "steps": len(losses),
+        "first_loss": f"{losses['the images'][0]:.2f}",
+        "last_loss": f"{losses['the images'][-1]:.1e}",
+        "zeroed_loss": f"{losses['zeroed inputs'][-1]:.2f}",
+        "steps": len(losses["the images"]),
         "identity_blocks": ", ".join(f"`{b}`" for b in blocks),
         "passthrough": f"{passthrough:g}",
-        "ratio_plain": f"{ratio['plain-34']:.3g}",
-        "ratio_residual": f"{ratio['residual-34']:.3g}",
-        "shortcut_effect": fill(phrases["shortcut_less"], {"times": f"{times:.3g}"})
+        "ratio_plain": f"{ratio['plain-34']:.0f}",
+        "ratio_residual": f"{ratio['residual-34 (B)']:.1f}",
+        "shortcut_effect": fill(phrases["shortcut_less"], {"times": f"{times:.0f}"})
         if less
         else phrases["shortcut_no_less"],
+        "ratio_real": fill(
+            phrases["ratio_real"],
+            {k: f"{real_ratio[v]:.1f}" for k, v in (("plain", "plain-34"), ("residual", "residual-34 (B)"))},
+        )
+        if {"plain-34", "residual-34 (B)"} <= set(real_ratio)
+        else phrases["ratio_real_unmeasured"],
     }
-
-
-def experiment_section(docs: Path, name: str, figures: list[str], phrases: dict[str, str]) -> str:
-    """An experiment's table, notes and figures, from docs/results/<name>/results.json."""
-    path = docs / "results" / name / "results.json"
-    if not path.is_file():
-        return fill(phrases["no_results"], {"name": name}) + "\n"
-    record = json.loads(path.read_text())
-    lines = [
-        f"From `{record['command']}` ({record['seeds']} seeds{unfinished(record)}, {', '.join(record['devices'])}); "
-        f"[full results](results/{name}/README.md).",
-        "",
-    ]
-    lines += results_table(record["arms"]) + ["", table_columns(record["arms"]), ""]
-    lines += [note + "\n" for note in record["notes"]]
-    for file in figures:
-        caption = next(f["caption"] for f in record["figures"] if f["file"] == file)
-        lines += [f"![{caption}](results/{name}/{file})", "", f"*{caption}*", ""]
-    return "\n".join(lines)
-
-
-def frozen_counts() -> dict[str, str]:
-    """Trainable parameters of ResNet-50 with 4 classes, fine-tuned whole or with a frozen backbone,
-    loaded from a torchvision-layout file written here (random weights: the mechanics are the same)."""
-    from weights_convert import to_torchvision
-
-    with tempfile.TemporaryDirectory() as tmp:
-        file = Path(tmp) / "resnet50-random.pth"
-        torch.save(to_torchvision(build("resnet50").state_dict(), "resnet50"), file)
-        counts = {}
-        for freeze in (None, "backbone"):
-            model = build("resnet50", num_classes=4, weights=file, freeze=freeze)
-            counts[freeze] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"trainable_all": f"{counts[None]:,}", "trainable_head": f"{counts['backbone']:,}"}
 
 
 def shortcut_table() -> str:
@@ -356,46 +261,6 @@ def count_macs_of(module: torch.nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops() // 2
 
 
-def steps_per_epoch(docs: Path, batch: int) -> int:
-    """Batches per epoch of the CPU recipe: its training rows (validation_split.json, seed 0) over the batch."""
-    path = docs / "results" / "data" / "validation_split.json"
-    rows = (
-        json.loads(path.read_text())["seeds"][0]["near duplicates kept together"]["train"] if path.is_file() else 5134
-    )
-    return math.ceil(rows / batch)
-
-
-def recipe_result(docs: Path, phrases: dict[str, str]) -> str:
-    """ "(Testing X% full, ...)" from the external-validity experiment's recipe arm, where it has run."""
-    path = docs / "results" / "external_validity" / "results.json"
-    if not path.is_file():
-        return phrases["recipe_unmeasured"]
-    arm = next(a for a in json.loads(path.read_text())["arms"] if a["label"] == "recipe")
-    n = arm["finished"]
-    seeds = phrases["one_seed"] if n == 1 else fill(phrases["n_seeds"], {"n": n})
-    full, leak_free = 100 * arm["test_accuracy"]["mean"], 100 * arm["leak_free_accuracy"]["mean"]
-    return fill(phrases["recipe_measured"], {"full": f"{full:.1f}", "leak_free": f"{leak_free:.1f}", "seeds": seeds})
-
-
-def data_facts(docs: Path, phrases: dict[str, str]) -> dict[str, str]:
-    """What the splits hide, with the audit's and the validation split's figures (docs/results/data)."""
-    audit = docs / "results" / "data" / "audit.json"
-    split = docs / "results" / "data" / "validation_split.json"
-    copies, moved = phrases["copies_unmeasured"], phrases["moved_unmeasured"]
-    if audit.is_file():
-        a = json.loads(audit.read_text())
-        copies = fill(
-            phrases["copies_measured"], {"identical": a["test_images_in_train"], "near": a["test_images_near_train"]}
-        )
-    if split.is_file():
-        before = [s["identical kept together"] for s in json.loads(split.read_text())["seeds"]]
-        counts = [b["val_with_a_copy_in_train"] for b in before]
-        moved = " " + fill(
-            phrases["moved_measured"], {"low": min(counts), "high": max(counts), "val": before[0]["val"]}
-        )
-    return {"copies": copies, "moved": moved}
-
-
 def skip_epochs() -> int:
     """The CPU budget of the skip ablation (experiments/ablate_skip.py's EPOCHS)."""
     import importlib.util
@@ -406,47 +271,138 @@ def skip_epochs() -> int:
     return module.EPOCHS["cpu"]
 
 
+# The arms section 6 shows (the option-A arms are on the results page), and the notes it keeps.
+SKIP_ARMS = ("plain-18", "plain-34", "residual-18 (B)", "residual-34 (B)")
+SKIP_NOTES = ("Half 1", "Half 2, option B", "Shortcuts at 34 layers, option B")
+
+
+def skip_values(docs: Path, figures: Path, phrases: dict[str, str]) -> dict[str, str]:
+    """Section 6 from the skip ablation's results.json: a short table, its verdicts, and a two-panel
+    figure in the style of the paper's Figure 4."""
+    path = docs / "results" / "ablate_skip" / "results.json"
+    if not path.is_file():
+        missing = fill(phrases["no_results"], {"name": "ablate_skip"})
+        return {"skip_table": missing, "skip_verdicts": "", "figure4_caption": "", "skip_size": "64"}
+    record = json.loads(path.read_text())
+    arms = {a["label"]: a for a in record["arms"] if a["label"] in SKIP_ARMS and a["finished"]}
+    error = lambda arm, key: f"{100 * (1 - arm[key]['mean']):.1f} ± {100 * arm[key]['std']:.1f}"  # noqa: E731
+    table = ["| network | training error % | validation error % | leak-free Testing error % | seeds |"]
+    table.append("|---|---:|---:|---:|---:|")
+    for label, arm in arms.items():
+        cells = [error(arm, "train_eval_accuracy"), error(arm, "val_accuracy"), error(arm, "leak_free_accuracy")]
+        table.append(f"| {label} | " + " | ".join(cells) + f" | {arm['finished']} |")
+    table.append("")
+    table.append("Errors are the last epoch's, mean ± standard deviation over seeds.")
+    verdicts = [n for n in record["notes"] if n.startswith(SKIP_NOTES)]
+    plot_figure4(figures / "figure4.png", arms)
+    size = next(iter(arms.values()))["input_size"] if arms else 64
+    return {
+        "skip_table": "\n".join(table),
+        "skip_verdicts": "\n\n".join(verdicts),
+        "figure4_caption": phrases["figure4_caption"],
+        "skip_size": str(size),
+    }
+
+
+def plot_figure4(path: Path, arms: dict[str, dict]) -> Path:
+    """Training (dashed) and validation (solid) error per epoch, plain networks left and residual
+    right, as in the paper's Figure 4; each arm's mean over seeds with its range shaded."""
+    fig = new_figure(11, 4.0)
+    panels = dict(zip(("plain", "residual (option B)"), fig.subplots(1, 2, sharey=True)))
+    for label, arm in arms.items():
+        ax = panels["plain" if label.startswith("plain") else "residual (option B)"]
+        for key, style, name in (("train_eval_accuracy", "--", "training"), ("val_accuracy", "-", "validation")):
+            runs = 100 * (1 - np.array([seed["curves"][key] for seed in arm["seeds"]]))
+            epochs = np.arange(1, runs.shape[1] + 1)
+            marker = "o" if name == "validation" else None  # dashes alone for training, so the legend tells them apart
+            ax.plot(
+                epochs,
+                runs.mean(0),
+                style,
+                marker=marker,
+                linewidth=2,
+                color=arm_colour(label),
+                label=f"{label}, {name}",
+            )
+            if name == "validation":  # one band per arm: four would hide each other
+                ax.fill_between(epochs, runs.min(0), runs.max(0), color=arm_colour(label), alpha=0.10)
+    for title, ax in panels.items():
+        ax.set(xlabel="epoch", title=title)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    panels["plain"].set_ylabel("error % (eval mode, centre crops)")
+    return save_figure(fig, path, dpi=100)
+
+
+def responses_values(docs: Path, phrases: dict[str, str]) -> dict[str, str]:
+    """The Figure 7 measurement (experiments/residual_responses.py): its notes and figure."""
+    path = docs / "results" / "residual_responses" / "results.json"
+    if not path.is_file():
+        return {"responses_section": fill(phrases["no_results"], {"name": "residual_responses"})}
+    record = json.loads(path.read_text())
+    caption = record["figures"][0]["caption"]
+    lines = [*record["notes"], f"![{caption}](results/residual_responses/responses.png)", f"*{caption}*"]
+    return {"responses_section": "\n\n".join(lines)}
+
+
+def exercise_values() -> dict[str, str]:
+    """The folded answers (learn/solutions.py) and the figures they quote, measured."""
+    x, y = generated_batch()
+    losses = {}
+    for zero in (True, False):  # in train mode, as check 1 of section 5 measures
+        torch.manual_seed(0)
+        losses[zero] = initial_loss(build("resnet18", num_classes=4, zero_init_residual=zero), x, y)
+    with torch.device("meta"):
+        a, b = (params(build("resnet34", shortcut=o)) for o in "AB")
+        model = build("resnet34")
+    projections = [
+        (name.split(".")[0], params(block.shortcut))
+        for name, block in model.named_modules()
+        if getattr(block, "shortcut", None) is not None and name
+    ]
+    return {
+        "copy_weights_source": source_of(solutions.copy_weights),
+        "depth_source": source_of(solutions.depth),
+        "preact_source": source_of(solutions.PreActBlock),
+        "zero_init_source": source_of(solutions.zero_init_residual),
+        "zero_init_loss": f"{losses[True]:.3f}",
+        "plain_init_loss": f"{losses[False]:.3f}",
+        "projection_params": f"{b - a:,}",
+        "projection_counts": ", ".join(f"{count:,} ({stage})" for stage, count in projections),
+    }
+
+
 def main(docs: Path = DOCS) -> Path:
     """Write docs/tutorial.md and docs/tutorial/*.png (reading docs/results/); returns the page. The
     prose is experiments/templates/tutorial.md; this fills its slots with what the code measures."""
-    from resnet_scratch.config import read_toml, recipe_path
-
     figures = docs / "tutorial"
     figures.mkdir(parents=True, exist_ok=True)
+    for stale in ("crops.png", "schedules.png"):  # figures of sections that moved to other pages
+        (figures / stale).unlink(missing_ok=True)
     phrases = read_phrases(TEMPLATES / "tutorial_phrases.md")
-    recipe = read_toml(recipe_path("main_cpu"))
     plot_blocks(figures / "blocks.png")
-    plot_crops(figures / "crops.png", recipe["crop_scale_min"])
-    plot_schedules(figures / "schedules.png", recipe, steps=steps_per_epoch(docs, recipe["batch_size"]))
     with torch.device("meta"):
         v1 = count_macs(build("resnet50", stride_on="1x1").eval(), 224)[0]
         v15 = count_macs(build("resnet50").eval(), 224)[0]
     torch.manual_seed(0)
-    first_basic, identity_basic = BasicBlock(64, 128, stride=2).eval(), BasicBlock(128, 128).eval()
-    first_neck = Bottleneck(256, 128, stride=2).eval()
+    first_basic, first_neck = BasicBlock(64, 128, stride=2).eval(), Bottleneck(256, 128, stride=2).eval()
     values = {
-        "basic_forward": source_of(BasicBlock.forward),
+        "basic_block_source": source_of(blocks.BasicBlock),
         "walk_basic_first": "\n".join(walkthrough(first_basic, torch.randn(1, 64, 56, 56), "conv2_x's output")),
-        "walk_basic_identity": "\n".join(
-            walkthrough(identity_basic, torch.randn(1, 128, 28, 28), "the first block's output")
-        ),
-        "bottleneck_forward": source_of(Bottleneck.forward),
+        "bottleneck_source": source_of(blocks.Bottleneck),
         **bottleneck_arithmetic(),
         "walk_bottleneck_first": "\n".join(walkthrough(first_neck, torch.randn(1, 256, 56, 56), "conv2_x's output")),
         "v15_gmacs": f"{v15 / 1e9:.2f}",
         "v1_gmacs": f"{v1 / 1e9:.2f}",
-        "zero_pad_forward": source_of(ZeroPadShortcut.forward),
         "shortcut_table": shortcut_table(),
-        "resnet_specs": ", ".join(f"{d}: {block.__name__} x {counts}" for d, (block, counts) in RESNET_SPECS.items()),
+        "resnet_specs": "\n".join(f"{d}: ({block.__name__}, {counts})," for d, (block, counts) in RESNET_SPECS.items()),
         "summary_resnet50": summarize("resnet50"),
-        **sanity_values(figures, phrases),
-        "ablate_skip": experiment_section(docs, "ablate_skip", ["curves.png", "grad_norms.png"], phrases),
-        "ablate_dropout": experiment_section(docs, "ablate_dropout", ["gap.png", "curves.png"], phrases),
-        "crop_scale_min_percent": f"{100 * recipe['crop_scale_min']:.0f}",
-        "recipe_result": recipe_result(docs, phrases),
-        **data_facts(docs, phrases),
-        "resnet50_torchvision_file": MODEL_INFO["resnet50"].torchvision_file,
-        **frozen_counts(),
+        **sanity_values(figures, phrases, docs),
+        "skip_epochs": str(skip_epochs()),
+        **skip_values(docs, figures, phrases),
+        **responses_values(docs, phrases),
+        **exercise_values(),
         "double_skip_epochs": 2 * skip_epochs(),
     }
     page = docs / "tutorial.md"
@@ -456,7 +412,7 @@ def main(docs: Path = DOCS) -> Path:
 
 
 def source_of(function: object) -> str:
-    """A function's source, dedented, as the page shows it."""
+    """A function's or class's source, dedented, as the page shows it."""
     return textwrap.dedent(inspect.getsource(function)).rstrip()
 
 

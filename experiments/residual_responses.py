@@ -74,6 +74,26 @@ def plot_responses(path: Path, responses: dict[str, list[list[float]]]) -> Path:
     return save_figure(fig, path)
 
 
+def response_notes(responses: dict[str, list[list[float]]]) -> list[str]:
+    """What the measurement says: each arm's mean response, plain against residual seed by seed and
+    layer by layer, and the deeper residual network against the shallower one."""
+    means = {label: [float(np.mean(seed)) for seed in seeds] for label, seeds in responses.items()}
+    text = ", ".join(f"{k} {mean_std(v)['mean']:.3f} ± {mean_std(v)['std']:.3f}" for k, v in means.items())
+    notes = [fill(PHRASES["means"], {"means": text})]
+    for depth in (18, 34):
+        plain, residual = f"plain-{depth}", f"residual-{depth} (B)"
+        if plain in means and residual in means:
+            seeds = sum(r < p for r, p in zip(means[residual], means[plain]))
+            layers = np.mean(responses[residual], axis=0) > np.mean(responses[plain], axis=0)
+            values = {"depth": depth, "ratio": f"{np.mean(means[residual]) / np.mean(means[plain]):.2f}"}
+            values |= {"seeds": seeds, "n": len(means[plain]), "larger": int(layers.sum()), "layers": len(layers)}
+            notes.append(fill(PHRASES["ratio"], values))
+    if {"residual-18 (B)", "residual-34 (B)"} <= set(means):
+        deeper = sum(a < b for a, b in zip(means["residual-34 (B)"], means["residual-18 (B)"]))
+        notes.append(fill(PHRASES["deeper"], {"seeds": deeper, "n": len(means["residual-34 (B)"])}))
+    return notes
+
+
 def main(argv: list[str]) -> None:
     """Train (or reuse) the skip ablation's plain and option-B runs, measure, write the results."""
     args = experiment_args(__doc__, argv)
@@ -86,13 +106,9 @@ def main(argv: list[str]) -> None:
     out = output_dir(NAME, args, summaries)
     responses = responses_of(runs, measured_batch(replace(base, cache_dir=str(args.cache_dir))))
     plot_responses(out / "responses.png", responses)
-    means = {label: mean_std([float(np.mean(seed)) for seed in seeds]) for label, seeds in responses.items()}
-    notes = [fill(PHRASES["means"], {"means": ", ".join(f"{k} {v['mean']:.3f}" for k, v in means.items())})]
-    for depth in (18, 34):
-        plain, residual = means.get(f"plain-{depth}"), means.get(f"residual-{depth} (B)")
-        if plain and residual:
-            notes.append(fill(PHRASES["ratio"], {"depth": depth, "ratio": f"{residual['mean'] / plain['mean']:.2f}"}))
-    notes.append(fill(PHRASES["budget"], {"epochs": base.epochs, "size": base.input_size, "images": IMAGES}))
+    notes = response_notes(responses) + [
+        fill(PHRASES["budget"], {"epochs": base.epochs, "size": base.input_size, "images": IMAGES})
+    ]
     figures = [(PHRASES["caption"], "responses.png")]
     extra = {"responses": responses, "images": IMAGES}
     write_results(out, NAME, PHRASES["title"], PHRASES["about"], args, argv, summaries, figures, notes, extra)

@@ -1,4 +1,4 @@
-"""Reference answers to the tutorial's exercises (docs/tutorial.md, section 3). Try each one before
+"""Reference answers to the tutorial's exercises (docs/tutorial.md, section 7). Try each one before
 you read it here; tests/test_exercises.py checks every answer against resnet_scratch."""
 
 from torch import Tensor, nn

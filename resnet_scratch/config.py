@@ -78,7 +78,7 @@ class Config:
     stride_on: str = setting(
         "3x3", 'ResNet bottleneck: "3x3" (v1.5) or "1x1" (v1)', lambda v: v in ("3x3", "1x1"), '"3x3" or "1x1"'
     )
-    zero_init_residual: bool = setting(False, "ResNet: each block starts as the identity (last BatchNorm weight 0)")
+    zero_init_residual: bool = setting(False, "ResNet: each residual branch starts at zero (its last BatchNorm weight)")
     weights: str | None = setting(None, 'start from "imagenet" or a .pth / .safetensors file; none: random')
     freeze: str | None = setting(
         None,

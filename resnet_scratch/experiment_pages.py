@@ -28,39 +28,53 @@ def pm(stat: dict | None, percent: bool = True, digits: int = 2) -> str:
 
 
 def results_table(summaries: list[dict[str, object]]) -> list[str]:
-    """The markdown table: one row per arm, mean ± std over seeds."""
+    """Two markdown tables, one row per arm, mean ± std over seeds: how the arms trained (cost,
+    training and validation figures), then how they scored (Testing, its recall per class, the
+    external sets). One table of every column was 18 columns wide."""
     classes = next((list(s["recall"]) for s in summaries if "recall" in s), list(CLASS_ORDER_HINT))
     external = next((s["external"] for s in summaries if s.get("external")), {})
     train_eval = any("train_eval_accuracy" in s for s in summaries)
-    header = ["arm", "params (M)", "GMACs", "s / epoch", "train acc %", "train loss"]
-    header += ["train acc (eval) %"] if train_eval else []
-    header += ["val acc %", "val loss", "test acc %", "leak-free acc %"] + [f"recall {c} %" for c in classes]
-    header += [f"{name}: {v['metric']} %" for name, v in external.items()] + ["seeds"]
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    for s in summaries:
-        if not s["finished"]:
+    training = ["arm", "params (M)", "GMACs", "s / epoch", "train acc %", "train loss"]
+    training += ["train acc (eval) %"] if train_eval else []
+    training += ["val acc %", "val loss", "seeds"]
+    scoring = ["arm", "test acc %", "leak-free acc %"] + [f"recall {c} %" for c in classes]
+    scoring += [f"{name}: {v['metric']} %" for name, v in external.items()]
+
+    def row(s: dict, header: list[str], cells: list[str]) -> str:
+        if not s["finished"]:  # the seeds column says why; the other table only marks the row
             why = f"0 of {s['diverged']} (diverged)" if s["diverged"] else "0 (not run)"
-            lines.append(f"| {s['label']} | " + " | ".join(["-"] * (len(header) - 2)) + f" | {why} |")
-            continue
-        cells = [s["label"], f"{s['params'] / 1e6:.1f}", f"{s['macs'] / 1e9:.2f}", pm(s["seconds_per_epoch"], False, 1)]
-        cells += [pm(s["train_accuracy"]), pm(s["train_loss"], False, 3)]
-        cells += [pm(s.get("train_eval_accuracy"))] if train_eval else []
-        cells += [pm(s["val_accuracy"]), pm(s["val_loss"], False, 3), pm(s["test_accuracy"])]
-        cells += [pm(s["leak_free_accuracy"])] + [pm(s["recall"][c], digits=1) for c in classes]
-        cells += [pm(s.get("external", {}).get(name, {}).get("value"), digits=1) for name in external]
-        cells.append(f"{s['finished']}" + (f" ({s['diverged']} diverged)" if s["diverged"] else ""))
-        lines.append("| " + " | ".join(cells) + " |")
+            cells = ["-"] * (len(header) - 2) + [why if header[-1] == "seeds" else "-"]
+        return "| " + " | ".join([s["label"], *cells]) + " |"
+
+    lines = ["| " + " | ".join(training) + " |", "|---|" + "---:|" * (len(training) - 1)]
+    for s in summaries:
+        cells = []
+        if s["finished"]:
+            cells = [f"{s['params'] / 1e6:.1f}", f"{s['macs'] / 1e9:.2f}", pm(s["seconds_per_epoch"], False, 1)]
+            cells += [pm(s["train_accuracy"]), pm(s["train_loss"], False, 3)]
+            cells += [pm(s.get("train_eval_accuracy"))] if train_eval else []
+            cells += [pm(s["val_accuracy"]), pm(s["val_loss"], False, 3)]
+            cells.append(f"{s['finished']}" + (f" ({s['diverged']} diverged)" if s["diverged"] else ""))
+        lines.append(row(s, training, cells))
+    lines += ["", "| " + " | ".join(scoring) + " |", "|---|" + "---:|" * (len(scoring) - 1)]
+    for s in summaries:
+        cells = []
+        if s["finished"]:
+            cells = [pm(s["test_accuracy"]), pm(s["leak_free_accuracy"])]
+            cells += [pm(s["recall"][c], digits=1) for c in classes]
+            cells += [pm(s.get("external", {}).get(name, {}).get("value"), digits=1) for name in external]
+        lines.append(row(s, scoring, cells))
     return lines
 
 
 # One colour per arm in every figure: a family's hue, darker for the deeper network.
 ARM_COLOURS = {
-    "plain-18": "#f4a582",
+    "plain-18": "#ef8a62",
     "plain-34": "#b2182b",
-    "residual-18 (B)": "#92c5de",
-    "residual-34 (B)": "#2166ac",
-    "residual-18 (A)": "#a6dba0",
-    "residual-34 (A)": "#1b7837",
+    "residual-18 (B)": "#4393c3",
+    "residual-34 (B)": "#053061",
+    "residual-18 (A)": "#5aae61",
+    "residual-34 (A)": "#00441b",
 }
 OTHER_COLOURS = ("#762a83", "#e08214", "#35978f", "#8c510a", "#c51b7d", "#4d4d4d")
 
@@ -106,17 +120,19 @@ def plot_curves(
                 continue
             curves = [s["curves"] for s in by_label[label]["seeds"] if "curves" in s]
             x = np.arange(1, len(curves[0]["train_loss"]) + 1)
-            color = _band(row[0], x, [c["train_loss"] for c in curves], "o-", label)
+            color = _band(row[0], x, [c["train_loss"] for c in curves], "o-", label, arm_colour(label))
             train = [[100 * (1 - a) for a in c.get(train_key) or c["train_accuracy"]] for c in curves]
             _band(row[1], x, train, "--", f"{label}, training", color, 1.0)
             val = [[100 * (1 - a) for a in c["val_accuracy"]] for c in curves]
             _band(row[1], x, val, "s-", f"{label}, validation", color, 2.0)
-        row[0].set(ylabel=loss_label, title=f"{title}: training loss".strip(": "))
-        row[1].set(ylabel="error (%)", title=f"{title}: error, training ({measured}) dashed".strip(": "))
+        row[0].set(ylabel=loss_label)
+        row[0].set_title(f"{title}: training loss".strip(": "), fontsize=10)
+        row[1].set(ylabel="error (%)")
+        row[1].set_title(f"{title}: error, training ({measured}) dashed, validation solid".strip(": "), fontsize=10)
         for ax in row:
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-        row[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+            ax.legend(fontsize=7)
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
     return save_figure(fig, path)
@@ -167,11 +183,6 @@ def plot_test_accuracy(path: Path, summaries: list[dict[str, object]]) -> Path:
     return save_figure(fig, path)
 
 
-def short_commit(commit: str) -> str:
-    """12 hex digits, keeping the -dirty mark of a run trained with uncommitted changes."""
-    return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
-
-
 def training_conditions(arms: list[dict[str, object]]) -> tuple[bool, bool]:
     """(augmented, label-smoothed): whether any arm trains on augmented batches (the default where no arm
     records its settings) and whether any smooths its labels."""
@@ -213,10 +224,10 @@ def training_time(record: dict[str, object]) -> str:
 
 
 def preamble_values(record: dict[str, object]) -> dict[str, object]:
-    """What the page's first paragraph says of its runs: scale, seeds, devices, commits, time."""
-    commits = ", ".join(f"`{short_commit(c)}`" for c in record["run_commits"])
+    """What the page's first paragraph says of its runs: scale, seeds, devices, time (the commits and
+    the date stay in results.json, the run record)."""
     values = {"scale": record["scale"], "seeds": record["seeds"], "unfinished": unfinished(record)}
-    values |= {"devices": ", ".join(record["devices"]), "commits": commits, "written": record["written_at"]}
+    values |= {"devices": ", ".join(record["devices"])}
     return values | {"columns": table_columns(record["arms"]), "training_time": training_time(record)}
 
 
@@ -240,6 +251,11 @@ def results_markdown(record: dict[str, object], figure_dir: str = "") -> list[st
     for figure in record["figures"]:
         lines += [f"![{figure['caption']}]({figure_dir}{figure['file']})", "", f"*{figure['caption']}*", ""]
     return lines
+
+
+def experiment_readme(record: dict[str, object]) -> str:
+    """docs/results/<experiment>/README.md: its title, then results_markdown."""
+    return "\n".join([f"# {record['title']}", ""] + results_markdown(record))
 
 
 def write_results(
@@ -279,7 +295,7 @@ def write_results(
     }
     atomic_write_text(out / "results.json", json.dumps(record, indent=1))
     path = out / "README.md"
-    atomic_write_text(path, "\n".join([f"# {title}", ""] + results_markdown(record)))
+    atomic_write_text(path, experiment_readme(record))
     print(f"wrote {path} and results.json", flush=True)
     return path
 

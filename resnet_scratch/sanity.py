@@ -2,16 +2,21 @@
 them live; tests/test_sanity.py keeps them true).
 
 - The loss at initialisation is about ln(classes): a model that knows nothing spreads its
-  probability evenly. Far above means exploding logits, far below a leak of the label.
-- A network overfits one batch: if it cannot drive the loss of eight images to zero, the gradient
-  does not reach the parameters or the optimizer does not move them (it says nothing about whether
-  images and labels are paired correctly: random labels are memorised as easily).
+  probability evenly. Far above means the logits start too large. Far below, at initialisation,
+  means a bug (a wrong reduction or targets, weights that are not fresh): an untrained network
+  cannot exploit a leaked label, which shows later as validation accuracy that is too good.
+- A network overfits one batch, and does not with its inputs zeroed (the input-independent
+  baseline: a model that cannot see its input can only learn the label frequencies). A network
+  that cannot memorise eight images points to the learning rate's scale, a gradient that does not
+  reach the parameters, an optimizer that does not move them, a loss bug, labels that change
+  between steps, augmentation or dropout at every step, or too little capacity. The check says
+  nothing about whether images and labels are paired correctly: random labels are memorised too.
 - With every residual branch silenced (the last BatchNorm's weight and bias zero, so F(x) = 0), a
   block with an identity shortcut passes its input through: relu(0 + x) = x for the non-negative x
   that a ReLU stage hands on.
 - The gradient reaching each stage (explain.stage_grad_norms): with BatchNorm neither network's
-  gradient vanishes at initialisation (the paper's Section 4.1); without shortcuts it grows towards
-  the input far more than with them.
+  gradient vanishes at initialisation; without shortcuts it grows towards the input far more than
+  with them (Balduzzi et al. 2017 and Yang et al. 2019 study that growth).
 """
 
 import copy

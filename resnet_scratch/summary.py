@@ -88,11 +88,12 @@ def summarize(name: str, input_size: int | None = None, num_classes: int = 1000)
         with torch.device("meta"):
             v1 = build(name, num_classes=num_classes, stride_on="1x1")
         v1_macs, _ = count_macs(v1.eval(), size)
-        lines.append(
-            f"  multiply-adds: {total / 1e9:.2f} G as built (v1.5, stride on the 3x3); "
-            f"{v1_macs / 1e9:.2f} G in the paper's v1 layout, "
-            f"paper's FLOPs row: {info.paper_gmacs} G"
-        )
+        if v1_macs == total:  # basic blocks have no 1x1: v1 and v1.5 are the same network
+            built = f"  multiply-adds: {total / 1e9:.2f} G (v1 and v1.5 are the same network); "
+        else:
+            built = f"  multiply-adds: {total / 1e9:.2f} G as built (v1.5, stride on the 3x3); "
+            built += f"{v1_macs / 1e9:.2f} G in the paper's v1 layout; "
+        lines.append(built + f"paper's FLOPs row: {info.paper_gmacs} G")
     skipped = [n for n, child in model.named_children() if n not in {r.name for r in rows}]
     for n in skipped:  # InceptionV3's AuxLogits: it runs in training mode only
         aux_params = sum(p.numel() for p in getattr(model, n).parameters())

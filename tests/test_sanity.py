@@ -49,6 +49,11 @@ def test_a_network_overfits_one_batch() -> None:
     torch.manual_seed(0)
     losses = overfit_one_batch(build("resnet18", num_classes=4), x[:8, :, :32, :32], y[:8], steps=60)
     assert losses[0] > 1.0 and losses[-1] < 0.05
+    torch.manual_seed(0)  # the input-independent baseline: with nothing to read, only label frequencies
+    blind = overfit_one_batch(build("resnet18", num_classes=4), torch.zeros(8, 3, 32, 32), y[:8], steps=60)
+    frequencies = torch.bincount(y[:8], minlength=4).float() / 8
+    entropy = float(-(frequencies[frequencies > 0] * frequencies[frequencies > 0].log()).sum())
+    assert blind[-1] > entropy - 0.05  # no better than knowing how often each label occurs
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
