@@ -67,6 +67,12 @@ def gaps(summary: dict) -> list[list[float]]:
     ]
 
 
+def fitted_gaps(summary: dict) -> list[list[float]]:
+    """gaps() of the runs that fitted their training rows by the last epoch (the verdict's runs)."""
+    runs = [r for r in summary["seeds"] if "curves" in r]
+    return [g for g, run in zip(gaps(summary), runs) if run["curves"]["train_eval_accuracy"][-1] >= FITTED]
+
+
 def plot_gap(path: Path, summaries: list[dict]) -> Path:
     """The gap per epoch (mean ± std over seeds) and at the last epoch (a dot per seed). The bars of
     the last epoch hold the fitted runs only, as the verdict does; an unfitted run is a red cross."""
@@ -74,7 +80,7 @@ def plot_gap(path: Path, summaries: list[dict]) -> Path:
     fig = new_figure(12, 4)
     ax_curve, ax_last = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     for s in done:
-        values = np.asarray(gaps(s))
+        values = np.asarray(fitted_gaps(s)) if fitted_gaps(s) else np.asarray(gaps(s))
         x = np.arange(1, values.shape[1] + 1)
         mean = values.mean(0)
         line = ax_curve.plot(x, mean, label=s["label"], color=arm_colour(s["label"]))[0]
@@ -85,21 +91,18 @@ def plot_gap(path: Path, summaries: list[dict]) -> Path:
     ax_curve.set(
         xlabel="epoch",
         ylabel="train acc - val acc (points)",
-        title="Gap per epoch, both in eval mode (mean, band ±1 std over seeds)",
+        title="Gap per epoch, fitted runs, both in eval mode\n(mean, band ±1 std over seeds)",
     )
     ax_curve.grid(alpha=0.3)
     ax_curve.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(done))
     x = np.arange(len(done))
-    fitted = [
-        [
-            g[-1]
-            for g, run in zip(gaps(s), (r for r in s["seeds"] if "curves" in r))
-            if run["curves"]["train_eval_accuracy"][-1] >= FITTED
-        ]
-        or [np.nan]
-        for s in done
-    ]
-    seed_bars(ax_last, x, fitted, 0.6)
+    seed_bars(
+        ax_last,
+        x,
+        [[g[-1] for g in fitted_gaps(s)] or [np.nan] for s in done],
+        0.6,
+        colors=[arm_colour(s["label"]) for s in done],
+    )
     unfit = [
         (i, 100 * (c["train_eval_accuracy"][-1] - c["val_accuracy"][-1]))
         for i, s in enumerate(done)
@@ -168,7 +171,8 @@ def family_note(family: str, seeds: list[int], pairs: list[tuple[dict, dict]]) -
         findings.append(fill(PHRASES["changes"], {"count": len(fitted), "changes": changes}))
     verdict = dropout_verdict(change, margin, len(fitted))
     if fitted and (gap[fitted, 1] > margin).all():
-        verdict += fill(PHRASES["still_a_gap"], {"gap": f"{gap[fitted, 1].mean():.1f}"})
+        which = ("seed " if len(fitted) == 1 else "seeds ") + ", ".join(str(seeds[i]) for i in fitted)
+        verdict += fill(PHRASES["still_a_gap"], {"gap": f"{gap[fitted, 1].mean():.1f}", "seeds": which})
     return fill(PHRASES["in_short"], {"findings": " ".join(findings), "verdict": verdict})
 
 

@@ -74,7 +74,7 @@ def plot_responses(path: Path, responses: dict[str, list[list[float]]]) -> Path:
     return save_figure(fig, path)
 
 
-def response_notes(responses: dict[str, list[list[float]]]) -> list[str]:
+def response_notes(responses: dict[str, list[list[float]]], summaries: list[dict]) -> list[str]:
     """What the measurement says: each arm's mean response, plain against residual seed by seed and
     layer by layer, and the deeper residual network against the shallower one."""
     means = {label: [float(np.mean(seed)) for seed in seeds] for label, seeds in responses.items()}
@@ -88,9 +88,17 @@ def response_notes(responses: dict[str, list[list[float]]]) -> list[str]:
             values = {"depth": depth, "ratio": f"{np.mean(means[residual]) / np.mean(means[plain]):.2f}"}
             values |= {"seeds": seeds, "n": len(means[plain]), "larger": int(layers.sum()), "layers": len(layers)}
             notes.append(fill(PHRASES["ratio"], values))
-    if {"residual-18 (B)", "residual-34 (B)"} <= set(means):
+    if {"residual-18 (B)", "residual-34 (B)", "plain-18", "plain-34"} <= set(means):
         deeper = sum(a < b for a, b in zip(means["residual-34 (B)"], means["residual-18 (B)"]))
-        notes.append(fill(PHRASES["deeper"], {"seeds": deeper, "n": len(means["residual-34 (B)"])}))
+        plain = sum(a < b for a, b in zip(means["plain-34"], means["plain-18"]))
+        values = {"seeds": deeper, "plain_seeds": plain, "n": len(means["residual-34 (B)"])}
+        notes.append(fill(PHRASES["deeper"], values))
+        larger = np.mean(responses["residual-34 (B)"], axis=0) > np.mean(responses["plain-34"], axis=0)
+        half = len(larger) // 2
+        values = {"early": int(larger[:half].sum()), "late": int(larger[half:].sum()), "half": half}
+        errors = {s["label"]: 100 * (1 - s["train_eval_accuracy"]["mean"]) for s in summaries if s["finished"]}
+        values |= {"plain_err": f"{errors['plain-34']:.0f}", "residual_err": f"{errors['residual-34 (B)']:.0f}"}
+        notes.append(fill(PHRASES["in_short"], values))
     return notes
 
 
@@ -106,7 +114,7 @@ def main(argv: list[str]) -> None:
     out = output_dir(NAME, args, summaries)
     responses = responses_of(runs, measured_batch(replace(base, cache_dir=str(args.cache_dir))))
     plot_responses(out / "responses.png", responses)
-    notes = response_notes(responses) + [
+    notes = response_notes(responses, summaries) + [
         fill(PHRASES["budget"], {"epochs": base.epochs, "size": base.input_size, "images": IMAGES})
     ]
     figures = [(PHRASES["caption"], "responses.png")]

@@ -138,10 +138,13 @@ def plot_curves(
     return save_figure(fig, path)
 
 
-def seed_bars(ax, x: np.ndarray, per_arm: list[list[float]], width: float, label: str | None = None) -> None:
-    """Bars of the mean with ±1 sample std, and a black dot for every seed's value."""
+def seed_bars(
+    ax, x: np.ndarray, per_arm: list[list[float]], width: float, label: str | None = None, colors: list | None = None
+) -> None:
+    """Bars of the mean with ±1 sample std (in each arm's colour, if given), and a black dot per seed."""
     stats = [mean_std(values) for values in per_arm]
-    ax.bar(x, [st["mean"] for st in stats], width, yerr=[st["std"] for st in stats], capsize=3, label=label, alpha=0.8)
+    means, stds = [st["mean"] for st in stats], [st["std"] for st in stats]
+    ax.bar(x, means, width, yerr=stds, capsize=3, label=label, alpha=0.8, color=colors)
     for xi, values in zip(x, per_arm):
         ax.plot([xi] * len(values), values, "k.", markersize=4)
 
