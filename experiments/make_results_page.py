@@ -24,6 +24,7 @@ ORDER = (  # then by name
     "external_validity",
     "resnet18_cpu_onecycle",
     "ablate_skip",
+    "residual_responses",
     "ablate_dropout",
     "compare_models",
     "peer_torchvision",

@@ -41,3 +41,19 @@ def test_every_relative_link_leads_somewhere(page: Path) -> None:
         if "://" not in target and not target.startswith("mailto:") and not (page.parent / target).exists()
     ]
     assert not missing, f"{page.name} links to files that do not exist: {missing}"
+
+
+def test_the_committed_results_pages_are_what_their_command_writes() -> None:
+    import importlib.util
+    import json
+
+    from resnet_scratch.experiment_pages import experiment_readme
+
+    spec = importlib.util.spec_from_file_location("make_results_page", ROOT / "experiments" / "make_results_page.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = ROOT / "docs" / "results"
+    assert module.build_page(results, ROOT / "docs" / "results.md") == (ROOT / "docs" / "results.md").read_text()
+    for record in sorted(results.glob("*/results.json")):
+        readme = (record.parent / "README.md").read_text()
+        assert readme == experiment_readme(json.loads(record.read_text())), f"{record.parent.name}: regenerate it"
