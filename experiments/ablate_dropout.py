@@ -80,7 +80,10 @@ def plot_gap(path: Path, summaries: list[dict]) -> Path:
     fig = new_figure(12, 4)
     ax_curve, ax_last = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     for s in done:
-        values = np.asarray(fitted_gaps(s)) if fitted_gaps(s) else np.asarray(gaps(s))
+        fitted = fitted_gaps(s)
+        if not fitted:  # no run of this arm fitted: its gap says nothing yet
+            continue
+        values = np.asarray(fitted)
         x = np.arange(1, values.shape[1] + 1)
         mean = values.mean(0)
         line = ax_curve.plot(x, mean, label=s["label"], color=arm_colour(s["label"]))[0]
