@@ -17,8 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from resnet_scratch.config import Config
-from resnet_scratch.experiment import Arm, model_config, recorded_seeds, run_arms
-from resnet_scratch.experiment_cli import RECIPES, base_config, experiment_args, output_dir, results_folder
+from resnet_scratch.experiment import Arm, model_config
+from resnet_scratch.experiment_cli import (
+    RECIPES,
+    base_config,
+    experiment_args,
+    output_dir,
+    run_experiment,
+)
 from resnet_scratch.experiment_pages import (
     arm_colour,
     fill,
@@ -218,10 +224,7 @@ def main(argv: list[str]) -> None:
     )
     base = base_config(args, preset)
     arms = arms_for(base, args.scale)
-    record = results_folder(NAME, args) / "results.json"  # seeds whose runs are gone keep their numbers
-    summaries = run_arms(
-        arms, list(range(args.seeds)), args.runs_dir, not args.summarize_only, recorded_seeds(record, arms)
-    )
+    summaries = run_experiment(NAME, args, arms)
     out = output_dir(NAME, args, summaries)
     groups = {
         "ResNet-18": [a for a in ARMS if a.startswith("ResNet")],

@@ -25,8 +25,15 @@ from resnet_scratch.checkpoint import model_from_checkpoint
 from resnet_scratch.config import Config
 from resnet_scratch.data import load_split
 from resnet_scratch.data.transforms import train_transform
-from resnet_scratch.experiment import Arm, recorded_seeds, run_arms
-from resnet_scratch.experiment_cli import RECIPES, base_config, experiment_args, output_dir, results_folder
+from resnet_scratch.experiment import Arm
+from resnet_scratch.experiment_cli import (
+    RECIPES,
+    base_config,
+    experiment_args,
+    output_dir,
+    results_folder,
+    run_experiment,
+)
 from resnet_scratch.experiment_pages import (
     arm_colour,
     fill,
@@ -188,8 +195,8 @@ def main(argv: list[str]) -> None:
     device = str(resolve_device(args.device))
     batch = 8 if args.smoke else 64  # a smoke run on the CPU at 224 px need not wait for 64 images
     at_init = grad_norms(arms, seeds, device=device, batch=batch)
-    record = results_folder(NAME, args) / "results.json"  # seeds whose runs are gone keep their numbers
-    summaries = run_arms(arms, seeds, args.runs_dir, not args.summarize_only, recorded_seeds(record, arms))
+    record = results_folder(NAME, args) / "results.json"  # where the trained grad norms are kept
+    summaries = run_experiment(NAME, args, arms)
     runs = {s["label"]: [args.runs_dir / seed["run"] for seed in s["seeds"]] for s in summaries}
     done = all(s["finished"] == len(seeds) for s in summaries)
     have_checkpoints = all((run / "best.safetensors").is_file() for folders in runs.values() for run in folders)

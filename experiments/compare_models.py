@@ -12,8 +12,14 @@ Learning Models", INOCON 2023, Table III.
 import sys
 from pathlib import Path
 
-from resnet_scratch.experiment import Arm, model_config, recorded_seeds, run_arms
-from resnet_scratch.experiment_cli import RECIPES, base_config, experiment_args, output_dir, results_folder
+from resnet_scratch.experiment import Arm, model_config
+from resnet_scratch.experiment_cli import (
+    RECIPES,
+    base_config,
+    experiment_args,
+    output_dir,
+    run_experiment,
+)
 from resnet_scratch.experiment_pages import fill, plot_curves, plot_test_accuracy, pm, read_phrases, write_results
 
 NAME = "compare_models"
@@ -62,8 +68,7 @@ def main(argv: list[str]) -> None:
     args = experiment_args(__doc__, argv)
     base = base_config(args, RECIPES[args.scale])
     arms = [Arm(label, model_config(base, model, args.scale)) for label, model in MODELS.items()]
-    recorded = recorded_seeds(results_folder(NAME, args) / "results.json", arms)  # trained on another machine
-    summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir, train=not args.summarize_only, recorded=recorded)
+    summaries = run_experiment(NAME, args, arms)  # seeds trained on another machine keep their numbers
     out = output_dir(NAME, args, summaries)
     plot_curves(out / "curves.png", summaries)
     plot_test_accuracy(out / "test_accuracy.png", summaries)

@@ -30,8 +30,14 @@ import numpy as np
 from resnet_scratch.config import read_toml, recipe_path
 from resnet_scratch.data import load_folder
 from resnet_scratch.data.transforms import eval_resize
-from resnet_scratch.experiment import Arm, recorded_seeds, run_arms
-from resnet_scratch.experiment_cli import RECIPES, base_config, experiment_args, output_dir, results_folder
+from resnet_scratch.experiment import Arm
+from resnet_scratch.experiment_cli import (
+    RECIPES,
+    base_config,
+    experiment_args,
+    output_dir,
+    run_experiment,
+)
 from resnet_scratch.experiment_pages import fill, plot_test_accuracy, pm, read_phrases, seed_bars, write_results
 from resnet_scratch.experiment_stats import mean_std, noise_margin
 from resnet_scratch.report import new_figure, save_figure
@@ -265,8 +271,7 @@ def main(argv: list[str]) -> None:
     recipe = recipe[args.scale]
     base = base_config(args, recipe)
     arms = arms_for(base, external)
-    recorded = recorded_seeds(results_folder(NAME, args) / "results.json", arms)
-    summaries = run_arms(arms, list(range(args.seeds)), args.runs_dir, train=not args.summarize_only, recorded=recorded)
+    summaries = run_experiment(NAME, args, arms)
     out = output_dir(NAME, args, summaries)
     held_out = held_out_files(external, arms)
     summaries = with_external_figures(summaries, args.runs_dir, held_out)

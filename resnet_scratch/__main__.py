@@ -14,7 +14,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .cli import OneLineParser, one_line, reader_gone, silence_stdout
+from .cli import OneLineParser, one_line, reader_gone, silence
 from .data import dataset_root, default_external_root, default_root
 from .data.audit import HAMMING_THRESHOLD
 from .models import MODELS
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if not reader_gone(e):
             return user_error(e, args.debug)
-        silence_stdout()  # `demo | head`: the reader has what it wanted
+        silence()  # `demo | head`: the reader has what it wanted
         return 0
     except (ValueError, TrainingDiverged) as e:
         return user_error(e, args.debug)

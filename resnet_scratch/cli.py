@@ -5,6 +5,7 @@ import argparse
 import errno
 import os
 import sys
+from typing import TextIO
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -22,9 +23,10 @@ def reader_gone(error: OSError) -> bool:
     return isinstance(error, BrokenPipeError) or (os.name == "nt" and error.errno == errno.EINVAL)
 
 
-def silence_stdout() -> None:
-    """Send what is still to be printed nowhere: the reader has gone, and the exit's flush must not fail."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+def silence(stream: TextIO | None = None) -> None:
+    """Send what is still to be printed to `stream` (stdout by default) nowhere: its reader has gone,
+    and the exit's flush must not fail."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), (stream or sys.stdout).fileno())
 
 
 def one_line(error: BaseException) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .config import Config, load_config
 from .data import default_external_root
-from .experiment import recorded_arms, settings_differences
+from .experiment import Arm, recorded_arms, recorded_seeds, run_arms, settings_differences
 
 # The recipe every experiment shares at each scale (from scratch: SGD + nesterov, one-cycle, label
 # smoothing, a floor on the crop's share of the slice); an experiment overrides only what it studies.
@@ -104,6 +104,14 @@ def results_folder(name: str, args: argparse.Namespace) -> Path:
     if args.out is not None:
         return args.out
     return Path("docs/results") / (name if args.scale == "cpu" else f"{name}-{args.scale}")
+
+
+def run_experiment(name: str, args: argparse.Namespace, arms: list[Arm]) -> list[dict[str, object]]:
+    """run_arms over seeds 0 .. args.seeds - 1 (training nothing with --summarize-only), reusing the seeds
+    that the experiment's committed results.json records where their runs are gone (another machine,
+    a fresh checkout)."""
+    recorded = recorded_seeds(results_folder(name, args) / "results.json", arms)
+    return run_arms(arms, list(range(args.seeds)), args.runs_dir, train=not args.summarize_only, recorded=recorded)
 
 
 def recorded_richer(path: Path, summaries: list[dict[str, object]]) -> dict[str, dict[str, object]]:

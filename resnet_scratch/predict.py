@@ -7,7 +7,6 @@ rest go on; so is an image much smaller than the model's input, whose prediction
 """
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import TextIO
 
 import torch
 
-from .cli import reader_gone
+from .cli import reader_gone, silence
 from .data.folder import DECODE_ERRORS, decode, image_files
 from .explain import grad_cam
 from .predictor import Predictor, Preprocess
@@ -155,7 +154,7 @@ def say(text: str, stream: TextIO | None = None) -> None:
     except OSError as e:
         if not reader_gone(e):
             raise
-        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        silence(stream)
 
 
 def keep_explanation(
