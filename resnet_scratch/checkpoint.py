@@ -28,6 +28,7 @@ try:
     import fcntl
 except ImportError:  # Windows: RunLock falls back to the holder's pid (a best-effort lock)
     fcntl = None
+from .data.transforms import NORMALIZATIONS
 from .models import MODEL_INFO, build
 
 FORMAT = "resnet_scratch.checkpoint/1"
@@ -183,10 +184,12 @@ def checkpoint_metadata(
     mean: tuple[float, ...],
     std: tuple[float, ...],
     head_crop: bool = False,
+    normalize: str = "fixed",
+    grey: bool = False,
     **extra: object,
 ) -> dict[str, object]:
     """What a checkpoint needs to be used on its own: architecture and builder options, classes,
-    and the preprocessing its inputs went through (input size, normalisation, head crop)."""
+    and the preprocessing its inputs went through (input size, normalisation, head crop, grey)."""
     return {
         "format": FORMAT,
         "arch": arch,
@@ -196,6 +199,8 @@ def checkpoint_metadata(
         "mean": list(mean),
         "std": list(std),
         "head_crop": head_crop,
+        "normalize": normalize,
+        "grey": grey,
         "options": options,
         **extra,
     }
@@ -240,6 +245,10 @@ def check_metadata(path: Path, meta: dict[str, object], state: dict[str, Tensor]
             raise ValueError(f"{path}: {key} {v!r} is not three numbers")
     if min(meta["std"]) <= 0:
         raise ValueError(f"{path}: std {meta['std']} must be positive")
+    if meta.get("normalize", "fixed") not in NORMALIZATIONS:
+        raise ValueError(f"{path}: normalize {meta['normalize']!r} is not one of {', '.join(NORMALIZATIONS)}")
+    if not isinstance(meta.get("grey", False), bool):
+        raise ValueError(f"{path}: grey {meta['grey']!r} is not true or false")
     if not isinstance(meta.get("options"), dict):
         raise ValueError(f"{path}: options {meta.get('options')!r} is not a table of builder options")
 
@@ -258,6 +267,8 @@ def model_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, object]]:
             f"{path}: weights do not fit {meta['arch']} with {meta['num_classes']} classes: {str(e).splitlines()[0]}"
         ) from None
     meta.setdefault("head_crop", False)
+    meta.setdefault("normalize", "fixed")  # checkpoints from before these settings
+    meta.setdefault("grey", False)
     return model.eval(), meta
 
 

@@ -24,6 +24,7 @@ else:  # Python 3.10
     import tomli as tomllib
 
 from .data import dataset_root, default_external_root
+from .data.transforms import NORMALIZATIONS
 from .models import MODEL_INFO, MODELS
 from .models.inception import MIN_SIZE_AUX
 
@@ -106,6 +107,45 @@ class Config:
     head_crop: bool = setting(
         False,
         "crop every image to the head's bounding box before anything else (training, evaluation and predict alike)",
+    )
+    normalize: str = setting(
+        "fixed",
+        '"fixed": the model\'s mean and std (ImageNet\'s); "image": each image by its own mean and std; '
+        '"equalize": each image histogram-equalised, then as "image" (training, evaluation and predict alike)',
+        lambda v: v in NORMALIZATIONS,
+        f"one of {', '.join(NORMALIZATIONS)}",
+    )
+    grey: bool = setting(False, "replace the colour channels by their mean (training, evaluation and predict alike)")
+    gin: float = setting(
+        0.0,
+        "training: share of images remapped by GIN, a random shallow convolutional network (0: off)",
+        lambda v: 0 <= v <= 1,
+        "in [0, 1]",
+    )
+    gin_blend: float = setting(
+        0.5,
+        "GIN: the largest weight of the remapped image in its blend with the image",
+        lambda v: 0 < v <= 1,
+        "in (0, 1]",
+    )
+    gin_depth: int = setting(2, "GIN: random convolution layers", lambda v: 1 <= v <= 8, "from 1 to 8")
+    randconv: float = setting(
+        0.0,
+        "training: share of images through one random convolution (RandConv; 0: off)",
+        lambda v: 0 <= v <= 1,
+        "in [0, 1]",
+    )
+    randconv_blend: float = setting(
+        0.5,
+        "RandConv: the largest weight of the filtered image in its blend with the image",
+        lambda v: 0 < v <= 1,
+        "in (0, 1]",
+    )
+    randconv_kernel: int = setting(
+        7,
+        "RandConv: the largest kernel size (odd sizes from 3 are drawn)",
+        lambda v: v >= 3 and v % 2 == 1,
+        "odd, at least 3",
     )
     train_fraction: float = setting(
         1.0, "train on a seeded, class-stratified fraction of the training rows", lambda v: 0 < v <= 1, "in (0, 1]"

@@ -14,6 +14,7 @@ short resumes from its last epoch.
 import hashlib
 import json
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -220,13 +221,18 @@ def run_arms(
     runs_dir: Path,
     train: bool = True,
     recorded: dict[tuple[str, int], dict[str, object]] | None = None,
+    only: Collection[str] | None = None,
 ) -> list[dict[str, object]]:
     """Every arm at every seed, then each arm's summary. A finished run in runs_dir is reused, else the
-    seed's `recorded` summary (recorded_seeds), else the run is trained. Seed by seed, so that an
-    experiment cut short has every arm at its first seeds rather than some arms at none."""
+    seed's `recorded` summary (recorded_seeds), else the run is trained (only the arms labelled in
+    `only`, where given). Seed by seed, so that an experiment cut short has every arm at its first
+    seeds rather than some arms at none."""
     labels = [arm.label for arm in arms]
     if len(set(labels)) != len(labels):
         raise ValueError(f"arm labels must differ: {labels}")
+    unknown = sorted(set(only or ()) - set(labels))
+    if unknown:
+        raise ValueError(f"no arm is labelled {', '.join(map(repr, unknown))}; the arms: {', '.join(labels)}")
     recorded = recorded or {}
     start = time.perf_counter()
     done: dict[str, list[dict[str, object]]] = {label: [] for label in labels}
@@ -239,7 +245,7 @@ def run_arms(
                 done[arm.label].append(record)
                 reused += 1
                 continue
-            run = run_seed(arm, seed, runs_dir, train)
+            run = run_seed(arm, seed, runs_dir, train and (only is None or arm.label in only))
             if finished(run):
                 done[arm.label].append(summarize_run(run))
     minutes = (time.perf_counter() - start) / 60

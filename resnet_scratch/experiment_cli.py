@@ -69,6 +69,11 @@ def experiment_args(description: str, argv: list[str] | None = None) -> argparse
         help="train nothing: write the results of the runs that finished (after a run out of time)",
     )
     p.add_argument(
+        "--arms",
+        type=lambda text: [label.strip() for label in text.split(",") if label.strip()],
+        help="train only these arms (labels, comma-separated); the others are summarised from their runs or records",
+    )
+    p.add_argument(
         "--smoke",
         action="store_true",
         help="one epoch per run: to check a preset's command end to end on generated data (SMOKE=1 of the GPU "
@@ -111,7 +116,9 @@ def run_experiment(name: str, args: argparse.Namespace, arms: list[Arm]) -> list
     that the experiment's committed results.json records where their runs are gone (another machine,
     a fresh checkout)."""
     recorded = recorded_seeds(results_folder(name, args) / "results.json", arms)
-    return run_arms(arms, list(range(args.seeds)), args.runs_dir, train=not args.summarize_only, recorded=recorded)
+    return run_arms(
+        arms, list(range(args.seeds)), args.runs_dir, train=not args.summarize_only, recorded=recorded, only=args.arms
+    )
 
 
 def recorded_richer(path: Path, summaries: list[dict[str, object]]) -> dict[str, dict[str, object]]:

@@ -181,7 +181,6 @@ def save_grid(
     out: Path, rows: list[tuple[Path, torch.Tensor, torch.Tensor, dict]], prep: Preprocess, total: int
 ) -> None:
     """One row per image: the preprocessed image and its Grad-CAM overlay."""
-    from .data.transforms import unnormalize
     from .explain import overlay
 
     fig = new_figure(6, 3 * max(len(rows), 1))
@@ -189,7 +188,7 @@ def save_grid(
     for ax in axes.flat:
         ax.axis("off")
     for row, (path, image, heat, r) in enumerate(rows):
-        shown = unnormalize(image[None], prep.mean, prep.std)[0]
+        shown = prep.shown(image[None])[0]
         axes[row, 0].imshow(shown.permute(1, 2, 0).numpy())
         axes[row, 0].set_title(Path(path).name, fontsize=8)
         axes[row, 1].imshow(overlay(shown, heat).numpy())

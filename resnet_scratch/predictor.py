@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from .checkpoint import model_from_checkpoint
 from .data.folder import crop_to_head
-from .data.transforms import eval_resize, eval_transform, fit_to
+from .data.transforms import eval_resize, eval_transform, fit_to, unnormalize
 from .metrics import classification_report
 from .runtime import bf16_supported, resolve_device
 
@@ -33,10 +33,12 @@ class Preprocess:
     bf16: bool = False
     channels_last: bool = True
     head_crop: bool = False
+    normalize: str = "fixed"  # data.transforms.finish: "fixed", "image" or "equalize"
+    grey: bool = False
 
     @classmethod
     def of_checkpoint(cls, meta: dict[str, object], bf16: bool = False, channels_last: bool = True) -> "Preprocess":
-        """The preprocessing a checkpoint's metadata records (input size, normalisation, head crop)."""
+        """The preprocessing a checkpoint's metadata records (input size, normalisation, head crop, grey)."""
         return cls(
             int(meta["input_size"]),
             tuple(meta["mean"]),
@@ -44,7 +46,13 @@ class Preprocess:
             bf16,
             channels_last,
             bool(meta["head_crop"]),
+            str(meta.get("normalize", "fixed")),
+            bool(meta.get("grey", False)),
         )
+
+    def shown(self, batch: Tensor) -> Tensor:
+        """A batch of this preprocessing's inputs as 0..1 pixels on the CPU, for display."""
+        return unnormalize(batch, self.mean, self.std, self.normalize)
 
     @property
     def store_side(self) -> int:
@@ -60,7 +68,9 @@ class Preprocess:
 
     def batch(self, images: Tensor, rows: Tensor) -> Tensor:
         """images[rows] resized, centre-cropped and normalised, in the model's layout."""
-        x = eval_transform(images, self.size, rows=rows, mean=self.mean, std=self.std)
+        x = eval_transform(
+            images, self.size, rows=rows, mean=self.mean, std=self.std, normalize=self.normalize, grey=self.grey
+        )
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 

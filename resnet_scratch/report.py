@@ -132,7 +132,6 @@ def plot_grad_cam(
     title: str,
 ) -> Path:
     """Chosen images (store rows) over their Grad-CAM overlays, captions green when right, red when wrong."""
-    from .data.transforms import unnormalize
     from .explain import grad_cam, overlay
 
     count = max(len(rows), 1)
@@ -143,7 +142,7 @@ def plot_grad_cam(
     if rows:  # the chosen rows where the store lives, then to the model
         batch = prep.batch(images, torch.as_tensor(rows, device=images.device))
         heatmaps, _ = grad_cam(model, batch.to(next(model.parameters()).device))
-        shown = unnormalize(batch, prep.mean, prep.std)
+        shown = prep.shown(batch)
         for col, (caption, ok) in enumerate(zip(captions, correct)):
             axes[0, col].imshow(shown[col].permute(1, 2, 0).numpy())
             axes[1, col].imshow(overlay(shown[col], heatmaps[col].cpu()).numpy())

@@ -13,6 +13,7 @@ A study (resnet_scratch/study.py) may add training images and its own loss; the 
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -33,7 +34,7 @@ from .config import Config
 from .data.folder import existing_root
 from .data.loader import Loader, Transform
 from .data.run import RunData, load_run_data
-from .data.transforms import eval_transform, train_transform
+from .data.transforms import Augment, eval_transform, gin, randconv, train_transform
 from .evaluate import test_run
 from .loss import CrossEntropy
 from .models import MODEL_INFO
@@ -63,15 +64,40 @@ def training_transform(config: Config, device: torch.device, mean: tuple, std: t
     """
     dtype = torch.bfloat16 if config.bf16 and bf16_supported(device) else torch.float32
     size, scale = config.input_size, (config.crop_scale_min, 1.0)
+    normalize, grey = config.normalize, config.grey
+    intensity = intensity_augments(config)
 
     def transform(images: Tensor, rows: Tensor, g: torch.Generator) -> Tensor:
         if not config.augment:
-            return eval_transform(images, size, rows=rows, mean=mean, std=std)
+            return eval_transform(images, size, rows=rows, mean=mean, std=std, normalize=normalize, grey=grey)
         return train_transform(
-            images, size, g, scale=scale, dtype=dtype, rows=rows, mean=mean, std=std, photometric=config.photometric
+            images,
+            size,
+            g,
+            scale=scale,
+            dtype=dtype,
+            rows=rows,
+            mean=mean,
+            std=std,
+            photometric=config.photometric,
+            intensity=intensity,
+            normalize=normalize,
+            grey=grey,
         )
 
     return transform
+
+
+def intensity_augments(config: Config) -> list[Augment]:
+    """The random-convolution augmentations the settings switch on, in the order they run: GIN, RandConv."""
+    augments: list[Augment] = []
+    if config.gin > 0:
+        augments.append(partial(gin, p=config.gin, blend=config.gin_blend, depth=config.gin_depth))
+    if config.randconv > 0:
+        augments.append(
+            partial(randconv, p=config.randconv, blend=config.randconv_blend, kernel=config.randconv_kernel)
+        )
+    return augments
 
 
 def train_one_epoch(
@@ -203,7 +229,16 @@ def _fit(
     saver = Saver(run, config, model, optimizer, scheduler, study.checkpoint_extra(config), board)
 
     # The loop
-    prep = Preprocess(config.input_size, info.mean, info.std, use_bf16, config.channels_last, config.head_crop)
+    prep = Preprocess(
+        config.input_size,
+        info.mean,
+        info.std,
+        use_bf16,
+        config.channels_last,
+        config.head_crop,
+        config.normalize,
+        config.grey,
+    )
     batch_scheduler = scheduler if config.schedule == "onecycle" else None
     for epoch in range(done + 1, config.epochs + 1):
         loader.set_epoch(epoch - 1)  # the shuffle's seed: kept from when epochs counted from 0
@@ -327,7 +362,16 @@ class Saver:
             options["transform_input"] = unwrap(self.model).transform_input
         extra = {"epoch": epoch, "val_accuracy": val_accuracy} | self.extra
         return checkpoint_metadata(
-            config.model, classes, prep.size, options, prep.mean, prep.std, config.head_crop, **extra
+            config.model,
+            classes,
+            prep.size,
+            options,
+            prep.mean,
+            prep.std,
+            config.head_crop,
+            prep.normalize,
+            prep.grey,
+            **extra,
         )
 
 

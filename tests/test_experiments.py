@@ -28,7 +28,20 @@ SCRIPTS = {  # script: (seeds, arm labels it must report)
         ["plain-18", "plain-34", "residual-18 (B)", "residual-34 (B)", "residual-18 (A)", "residual-34 (A)"],
     ),
     "ablate_dropout": (1, ["ResNet-18 p=0", "ResNet-18 p=0.5", "VGG16 p=0", "VGG16 p=0.5"]),
-    "external_validity": (1, ["recipe", "photometric", "head crop", "weak labels", "all three"]),
+    "external_validity": (
+        1,
+        [
+            "recipe",
+            "photometric",
+            "head crop",
+            "weak labels",
+            "all three",
+            "per-image std",
+            "equalize",
+            "GIN",
+            "RandConv",
+        ],
+    ),
     "residual_responses": (2, ["plain-18", "plain-34", "residual-18 (B)", "residual-34 (B)"]),
 }
 
@@ -172,7 +185,14 @@ def test_external_validity_scores_br35h_on_the_half_no_arm_trains_on(finished) -
     assert len(images) == 1 and 0 < images.pop() < 6  # the same held-out half for every arm
     assert "br35h_all_sensitivity" in rows["recipe"] and "br35h_all_sensitivity" not in rows["weak labels"]
     assert rows["recipe"]["sartaj_images"] == 5
-    assert "Goals (mean of the seeds)" in (finished["external_validity"] / "out" / "README.md").read_text()
+    page = (finished["external_validity"] / "out" / "README.md").read_text()
+    assert "Goals of the first round (mean of the seeds)" in page and "Goals of the second round" in page
+    assert "only the arm / only the recipe" in page and "on the model's features" in page
+    assert "| per-image std | 0 |" in page  # its paired row, over seed 0
+    second = {arm["label"]: arm["settings"] for arm in record["arms"]}
+    assert second["per-image std"]["normalize"] == "image" and second["GIN"]["gin"] > 0
+    probe = next(s for s in record["arms"][5]["seeds"] if s["seed"] == 0)["collection_probe"]
+    assert 0 <= probe["features"] <= 1 and 0 <= probe["pixels"] <= 1 and probe["images"] > 0
     reports = {
         run["label"]: (finished["external_validity"] / "runs" / run["seeds"][0]["run"] / "report.md").read_text()
         for run in record["arms"]

@@ -8,7 +8,7 @@ runs last, a cache-sized block at a time, and can round to bfloat16 for autocast
 """
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -225,11 +225,171 @@ def normalize_pixels(
     return normalize_blocks((images[i : i + block] for i in range(0, n, block)), n, dtype, mean, std)
 
 
-def unnormalize(batch: Tensor, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> Tensor:
-    """Normalised N x 3 x H x W -> 0..1 pixels on the CPU, for display."""
+def unnormalize(
+    batch: Tensor, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD, normalize: str = "fixed"
+) -> Tensor:
+    """Normalised N x 3 x H x W -> 0..1 pixels on the CPU, for display. A batch normalised per image
+    has lost its pixel values: each image is shown stretched from its darkest to its brightest pixel."""
+    batch = batch.float().cpu()
+    if normalize != "fixed":
+        low = batch.amin(dim=(1, 2, 3), keepdim=True)
+        high = batch.amax(dim=(1, 2, 3), keepdim=True)
+        return (batch - low) / (high - low).clamp_min(1e-6)
     mean_t = torch.tensor(mean).view(1, 3, 1, 1)
     std_t = torch.tensor(std).view(1, 3, 1, 1)
-    return (batch.float().cpu() * std_t + mean_t).clamp(0, 1)
+    return (batch * std_t + mean_t).clamp(0, 1)
+
+
+# How a batch's pixel values become the network's input (the `normalize` setting).
+NORMALIZATIONS = ("fixed", "image", "equalize")
+
+
+def finish(batch: Tensor, dtype: torch.dtype, mean: Stats, std: Stats, normalize: str = "fixed") -> Tensor:
+    """The last step of every path: a float N x C x H x W batch (0..255 unless an augmentation moved
+    it) -> the network's input in `dtype`, channels-last.
+
+    "fixed": (x / 255 - mean) / std with the model's statistics (ImageNet's); "image": each image
+    minus its own mean, over its own standard deviation; "equalize": each image's histogram
+    equalised (equalize), then as "image". The last two keep only the order of intensities within a
+    slice, not their level: a scanner's gain and offset cannot reach the network.
+    """
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize = {normalize!r}: must be one of {', '.join(NORMALIZATIONS)}")
+    if normalize == "fixed":
+        return normalize_pixels(batch, dtype, mean, std)
+    if normalize == "equalize":
+        batch = equalize(batch)
+    return standardize(batch).to(dtype).contiguous(memory_format=torch.channels_last)
+
+
+def to_grey(batch: Tensor) -> Tensor:
+    """Every channel replaced by the mean of the channels (a grey slice stays as it is)."""
+    return batch.mean(dim=1, keepdim=True).expand_as(batch).contiguous()
+
+
+def standardize(batch: Tensor) -> Tensor:
+    """Each image minus its mean, over its standard deviation (over all its channels and pixels). A
+    flat image's deviation is taken as at least one grey level (1/255 of the range) so it stays finite."""
+    flat = batch.float().flatten(1)
+    mean = flat.mean(1)
+    std = flat.std(1, correction=0).clamp_min(1.0)
+    shape = (-1,) + (1,) * (batch.dim() - 1)
+    return (batch.float() - mean.view(shape)) / std.view(shape)
+
+
+def equalize(batch: Tensor, levels: int = 256) -> Tensor:
+    """Each image's histogram equalised over `levels` grey levels, as 0..255 floats: a value becomes
+    the share of the image's pixels at or below it, so every level is about equally common. The
+    darkest level maps to 0 (the black background stays black, as in PIL's ImageOps.equalize).
+
+    The image's range is first stretched to the levels (after an augmentation it need not be 0..255);
+    all channels share one histogram. One bincount for the whole batch.
+    """
+    n = batch.shape[0]
+    flat = batch.float().flatten(1)
+    low, high = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
+    q = ((flat - low) / (high - low).clamp_min(1e-6) * (levels - 1)).round().long()
+    offsets = torch.arange(n, device=batch.device)[:, None] * levels
+    counts = torch.bincount((q + offsets).flatten(), minlength=n * levels).view(n, levels).float()
+    cdf = counts.cumsum(1) / flat.shape[1]
+    first = cdf.gather(1, q.amin(1, keepdim=True))  # the share at the darkest level, mapped to 0
+    mapped = (cdf.gather(1, q) - first) / (1 - first).clamp_min(1e-6)
+    return (mapped * 255).view_as(batch)
+
+
+# A batched augmentation of float pixels: (batch, generator) -> batch (train_transform's `intensity`).
+Augment = Callable[[Tensor, torch.Generator | None], Tensor]
+
+
+def random_filters(
+    n: int,
+    out_channels: int,
+    in_channels: int,
+    kernel: int,
+    std: float,
+    device: torch.device,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """n stacks of random convolution filters, N(0, std^2), drawn on the CPU from `generator` and moved
+    to `device`: (n * out_channels) x in_channels x kernel x kernel, for one grouped convolution."""
+    w = torch.randn(n * out_channels, in_channels, kernel, kernel, generator=generator, dtype=torch.float32) * std
+    return to_device(w, device)
+
+
+def per_image_conv(x: Tensor, weights: Tensor) -> Tensor:
+    """Each image of x (N x C x H x W) through its own filters (weights: N * out x C x k x k), one
+    grouped convolution for the batch; padded by repeating the border, so the size is kept."""
+    n, c, h, w = x.shape
+    k = weights.shape[-1]
+    if k > 1:
+        x = F.pad(x, (k // 2,) * 4, mode="replicate")
+    return F.conv2d(x.reshape(1, n * c, *x.shape[2:]), weights, groups=n).reshape(n, -1, h, w)
+
+
+def blend_random(images: Tensor, remapped: Tensor, p: float, blend: float, generator: torch.Generator | None) -> Tensor:
+    """images (N x C x H x W) blended with a one-channel remapping of them, image by image:
+    out = a r + (1 - a) x on the chosen images, where x = images / 255, r is `remapped` scaled to x's
+    norm, a ~ U(0, blend), and each image is chosen with probability p. The result is scaled to keep
+    x's norm (Ouyang et al. 2022, eq. 4), then back to 0..255 units. Images not chosen pass unchanged."""
+    n = images.shape[0]
+    draw = to_device(torch.rand(n, 2, generator=generator, dtype=torch.float64), images.device).float()
+    x = images.float() / 255
+    per_image = (n, 1, 1, 1)
+
+    def norm(t: Tensor) -> Tensor:
+        return t.flatten(1).norm(dim=1).clamp_min(1e-6).view(per_image)
+
+    r = remapped.expand_as(x) * (norm(x) / norm(remapped.expand_as(x)))
+    a = (blend * draw[:, 0]).view(per_image)
+    mixed = a * r + (1 - a) * x
+    mixed = mixed * (norm(x) / norm(mixed))
+    chosen = (draw[:, 1] < p).view(per_image)
+    return torch.where(chosen, mixed * 255, images.float())
+
+
+def gin(
+    images: Tensor,
+    generator: torch.Generator | None = None,
+    p: float = 0.5,
+    blend: float = 0.5,
+    depth: int = 2,
+    hidden: int = 2,
+) -> Tensor:
+    """Global intensity non-linear augmentation (GIN; Ouyang et al., IEEE TMI 2022): each image passes
+    through its own shallow network of random convolutions (kernel 1 or 3, drawn per layer and batch;
+    weights N(0, 1); leaky ReLU between layers; `hidden` channels, one out), blended with the image
+    (blend_random). Unlike gamma or contrast, the remapping need not keep the order of intensities:
+    bright can become dark, which is what separates a T1 slice from a T2 one.
+
+    images: N x C x H x W float, 0..255; returns the batch in 0..255 units (values may leave the range).
+    The output is one channel, repeated: the slices are grey.
+    """
+    n, c = images.shape[:2]
+    kernels = torch.randint(0, 2, (depth,), generator=generator).tolist()
+    z = images.float() / 255
+    for layer, k in enumerate(kernels):
+        out = 1 if layer == depth - 1 else hidden
+        w = random_filters(n, out, z.shape[1], 2 * k + 1, 1.0, images.device, generator)
+        z = per_image_conv(z, w)
+        if layer < depth - 1:
+            z = F.leaky_relu(z, 0.2)
+    return blend_random(images, z, p, blend, generator)
+
+
+def randconv(
+    images: Tensor, generator: torch.Generator | None = None, p: float = 0.5, blend: float = 0.5, kernel: int = 7
+) -> Tensor:
+    """RandConv (Xu et al., ICLR 2021): each image through one random convolution, its kernel size drawn
+    per batch from the odd sizes 3 .. `kernel` and its weights per image from N(0, 1 / (k^2 C)) (He
+    initialisation), blended with the image (blend_random). The paper also draws 1 x 1 kernels; on a
+    grey slice one only rescales it, which keeping the norm undoes. Larger kernels change texture as
+    well as intensity. images: N x C x H x W float, 0..255; one output channel, repeated."""
+    if kernel < 3 or kernel % 2 == 0:
+        raise ValueError(f"randconv: kernel = {kernel} must be odd and at least 3")
+    n, c = images.shape[:2]
+    k = 2 * int(torch.randint(1, kernel // 2 + 1, (1,), generator=generator)) + 1
+    w = random_filters(n, 1, c, k, (1.0 / (k * k * c)) ** 0.5, images.device, generator)
+    return blend_random(images, per_image_conv(images.float() / 255, w), p, blend, generator)
 
 
 def photometric_jitter(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -283,9 +443,12 @@ def train_transform(
     mean: Stats = IMAGENET_MEAN,
     std: Stats = IMAGENET_STD,
     photometric: bool = False,
+    intensity: Sequence[Augment] = (),
+    normalize: str = "fixed",
+    grey: bool = False,
 ) -> Tensor:
-    """uint8 batch -> random resized crop + horizontal flip (+ photometric_jitter if `photometric`) +
-    normalisation, channels-last.
+    """uint8 batch -> random resized crop + horizontal flip (+ photometric_jitter if `photometric`,
+    then each of `intensity` in order, e.g. gin and randconv) + normalisation (`finish`), channels-last.
 
     rows: the batch is images[rows] (e.g. the whole decoded store and a batch's indices); on a CPU
     the crops are then read straight from the store.
@@ -298,17 +461,22 @@ def train_transform(
     n, height, width = len(images) if rows is None else len(rows), images.shape[2], images.shape[3]
     boxes = crop_boxes(n, height, width, scale, (3 / 4, 4 / 3), generator)
     flips = flip_mask(n, flip_p, generator)
+    plain = not (photometric or intensity or grey) and normalize == "fixed"
     if images.device.type == "cpu" and images.dtype == torch.uint8:
         crops = uint8_crops(images, boxes, size, flips, rows)
-        if not photometric:
+        if plain:
             return normalize_blocks(crops, n, dtype, mean, std)
         batch = torch.cat([crop.float() for crop in crops])
     else:
         source = images if rows is None else gather(images, rows)
         batch = resized_crops(source.to(torch.float32), boxes, size, flips)  # 0..255 floats
+    if grey:
+        batch = to_grey(batch)
     if photometric:
         batch = photometric_jitter(batch, generator)
-    return normalize_pixels(batch, dtype, mean, std)
+    for augment in intensity:
+        batch = augment(batch, generator)
+    return finish(batch, dtype, mean, std, normalize)
 
 
 def eval_transform(
@@ -318,8 +486,10 @@ def eval_transform(
     rows: Tensor | None = None,
     mean: Stats = IMAGENET_MEAN,
     std: Stats = IMAGENET_STD,
+    normalize: str = "fixed",
+    grey: bool = False,
 ) -> Tensor:
-    """uint8 batch -> resize (shorter side) + centre crop + normalisation.
+    """uint8 batch -> resize (shorter side) + centre crop + normalisation (`finish`, as in training).
 
     resize_to defaults to size * 8 / 7, torchvision's ratio: 256 for 224, 342 for 299 (rounded up).
     rows: the batch is images[rows], as in train_transform.
@@ -330,7 +500,11 @@ def eval_transform(
     if images.device.type != "cpu" or images.dtype != torch.uint8:
         images = images.to(torch.float32)  # 0..255: normalize_pixels divides by 255
     # On a CPU the resize stays in uint8 (torch's fixed-point resampler, rounding like PIL's).
-    return normalize_pixels(center_crop(resize(images, resize_to), size), mean=mean, std=std)
+    crops = center_crop(resize(images, resize_to), size)
+    if normalize == "fixed" and not grey:
+        return normalize_pixels(crops, mean=mean, std=std)
+    crops = crops.to(torch.float32)
+    return finish(to_grey(crops) if grey else crops, torch.float32, mean, std, normalize)
 
 
 def eval_resize(size: int) -> int:

@@ -1,0 +1,209 @@
+"""Per-image normalisation, grey input and the random-convolution augmentations (GIN, RandConv):
+their shapes, ranges, seeding and identities, and that a checkpoint carries the normalisation."""
+
+import numpy as np
+import pytest
+import torch
+
+from resnet_scratch.data import transforms as T
+
+from conftest import smooth_image
+
+
+def batch(n: int = 8, size: int = 24, seed: int = 0) -> torch.Tensor:
+    """n smooth grey images in 0..255 floats, each with its own brightness."""
+    g = torch.Generator().manual_seed(seed)
+    grey = torch.stack(
+        [torch.from_numpy(np.array(smooth_image(seed + i, (size, size), "L"))).float() for i in range(n)]
+    )
+    gain = 0.3 + torch.rand(n, generator=g)
+    return (grey[:, None] * gain.view(n, 1, 1, 1)).expand(n, 3, size, size).contiguous()
+
+
+def test_standardize_gives_every_image_mean_0_and_std_1() -> None:
+    out = T.standardize(batch())
+    assert torch.allclose(out.mean(dim=(1, 2, 3)), torch.zeros(8), atol=1e-5)
+    assert torch.allclose(out.std(dim=(1, 2, 3), correction=0), torch.ones(8), atol=1e-4)
+
+
+def test_standardize_keeps_a_flat_image_finite() -> None:
+    assert torch.isfinite(T.standardize(torch.full((2, 3, 8, 8), 7.0))).all()
+
+
+def test_per_image_normalisations_ignore_gain_and_offset() -> None:
+    """What a scanner's gain and offset do to a slice cannot reach the network."""
+    x = batch()
+    for normalize in ("image", "equalize"):
+        a = T.finish(x, torch.float32, T.IMAGENET_MEAN, T.IMAGENET_STD, normalize)
+        b = T.finish(0.5 * x + 20, torch.float32, T.IMAGENET_MEAN, T.IMAGENET_STD, normalize)
+        assert torch.allclose(a, b, atol=1e-4), normalize
+        assert a.is_contiguous(memory_format=torch.channels_last)
+    fixed = T.finish(x, torch.float32, T.IMAGENET_MEAN, T.IMAGENET_STD, "fixed")
+    assert not torch.allclose(fixed, T.finish(0.5 * x + 20, torch.float32, T.IMAGENET_MEAN, T.IMAGENET_STD, "fixed"))
+
+
+def test_equalize_keeps_order_and_black_and_flattens_the_histogram() -> None:
+    x = batch(n=4, size=64)
+    x[:, :, :16] = 0  # a black background
+    out = T.equalize(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 255 + 1e-3
+    for i in range(4):
+        a, b = x[i, 0].flatten(), out[i, 0].flatten()
+        order = a.argsort()
+        assert (b[order].diff() >= -1e-4).all()  # monotone: brighter stays brighter
+        assert b[a == 0].max() == 0  # the darkest level maps to 0
+        tissue = b[a > 0]
+        assert abs(tissue.mean().item() - 255 / 2) < 20  # spread over the range, not bunched
+
+
+def test_grey_averages_the_channels() -> None:
+    x = torch.rand(2, 3, 5, 5) * 255
+    out = T.to_grey(x)
+    assert torch.allclose(out[:, 0], x.mean(1)) and torch.equal(out[:, 0], out[:, 2])
+
+
+def test_unknown_normalisation_is_refused() -> None:
+    with pytest.raises(ValueError, match="normalize = 'zscore'"):
+        T.finish(batch(), torch.float32, T.IMAGENET_MEAN, T.IMAGENET_STD, "zscore")
+
+
+@pytest.mark.parametrize("augment", [T.gin, T.randconv])
+def test_random_convolutions_are_seeded_and_keep_shape_dtype_and_norm(augment) -> None:
+    x = batch()
+    a = augment(x.clone(), torch.Generator().manual_seed(1), p=1.0, blend=1.0)
+    b = augment(x.clone(), torch.Generator().manual_seed(1), p=1.0, blend=1.0)
+    c = augment(x.clone(), torch.Generator().manual_seed(2), p=1.0, blend=1.0)
+    assert a.shape == x.shape and a.dtype == torch.float32 and a.device == x.device
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.allclose(a.flatten(1).norm(dim=1), x.flatten(1).norm(dim=1), rtol=1e-4)  # the norm is kept
+    assert torch.equal(a[:, 0], a[:, 2])  # one channel, repeated: the slices stay grey
+
+
+@pytest.mark.parametrize("augment", [T.gin, T.randconv])
+def test_random_convolutions_change_no_image_at_p_0(augment) -> None:
+    x = batch()
+    assert torch.equal(augment(x.clone(), torch.Generator().manual_seed(0), p=0.0), x)
+
+
+@pytest.mark.parametrize("augment", [T.gin, T.randconv])
+def test_random_convolutions_change_about_p_of_the_images(augment) -> None:
+    x = batch(n=200, size=12)
+    out = augment(x.clone(), torch.Generator().manual_seed(0), p=0.5, blend=0.5)
+    changed = (out - x).flatten(1).abs().amax(1) > 1e-3
+    assert 70 < changed.sum() < 130
+
+
+@pytest.mark.parametrize("augment", [T.gin, T.randconv])
+def test_the_blend_weight_bounds_how_far_an_image_moves(augment) -> None:
+    """With blends up to w, an image (scaled to unit norm) moves by at most about 2 w: a small w stays
+    close to the image, w = 1 can land anywhere on the sphere of its norm."""
+    x = batch(n=64)
+    unit = x.flatten(1).norm(dim=1)
+
+    def moved(blend: float) -> torch.Tensor:
+        out = augment(x.clone(), torch.Generator().manual_seed(0), p=1.0, blend=blend)
+        return (out - x).flatten(1).norm(dim=1) / unit
+
+    small, large = moved(0.05), moved(1.0)
+    assert small.max() <= 2 * 0.05 + 1e-4
+    assert large.max() > 4 * small.max()
+
+
+def test_gin_can_invert_intensities() -> None:
+    """Non-monotone: some draws make the bright part of an image darker than the dark part (a T1 ->
+    T2-like change), which gamma and contrast never do."""
+    x = torch.zeros(64, 3, 16, 16)
+    x[:, :, 4:12, 4:12] = 200.0
+    out = T.gin(x.clone(), torch.Generator().manual_seed(0), p=1.0, blend=1.0)
+    inside, outside = out[:, 0, 6:10, 6:10].mean((1, 2)), out[:, 0, :2, :2].mean((1, 2))
+    assert (inside < outside).any() and (inside > outside).any()
+
+
+def test_randconv_draws_odd_kernels_from_3_to_its_largest(monkeypatch) -> None:
+    seen = set()
+    real = T.per_image_conv
+
+    def spy(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        seen.add(weights.shape[-1])
+        return real(x, weights)
+
+    monkeypatch.setattr(T, "per_image_conv", spy)
+    for seed in range(40):
+        T.randconv(batch(n=2, size=12), torch.Generator().manual_seed(seed), kernel=7)
+    assert seen == {3, 5, 7}
+    with pytest.raises(ValueError, match="kernel = 4"):
+        T.randconv(batch(n=2), kernel=4)
+
+
+@pytest.mark.parametrize("normalize", ["fixed", "image", "equalize"])
+@pytest.mark.parametrize("grey", [False, True])
+def test_training_and_evaluation_batches_share_the_normalisation(normalize: str, grey: bool) -> None:
+    """A training batch without random crops, flips or augmentations is the evaluation batch."""
+    x = torch.randint(0, 256, (4, 3, 36, 36), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(0)
+    train = T.train_transform(x, 36, g, scale=(1.0, 1.0), flip_p=0.0, normalize=normalize, grey=grey)
+    evaluation = T.eval_transform(x, 36, resize_to=36, normalize=normalize, grey=grey)
+    assert train.shape == evaluation.shape == (4, 3, 36, 36)
+    assert torch.allclose(train, evaluation, atol=1e-4)
+
+
+def test_training_batch_with_random_convolutions_is_seeded_and_finite() -> None:
+    x = torch.randint(0, 256, (6, 3, 50, 40), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    augments = [T.gin, T.randconv]
+    a = T.train_transform(x, 32, torch.Generator().manual_seed(3), intensity=augments, dtype=torch.bfloat16)
+    b = T.train_transform(x, 32, torch.Generator().manual_seed(3), intensity=augments, dtype=torch.bfloat16)
+    assert torch.equal(a, b) and a.dtype == torch.bfloat16 and torch.isfinite(a.float()).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("augment", [T.gin, T.randconv])
+def test_random_convolutions_run_on_the_batch_device(augment) -> None:
+    x = batch().cuda()
+    out = augment(x.clone(), torch.Generator().manual_seed(1), p=1.0, blend=1.0)
+    cpu = augment(x.cpu(), torch.Generator().manual_seed(1), p=1.0, blend=1.0)
+    assert out.device == x.device and torch.allclose(out.cpu(), cpu, atol=1e-3)
+
+
+def test_a_checkpoint_records_and_restores_its_normalisation(tmp_path) -> None:
+    from resnet_scratch.checkpoint import checkpoint_metadata, save_model
+    from resnet_scratch.models import build
+    from resnet_scratch.predictor import Predictor
+
+    model = build("resnet18", num_classes=4).eval()
+    path = tmp_path / "model.safetensors"
+    meta = checkpoint_metadata("resnet18", list("abcd"), 32, {}, (0.5,) * 3, (0.2,) * 3, False, "equalize", True)
+    save_model(path, model, meta)
+    prep = Predictor.load(path, device="cpu").prep
+    assert (prep.normalize, prep.grey) == ("equalize", True)
+    images = torch.randint(0, 256, (3, 3, 37, 37), dtype=torch.uint8)
+    expected = T.eval_transform(images, 32, normalize="equalize", grey=True)
+    assert torch.allclose(prep.batch(images, torch.arange(3)).float(), expected, atol=1e-5)
+    shown = prep.shown(expected)
+    assert shown.min() >= 0 and shown.max() <= 1
+
+
+def test_a_checkpoint_with_an_unknown_normalisation_is_refused(tmp_path) -> None:
+    from resnet_scratch.checkpoint import checkpoint_metadata, save_model
+    from resnet_scratch.models import build
+    from resnet_scratch.predictor import Predictor
+
+    path = tmp_path / "model.safetensors"
+    meta = checkpoint_metadata("resnet18", list("abcd"), 32, {}, (0.5,) * 3, (0.2,) * 3, False, "zscore")
+    save_model(path, build("resnet18", num_classes=4), meta)
+    with pytest.raises(ValueError, match="normalize 'zscore'"):
+        Predictor.load(path, device="cpu")
+
+
+def test_settings_check_the_strengths() -> None:
+    from resnet_scratch.config import ConfigError, load_config
+
+    assert load_config(None, {"normalize": "image", "gin": 0.5}).normalize == "image"
+    for bad in (
+        {"normalize": "zscore"},
+        {"gin": 1.5},
+        {"gin_blend": 0.0},
+        {"randconv_kernel": 4},
+        {"randconv_kernel": 1},
+    ):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            load_config(None, bad)
