@@ -123,12 +123,12 @@ class Config:
         "in [0, 1]",
     )
     gin_blend: float = setting(
-        0.5,
-        "GIN: the largest weight of the remapped image in its blend with the image",
+        1.0,
+        "GIN: the largest weight of the remapped image in its blend with the image (the paper's: 1)",
         lambda v: 0 < v <= 1,
         "in (0, 1]",
     )
-    gin_depth: int = setting(2, "GIN: random convolution layers", lambda v: 1 <= v <= 8, "from 1 to 8")
+    gin_depth: int = setting(4, "GIN: random convolution layers (the paper's: 4)", lambda v: 2 <= v <= 8, "from 2 to 8")
     randconv: float = setting(
         0.0,
         "training: share of images through one random convolution (RandConv; 0: off)",
@@ -136,16 +136,16 @@ class Config:
         "in [0, 1]",
     )
     randconv_blend: float = setting(
-        0.5,
-        "RandConv: the largest weight of the filtered image in its blend with the image",
+        1.0,
+        "RandConv: the largest weight of the filtered image in its blend with the image (the paper's: 1)",
         lambda v: 0 < v <= 1,
         "in (0, 1]",
     )
     randconv_kernel: int = setting(
         7,
-        "RandConv: the largest kernel size (odd sizes from 3 are drawn)",
-        lambda v: v >= 3 and v % 2 == 1,
-        "odd, at least 3",
+        "RandConv: the largest kernel size (odd sizes from 1 are drawn; the paper's: 7)",
+        lambda v: v >= 1 and v % 2 == 1,
+        "odd, at least 1",
     )
     train_fraction: float = setting(
         1.0, "train on a seeded, class-stratified fraction of the training rows", lambda v: 0 < v <= 1, "in (0, 1]"
@@ -213,6 +213,8 @@ class Config:
             check = f.metadata["check"]
             if check is not None and not check(getattr(self, f.name)):
                 raise ConfigError(f"{f.name} = {getattr(self, f.name)!r}: must be {f.metadata['expected']}")
+        if not self.augment and (self.photometric or self.gin or self.randconv):
+            raise ConfigError("augment = false trains on centre crops only: photometric, gin and randconv need it on")
         if self.freeze and not self.weights:
             raise ConfigError('freeze = "backbone" needs weights (imagenet or a file)')
         smallest = MODEL_INFO[self.model].min_size

@@ -284,6 +284,7 @@ def evaluate_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
     about = {"checkpoint": str(checkpoint), "head_crop": predictor.prep.head_crop}
+    about |= {"normalize": predictor.prep.normalize, "grey": predictor.prep.grey}
     results = Results(predictor.prep.size, about=about)
     roots = [p for p in map(Path, data) if (p / "Testing").is_dir()]
     if len(roots) > 1:

@@ -1,8 +1,9 @@
 """Export a trained model so that it runs without this package: torch.export (.pt2) or TorchScript (.pt).
 
 The file holds the network only. Its input is what the Predictor feeds it: float32 N x 3 x size x size,
-resized, centre-cropped and normalised with the checkpoint's mean and std. A JSON file beside it
-records those, with the class names, so that a user elsewhere can prepare images the same way.
+resized, centre-cropped and normalised as the checkpoint records: with its mean and std, or per image
+(`normalize`), in grey or not. A JSON file beside it records those, with the class names, so that a
+user elsewhere can prepare images the same way.
 """
 
 import json
@@ -38,5 +39,6 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path | None = None) -> Pa
     meta = predictor.meta
     about = {"format": fmt, "classes": predictor.classes, "input_size": size, "mean": meta["mean"], "std": meta["std"]}
     about |= {"head_crop": bool(meta["head_crop"]), "resize_before_crop": predictor.prep.store_side}
+    about |= {"normalize": predictor.prep.normalize, "grey": predictor.prep.grey}
     atomic_write_text(out.with_name(out.name + ".json"), json.dumps(about, indent=1))
     return out

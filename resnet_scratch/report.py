@@ -253,6 +253,8 @@ def evaluation_report(out: Path, results, figures: dict[str, str], study: Study)
     """report.md of an evaluation: what was scored, Testing, the other sets, per-class tables."""
     about = results.about
     crop = ", head-cropped" if about["head_crop"] else ""
+    crop += {"image": ", normalised per image", "equalize": ", histogram-equalised"}.get(about.get("normalize"), "")
+    crop += ", in grey" if about.get("grey") else ""
     intro = [f"# Evaluation of {about['checkpoint']}", "", f"Input {results.input_size} px{crop}.", ""]
     testing = ["## Testing", ""] + testing_table(results) + [""] if results.test is not None else []
     sections = [intro, testing, study.report_section(results.external, False), class_tables(results)]

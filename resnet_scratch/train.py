@@ -369,8 +369,8 @@ class Saver:
             prep.mean,
             prep.std,
             config.head_crop,
-            prep.normalize,
-            prep.grey,
+            normalize=prep.normalize,
+            grey=prep.grey,
             **extra,
         )
 

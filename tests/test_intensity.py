@@ -67,70 +67,91 @@ def test_unknown_normalisation_is_refused() -> None:
         T.finish(batch(), torch.float32, T.IMAGENET_MEAN, T.IMAGENET_STD, "zscore")
 
 
-@pytest.mark.parametrize("augment", [T.gin, T.randconv])
-def test_random_convolutions_are_seeded_and_keep_shape_dtype_and_norm(augment) -> None:
+AUGMENTS = [T.gin, T.randconv]
+
+
+@pytest.mark.parametrize("augment", AUGMENTS)
+def test_random_convolutions_are_seeded_and_keep_shape_and_dtype(augment: T.Augment) -> None:
     x = batch()
-    a = augment(x.clone(), torch.Generator().manual_seed(1), p=1.0, blend=1.0)
-    b = augment(x.clone(), torch.Generator().manual_seed(1), p=1.0, blend=1.0)
-    c = augment(x.clone(), torch.Generator().manual_seed(2), p=1.0, blend=1.0)
+    a = augment(x.clone(), torch.Generator().manual_seed(1), p=1.0)
+    b = augment(x.clone(), torch.Generator().manual_seed(1), p=1.0)
+    c = augment(x.clone(), torch.Generator().manual_seed(2), p=1.0)
     assert a.shape == x.shape and a.dtype == torch.float32 and a.device == x.device
     assert torch.equal(a, b) and not torch.equal(a, c)
-    assert torch.allclose(a.flatten(1).norm(dim=1), x.flatten(1).norm(dim=1), rtol=1e-4)  # the norm is kept
-    assert torch.equal(a[:, 0], a[:, 2])  # one channel, repeated: the slices stay grey
+    assert torch.isfinite(a).all()
+    assert torch.equal(a[:, 0], a[:, 2])  # one channel, repeated: grey slices stay grey
 
 
-@pytest.mark.parametrize("augment", [T.gin, T.randconv])
-def test_random_convolutions_change_no_image_at_p_0(augment) -> None:
+def test_gin_keeps_each_images_norm() -> None:
+    x = batch()
+    out = T.gin(x.clone(), torch.Generator().manual_seed(1), p=1.0)
+    assert torch.allclose(out.flatten(1).norm(dim=1), x.flatten(1).norm(dim=1), rtol=1e-4)
+
+
+@pytest.mark.parametrize("augment", AUGMENTS)
+def test_random_convolutions_change_no_image_at_p_0(augment: T.Augment) -> None:
     x = batch()
     assert torch.equal(augment(x.clone(), torch.Generator().manual_seed(0), p=0.0), x)
 
 
-@pytest.mark.parametrize("augment", [T.gin, T.randconv])
-def test_random_convolutions_change_about_p_of_the_images(augment) -> None:
+def test_no_setting_no_augmentation() -> None:
+    """The settings' defaults switch both off: the pipeline then runs none (identity when off)."""
+    from resnet_scratch.config import Config
+    from resnet_scratch.train import intensity_augments
+
+    assert intensity_augments(Config()) == []
+    assert len(intensity_augments(Config(gin=0.5, randconv=0.5))) == 2
+
+
+@pytest.mark.parametrize("augment", AUGMENTS)
+def test_random_convolutions_change_about_p_of_the_images(augment: T.Augment) -> None:
     x = batch(n=200, size=12)
-    out = augment(x.clone(), torch.Generator().manual_seed(0), p=0.5, blend=0.5)
+    out = augment(x.clone(), torch.Generator().manual_seed(0), p=0.5)
     changed = (out - x).flatten(1).abs().amax(1) > 1e-3
     assert 70 < changed.sum() < 130
 
 
-@pytest.mark.parametrize("augment", [T.gin, T.randconv])
-def test_the_blend_weight_bounds_how_far_an_image_moves(augment) -> None:
-    """With blends up to w, an image (scaled to unit norm) moves by at most about 2 w: a small w stays
-    close to the image, w = 1 can land anywhere on the sphere of its norm."""
-    x = batch(n=64)
-    unit = x.flatten(1).norm(dim=1)
-
-    def moved(blend: float) -> torch.Tensor:
-        out = augment(x.clone(), torch.Generator().manual_seed(0), p=1.0, blend=blend)
-        return (out - x).flatten(1).norm(dim=1) / unit
-
-    small, large = moved(0.05), moved(1.0)
-    assert small.max() <= 2 * 0.05 + 1e-4
-    assert large.max() > 4 * small.max()
+@pytest.mark.parametrize("blend", [0.3, 1.0])
+def test_the_blend_weight_is_uniform_up_to_blend(blend: float) -> None:
+    """mix with a remapping of zeros leaves (1 - a) x: a can be read back, image by image."""
+    x = batch(n=400, size=8) + 1
+    out = T.mix(x, torch.zeros_like(x[:, :1]), 1.0, blend, torch.Generator().manual_seed(0), keep_norm=False)
+    a = 1 - (out / x).flatten(1).mean(1)
+    assert a.min() >= -1e-5 and a.max() <= blend + 1e-5
+    assert abs(a.mean().item() - blend / 2) < 0.05 * blend and a.max() > 0.95 * blend
 
 
-def test_gin_can_invert_intensities() -> None:
-    """Non-monotone: some draws make the bright part of an image darker than the dark part (a T1 ->
-    T2-like change), which gamma and contrast never do."""
-    x = torch.zeros(64, 3, 16, 16)
+def test_gin_depends_on_the_intensity_level() -> None:
+    """The random biases make GIN more than a gain: halving an image does not halve its remapping."""
+    x = batch()
+    a = T.gin(x.clone(), torch.Generator().manual_seed(3), p=1.0)
+    b = T.gin(0.5 * x, torch.Generator().manual_seed(3), p=1.0)
+    assert not torch.allclose(b, 0.5 * a, rtol=1e-3, atol=1e-2)
+
+
+@pytest.mark.parametrize("augment", AUGMENTS)
+def test_random_convolutions_can_invert_intensities(augment: T.Augment) -> None:
+    """Non-monotone at the arms' strength: some draws make the bright square darker than its dark
+    surround (a T1 -> T2-like change), which gamma and contrast never do."""
+    x = torch.zeros(256, 3, 16, 16)
     x[:, :, 4:12, 4:12] = 200.0
-    out = T.gin(x.clone(), torch.Generator().manual_seed(0), p=1.0, blend=1.0)
+    out = augment(x.clone(), torch.Generator().manual_seed(0), p=1.0)
     inside, outside = out[:, 0, 6:10, 6:10].mean((1, 2)), out[:, 0, :2, :2].mean((1, 2))
-    assert (inside < outside).any() and (inside > outside).any()
+    assert (inside < outside).float().mean() > 0.05 and (inside > outside).any()
 
 
-def test_randconv_draws_odd_kernels_from_3_to_its_largest(monkeypatch) -> None:
+def test_randconv_draws_odd_kernels_up_to_its_largest(monkeypatch) -> None:
     seen = set()
     real = T.per_image_conv
 
-    def spy(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def spy(x: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         seen.add(weights.shape[-1])
-        return real(x, weights)
+        return real(x, weights, bias)
 
     monkeypatch.setattr(T, "per_image_conv", spy)
     for seed in range(40):
         T.randconv(batch(n=2, size=12), torch.Generator().manual_seed(seed), kernel=7)
-    assert seen == {3, 5, 7}
+    assert seen == {1, 3, 5, 7}
     with pytest.raises(ValueError, match="kernel = 4"):
         T.randconv(batch(n=2), kernel=4)
 
@@ -156,11 +177,11 @@ def test_training_batch_with_random_convolutions_is_seeded_and_finite() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("augment", [T.gin, T.randconv])
-def test_random_convolutions_run_on_the_batch_device(augment) -> None:
+@pytest.mark.parametrize("augment", AUGMENTS)
+def test_random_convolutions_run_on_the_batch_device(augment: T.Augment) -> None:
     x = batch().cuda()
-    out = augment(x.clone(), torch.Generator().manual_seed(1), p=1.0, blend=1.0)
-    cpu = augment(x.cpu(), torch.Generator().manual_seed(1), p=1.0, blend=1.0)
+    out = augment(x.clone(), torch.Generator().manual_seed(1), p=1.0)
+    cpu = augment(x.cpu(), torch.Generator().manual_seed(1), p=1.0)
     assert out.device == x.device and torch.allclose(out.cpu(), cpu, atol=1e-3)
 
 
@@ -202,8 +223,10 @@ def test_settings_check_the_strengths() -> None:
         {"normalize": "zscore"},
         {"gin": 1.5},
         {"gin_blend": 0.0},
+        {"gin_depth": 1},
         {"randconv_kernel": 4},
-        {"randconv_kernel": 1},
     ):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             load_config(None, bad)
+    with pytest.raises(ConfigError, match="augment = false"):
+        load_config(None, {"augment": False, "gin": 0.5})
