@@ -366,3 +366,20 @@ def test_progress_writes_to_the_stdout_of_the_moment(capsys) -> None:
         progress = Progress(1, 1, 2)
         progress.update(2, 0.5, 0.75, 16)
     assert "epoch 1/1 [2/2] loss 0.5000 acc 0.7500" in buffer.getvalue() and capsys.readouterr().out == ""
+
+
+def test_a_run_records_its_normalisation_and_predict_follows_it(tiny: Path, tmp_path: Path) -> None:
+    """Trained with per-image equalisation, grey input, GIN and RandConv: the checkpoint records the
+    preprocessing (not the training-only augmentations), and a Predictor loaded from it applies it."""
+    from resnet_scratch.data.transforms import eval_transform
+    from resnet_scratch.predictor import Predictor
+
+    flags = tiny_flags(tiny, tmp_path, "intensity", epochs=1)
+    flags |= {"normalize": "equalize", "grey": "true", "gin": "0.5", "randconv": "0.5"}
+    run = fit(load_config(None, flags))
+    _, meta = load_model_file(run / "best.safetensors")
+    assert (meta["normalize"], meta["grey"]) == ("equalize", True)
+    predictor = Predictor.load(run / "best.safetensors", device="cpu")
+    images = torch.randint(0, 256, (2, 3, 37, 37), dtype=torch.uint8)
+    expected = eval_transform(images, 32, normalize="equalize", grey=True)
+    assert torch.allclose(predictor.prep.batch(images, torch.arange(2)).float(), expected, atol=1e-5)
