@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checkpoint import read_epochs
 from .config import Config
+from .cost import forward_macs, training_cost
 from .data import Split, load_folder, load_split
 from .data.labels import ANY_TUMOUR, check_class_map, parse_class_map, resolve_class
 from .data.run import RunData, clean_rows, leak_free_rows
@@ -207,6 +209,10 @@ def test_run(
             f"is epoch {best['epoch']}: the run folder was changed by hand"
         )
     results = Results(prep.size, about={"best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"]})
+    evaluation = forward_macs(config.model, prep.size, config.model_options(), len(predictor.classes))
+    cost = training_cost(read_epochs(run), evaluation)
+    if cost is not None:
+        results.about["training_cost"] = cost
     test = data.test.to(device)
     logits = testing_scores(predictor, test, data.leak_free_rows, results)
     figures = {
@@ -234,8 +240,6 @@ def test_run(
 def run_summary(run: Path, results: Results, study: Study) -> list[str]:
     """The end-of-run table: per-epoch metrics, then Testing on the full split and leak-free subset,
     then the other collections."""
-    from .checkpoint import read_epochs
-
     lines = [
         f"\n{'epoch':>5} {'lr':>8} {'train loss':>10} {'train acc':>9} {'val loss':>9} {'val acc':>8} "
         f"{'img/s':>7} {'s':>6}"
@@ -246,7 +250,17 @@ def run_summary(run: Path, results: Results, study: Study) -> list[str]:
             f"{e['val_loss']:>9.4f} {e['val_accuracy']:>8.4f} {e['images_per_s']:>7.1f} {e['seconds']:>6.1f}"
         )
     best = f"best epoch {results.about['best_epoch']} (val accuracy {results.about['val_accuracy']:.4f})"
-    return lines + evaluation_lines(results, study) + [f"{best}; report: {run / 'report.md'}"]
+    cost = results.about.get("training_cost")
+    spent = [cost_line(cost)] if cost else []
+    return lines + evaluation_lines(results, study) + spent + [f"{best}; report: {run / 'report.md'}"]
+
+
+def cost_line(cost: dict[str, float]) -> str:
+    """A run's training cost in words (cost.training_cost)."""
+    return (
+        f"training cost: {cost['multiply_adds'] / 1e12:.1f} T multiply-adds, {cost['main_job']:.2f} x the main job's; "
+        f"{cost['minutes']:.1f} min at {cost['images_per_s']:.0f} img/s on this machine"
+    )
 
 
 def evaluation_lines(results: Results, study: Study) -> list[str]:

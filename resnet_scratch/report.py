@@ -245,6 +245,15 @@ def run_report(run: Path, config: Config, results, figures: dict[str, str], stud
             f"| {e['epoch']} | {e['lr']:.1e} | {e['train_loss']:.4f} | {100 * e['train_accuracy']:.2f}% | "
             f"{e['val_loss']:.4f} | {100 * e['val_accuracy']:.2f}% | {e['images_per_s']:.1f} | {e['seconds']:.1f} |"
         )
+    cost = results.about.get("training_cost")
+    if cost:
+        training += [
+            "",
+            f"Training cost: {cost['multiply_adds'] / 1e12:.1f} T multiply-adds (forward and backward), "
+            f"{cost['main_job']:.2f} times the main job's. It took {cost['minutes']:.1f} min at "
+            f"{cost['images_per_s']:.0f} img/s on this machine; the multiply-adds are the same on any machine. "
+            f"Evaluation costs {cost['eval_multiply_adds_per_image'] / 1e9:.2f} G multiply-adds per image.",
+        ]
     sections = [intro, testing_table(results) + [""], chosen, study.report_section(results.external, True)]
     return write_report(run / "report.md", sections + [class_tables(results), training + [""]], figures)
 

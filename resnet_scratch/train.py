@@ -31,6 +31,7 @@ from .checkpoint import (
     unwrap,
 )
 from .config import Config
+from .cost import epoch_macs
 from .data.folder import existing_root
 from .data.loader import Loader, Transform
 from .data.run import RunData, load_run_data
@@ -141,7 +142,13 @@ def train_one_epoch(
                 progress.update(step, running_loss, running_accuracy, stats.seen)
     seconds = time.perf_counter() - started
     mean_loss, accuracy, images = stats.totals()
-    return {"loss": mean_loss, "accuracy": accuracy, "images_per_s": images / seconds, "seconds": seconds}
+    return {
+        "loss": mean_loss,
+        "accuracy": accuracy,
+        "images": int(images),
+        "images_per_s": images / seconds,
+        "seconds": seconds,
+    }
 
 
 def fit(config: Config, resume: bool = False, study: Study | None = None, tensorboard: bool = False) -> Path:
@@ -394,6 +401,7 @@ def end_epoch(
     line = {"epoch": epoch, "lr": lr, "train_loss": train_stats["loss"], "train_accuracy": train_stats["accuracy"]}
     line |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"]}
     line |= {"images_per_s": train_stats["images_per_s"], "seconds": train_stats["seconds"]}
+    line |= {"train_macs": epoch_macs(config, train_stats["images"], len(data.train.classes))}
     if config.train_eval:  # the training rows scored exactly as validation is: eval mode, centre crops
         seen = validate(model, data, data.train_eval_rows, prep)
         line |= {"train_eval_loss": seen["loss"], "train_eval_accuracy": seen["accuracy"]}

@@ -1,0 +1,58 @@
+"""Training cost in multiply-adds: a measure of a recipe that no machine changes.
+
+Wall time depends on the day: the same job ran at 35 to 155 img/s on this project's CPUs. So a
+recipe's cost is counted instead: every training image costs the multiply-adds of one forward pass
+at that epoch's input size (summary.count_macs), times PASSES. It is reported relative to the main
+job's, which is 1.00. Evaluation is counted apart, per image, since test-time augmentation
+multiplies it and training does not.
+"""
+
+import torch
+
+from .config import Config, read_toml, recipe_path
+from .models import build
+from .summary import count_macs
+
+# One training step costs about three forward passes: the forward pass, then a backward pass that
+# computes the gradients of the activations and of the weights, each about as costly as the forward
+# (the usual estimate, e.g. Kaplan et al. 2020's 6N FLOPs per token for 2N forward).
+PASSES = 3
+# The main job trains on Training less its validation split: 5,134 images per epoch on the full
+# dataset (docs/results/main_cpu/metrics.jsonl). Its other settings are in recipes/main_cpu.toml.
+MAIN_JOB_IMAGES = 5134
+
+
+def forward_macs(model: str, size: int, options: dict[str, object] | None = None, num_classes: int = 4) -> int:
+    """Multiply-adds of one forward pass of one image through `model` at size x size px (on the meta
+    device: nothing is computed)."""
+    with torch.device("meta"):
+        network = build(model, num_classes=num_classes, **(options or {}))
+    return count_macs(network.eval(), size)[0]
+
+
+def main_job_macs() -> int:
+    """The main job's training cost in multiply-adds: its epochs x MAIN_JOB_IMAGES x PASSES forward passes."""
+    recipe = read_toml(recipe_path("main_cpu"))
+    forward = forward_macs(str(recipe["model"]), int(recipe["image_size"]))
+    return int(recipe["epochs"]) * MAIN_JOB_IMAGES * PASSES * forward
+
+
+def epoch_macs(config: Config, images: int, num_classes: int = 4) -> int:
+    """The training cost of one epoch of `images` images under `config`, in multiply-adds."""
+    return PASSES * images * forward_macs(config.model, config.input_size, config.model_options(), num_classes)
+
+
+def training_cost(epochs: list[dict], eval_macs: int | None = None) -> dict[str, float] | None:
+    """A run's cost from its metrics.jsonl lines: multiply-adds of training, the share of the main job's,
+    wall minutes and img/s of the day; None where an epoch was logged without its multiply-adds
+    (a run from before they were counted)."""
+    if not epochs or any("train_macs" not in e for e in epochs):
+        return None
+    macs = sum(e["train_macs"] for e in epochs)
+    seconds = sum(e["seconds"] for e in epochs)
+    images = sum(e["images_per_s"] * e["seconds"] for e in epochs)
+    cost = {"multiply_adds": macs, "main_job": macs / main_job_macs(), "minutes": seconds / 60}
+    cost["images_per_s"] = images / max(seconds, 1e-9)
+    if eval_macs is not None:
+        cost["eval_multiply_adds_per_image"] = eval_macs
+    return cost

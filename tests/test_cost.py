@@ -1,0 +1,42 @@
+"""The training cost in multiply-adds: counted from the package's own counter, relative to the main job."""
+
+import pytest
+import torch
+
+from resnet_scratch.config import Config, read_toml, recipe_path
+from resnet_scratch.cost import MAIN_JOB_IMAGES, PASSES, epoch_macs, forward_macs, main_job_macs, training_cost
+from resnet_scratch.models import build
+from resnet_scratch.summary import count_macs
+
+
+def test_forward_macs_is_the_summarys_count() -> None:
+    with torch.device("meta"):
+        model = build("resnet18", num_classes=4)
+    assert forward_macs("resnet18", 128) == count_macs(model.eval(), 128)[0]
+    assert 0.55e9 < forward_macs("resnet18", 128) < 0.65e9  # ResNet-18's 1.8 G at 224 px, times (128/224)^2
+
+
+def test_the_main_job_costs_its_epochs_of_images_at_its_size() -> None:
+    recipe = read_toml(recipe_path("main_cpu"))
+    forward = forward_macs(recipe["model"], recipe["image_size"])
+    assert main_job_macs() == recipe["epochs"] * MAIN_JOB_IMAGES * PASSES * forward
+
+
+def test_the_main_jobs_own_epochs_cost_one_main_job() -> None:
+    recipe = read_toml(recipe_path("main_cpu"))
+    config = Config(model=recipe["model"], image_size=recipe["image_size"])
+    lines = [{"train_macs": epoch_macs(config, MAIN_JOB_IMAGES), "seconds": 40.0, "images_per_s": 128.35}]
+    cost = training_cost(lines * recipe["epochs"])
+    assert cost["main_job"] == pytest.approx(1.0)
+    assert cost["minutes"] == pytest.approx(recipe["epochs"] * 40 / 60)
+
+
+def test_the_cost_grows_with_the_pixels() -> None:
+    """Sizes that every stride divides (32 px steps): the convolutions' cost is in proportion to the pixels."""
+    small, large = forward_macs("resnet18", 96), forward_macs("resnet18", 128)
+    assert small / large == pytest.approx((96 / 128) ** 2, rel=0.001)
+
+
+def test_runs_logged_before_the_count_have_no_cost() -> None:
+    assert training_cost([{"seconds": 1.0, "images_per_s": 1.0}]) is None
+    assert training_cost([]) is None
