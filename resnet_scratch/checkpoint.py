@@ -186,10 +186,12 @@ def checkpoint_metadata(
     head_crop: bool = False,
     normalize: str = "fixed",
     grey: bool = False,
+    tta_flip: bool = False,
     **extra: object,
 ) -> dict[str, object]:
     """What a checkpoint needs to be used on its own: architecture and builder options, classes,
-    and the preprocessing its inputs went through (input size, normalisation, head crop, grey)."""
+    and the preprocessing its inputs went through (input size, normalisation, head crop, grey), and
+    whether its logits average each image with its mirror image (tta_flip)."""
     return {
         "format": FORMAT,
         "arch": arch,
@@ -201,6 +203,7 @@ def checkpoint_metadata(
         "head_crop": head_crop,
         "normalize": normalize,
         "grey": grey,
+        "tta_flip": tta_flip,
         "options": options,
         **extra,
     }
@@ -247,8 +250,9 @@ def check_metadata(path: Path, meta: dict[str, object], state: dict[str, Tensor]
         raise ValueError(f"{path}: std {meta['std']} must be positive")
     if meta.get("normalize", "fixed") not in NORMALIZATIONS:
         raise ValueError(f"{path}: normalize {meta['normalize']!r} is not one of {', '.join(NORMALIZATIONS)}")
-    if not isinstance(meta.get("grey", False), bool):
-        raise ValueError(f"{path}: grey {meta['grey']!r} is not true or false")
+    for key in ("grey", "tta_flip"):
+        if not isinstance(meta.get(key, False), bool):
+            raise ValueError(f"{path}: {key} {meta[key]!r} is not true or false")
     if not isinstance(meta.get("options"), dict):
         raise ValueError(f"{path}: options {meta.get('options')!r} is not a table of builder options")
 
@@ -269,6 +273,7 @@ def model_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, object]]:
     meta.setdefault("head_crop", False)
     meta.setdefault("normalize", "fixed")  # checkpoints from before these settings
     meta.setdefault("grey", False)
+    meta.setdefault("tta_flip", False)
     return model.eval(), meta
 
 

@@ -97,6 +97,18 @@ class Config:
         lambda v: v is None or 32 <= v <= 4096,
         "from 32 to 4096",
     )
+    min_image_size: int | None = setting(
+        None,
+        "progressive resizing: training starts at this size and grows to image_size by resize_until; none: off",
+        lambda v: v is None or 32 <= v <= 4096,
+        "from 32 to 4096",
+    )
+    resize_until: float = setting(
+        0.75,
+        "progressive resizing: the share of the epochs after which training runs at image_size",
+        lambda v: 0 < v <= 1,
+        "in (0, 1]",
+    )
     augment: bool = setting(True, "false: train on resize + centre crop only (no random crops or flips)")
     crop_scale_min: float = setting(
         0.08, "RandomResizedCrop's smallest area fraction", lambda v: 0 < v <= 1, "in (0, 1]"
@@ -116,6 +128,11 @@ class Config:
         f"one of {', '.join(NORMALIZATIONS)}",
     )
     grey: bool = setting(False, "replace the colour channels by their mean (training, evaluation and predict alike)")
+    tta_flip: bool = setting(
+        False,
+        "evaluation, validation and predict: average each image's logits with its mirror image's "
+        "(test-time augmentation, at twice the cost)",
+    )
     gin: float = setting(
         0.0,
         "training: share of images remapped by GIN, a random shallow convolutional network (0: off)",
@@ -217,7 +234,11 @@ class Config:
             raise ConfigError("augment = false trains on centre crops only: photometric, gin and randconv need it on")
         if self.freeze and not self.weights:
             raise ConfigError('freeze = "backbone" needs weights (imagenet or a file)')
+        if self.min_image_size is not None and self.min_image_size > self.input_size:
+            raise ConfigError(f"min_image_size = {self.min_image_size}: larger than the input size {self.input_size}")
         smallest = MODEL_INFO[self.model].min_size
+        if self.min_image_size is not None and self.min_image_size < smallest:
+            raise ConfigError(f"min_image_size = {self.min_image_size}: {self.model} needs at least {smallest}")
         if self.image_size is not None and self.image_size < smallest:
             raise ConfigError(f"image_size = {self.image_size}: {self.model} needs at least {smallest}")
         if self.model == "inception_v3" and self.aux_logits and self.input_size < MIN_SIZE_AUX:
@@ -243,6 +264,17 @@ class Config:
     def input_size(self) -> int:
         """image_size, or the model's own."""
         return self.image_size or MODEL_INFO[self.model].input_size
+
+    def epoch_size(self, epoch: int) -> int:
+        """The training size of `epoch` (from 1): input_size, or under progressive resizing a size that
+        grows linearly from min_image_size at epoch 1 to input_size at resize_until of the epochs, in
+        steps of 16 px (fast.ai's DAWNBench ImageNet entries; FFCV's ResNet recipes)."""
+        if self.min_image_size is None:
+            return self.input_size
+        last = max(2, round(self.resize_until * self.epochs))  # the first epoch at full size
+        t = min(1.0, (epoch - 1) / (last - 1))
+        size = self.min_image_size + t * (self.input_size - self.min_image_size)
+        return min(self.input_size, max(self.min_image_size, 16 * round(size / 16)))
 
 
 def _base_type(annotation: object) -> tuple[type, bool]:

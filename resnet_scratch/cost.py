@@ -37,9 +37,11 @@ def main_job_macs() -> int:
     return int(recipe["epochs"]) * MAIN_JOB_IMAGES * PASSES * forward
 
 
-def epoch_macs(config: Config, images: int, num_classes: int = 4) -> int:
-    """The training cost of one epoch of `images` images under `config`, in multiply-adds."""
-    return PASSES * images * forward_macs(config.model, config.input_size, config.model_options(), num_classes)
+def epoch_macs(config: Config, images: int, num_classes: int = 4, size: int | None = None) -> int:
+    """The training cost of one epoch of `images` images at `size` px (default: the input size) under
+    `config`, in multiply-adds."""
+    size = size or config.input_size
+    return PASSES * images * forward_macs(config.model, size, config.model_options(), num_classes)
 
 
 def training_cost(epochs: list[dict], eval_macs: int | None = None) -> dict[str, float] | None:

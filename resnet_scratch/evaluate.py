@@ -209,7 +209,8 @@ def test_run(
             f"is epoch {best['epoch']}: the run folder was changed by hand"
         )
     results = Results(prep.size, about={"best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"]})
-    evaluation = forward_macs(config.model, prep.size, config.model_options(), len(predictor.classes))
+    views = 2 if prep.tta_flip else 1  # test-time augmentation runs the model once per view
+    evaluation = views * forward_macs(config.model, prep.size, config.model_options(), len(predictor.classes))
     cost = training_cost(read_epochs(run), evaluation)
     if cost is not None:
         results.about["training_cost"] = cost

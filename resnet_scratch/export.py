@@ -39,6 +39,6 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path | None = None) -> Pa
     meta = predictor.meta
     about = {"format": fmt, "classes": predictor.classes, "input_size": size, "mean": meta["mean"], "std": meta["std"]}
     about |= {"head_crop": bool(meta["head_crop"]), "resize_before_crop": predictor.prep.store_side}
-    about |= {"normalize": predictor.prep.normalize, "grey": predictor.prep.grey}
+    about |= {"normalize": predictor.prep.normalize, "grey": predictor.prep.grey, "tta_flip": predictor.prep.tta_flip}
     atomic_write_text(out.with_name(out.name + ".json"), json.dumps(about, indent=1))
     return out

@@ -35,6 +35,7 @@ class Preprocess:
     head_crop: bool = False
     normalize: str = "fixed"  # data.transforms.finish: "fixed", "image" or "equalize"
     grey: bool = False
+    tta_flip: bool = False  # logits averaged over each image and its mirror image
 
     @classmethod
     def of_checkpoint(cls, meta: dict[str, object], bf16: bool = False, channels_last: bool = True) -> "Preprocess":
@@ -48,6 +49,7 @@ class Preprocess:
             bool(meta["head_crop"]),
             str(meta.get("normalize", "fixed")),
             bool(meta.get("grey", False)),
+            bool(meta.get("tta_flip", False)),
         )
 
     def shown(self, batch: Tensor) -> Tensor:
@@ -119,7 +121,10 @@ def logits_of(
     for start in range(0, len(rows), batch_size):
         x = prep.batch(images, rows[start : start + batch_size])
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=prep.bf16):
-            outputs.append(model(x).float())
+            out = model(x).float()
+            if prep.tta_flip:  # the slices have no left and right that matters: training flips them too
+                out = (out + model(x.flip(-1)).float()) / 2
+        outputs.append(out)
     if not outputs:
         return torch.empty(0, 0)
     return torch.cat(outputs).cpu()

@@ -57,14 +57,17 @@ from .runtime import (
 from .study import Study
 
 
-def training_transform(config: Config, device: torch.device, mean: tuple, std: tuple) -> Transform:
-    """The training loader's transform: augmentation (eval preprocessing if config.augment is off).
+def training_transform(
+    config: Config, device: torch.device, mean: tuple, std: tuple, size: int | None = None
+) -> Transform:
+    """The training loader's transform at `size` px (default: the input size): augmentation (eval
+    preprocessing if config.augment is off).
 
     Under bf16 autocast the first convolution rounds its input to bf16 anyway: the augmented batch
     comes rounded instead, the same numbers at half the bytes.
     """
     dtype = torch.bfloat16 if config.bf16 and bf16_supported(device) else torch.float32
-    size, scale = config.input_size, (config.crop_scale_min, 1.0)
+    size, scale = size or config.input_size, (config.crop_scale_min, 1.0)
     normalize, grey = config.normalize, config.grey
     intensity = intensity_augments(config)
 
@@ -245,10 +248,13 @@ def _fit(
         config.head_crop,
         config.normalize,
         config.grey,
+        config.tta_flip,
     )
     batch_scheduler = scheduler if config.schedule == "onecycle" else None
     for epoch in range(done + 1, config.epochs + 1):
         loader.set_epoch(epoch - 1)  # the shuffle's seed: kept from when epochs counted from 0
+        if config.min_image_size is not None:  # progressive resizing: this epoch's size
+            loader.transform = training_transform(config, device, info.mean, info.std, config.epoch_size(epoch))
         progress = Progress(epoch, config.epochs, len(loader)) if process.main else None
         lr = optimizer.param_groups[0]["lr"]
         try:
@@ -378,6 +384,7 @@ class Saver:
             config.head_crop,
             normalize=prep.normalize,
             grey=prep.grey,
+            tta_flip=prep.tta_flip,
             **extra,
         )
 
@@ -401,7 +408,8 @@ def end_epoch(
     line = {"epoch": epoch, "lr": lr, "train_loss": train_stats["loss"], "train_accuracy": train_stats["accuracy"]}
     line |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"]}
     line |= {"images_per_s": train_stats["images_per_s"], "seconds": train_stats["seconds"]}
-    line |= {"train_macs": epoch_macs(config, train_stats["images"], len(data.train.classes))}
+    size = config.epoch_size(epoch)
+    line |= {"image_size": size, "train_macs": epoch_macs(config, train_stats["images"], len(data.train.classes), size)}
     if config.train_eval:  # the training rows scored exactly as validation is: eval mode, centre crops
         seen = validate(model, data, data.train_eval_rows, prep)
         line |= {"train_eval_loss": seen["loss"], "train_eval_accuracy": seen["accuracy"]}
