@@ -192,6 +192,13 @@ class Config:
     )
     lr: float = setting(1e-3, "learning rate (the peak of one-cycle)", lambda v: v > 0, "positive")
     momentum: float = setting(0.9, "SGD momentum", lambda v: 0 <= v < 1, "in [0, 1)")
+    ema: float = setting(
+        0.0,
+        "decay per step of an exponential moving average of the weights (0: off); when on, the average is "
+        "validated, chosen and tested, and the raw weights are validated beside it",
+        lambda v: 0 <= v < 1,
+        "in [0, 1)",
+    )
     weight_decay: float = setting(0.0, "SGD weight decay", lambda v: v >= 0, "not negative")
     nesterov: bool = setting(False, "Nesterov momentum")
     label_smoothing: float = setting(0.0, "cross-entropy label smoothing", lambda v: 0 <= v < 1, "in [0, 1)")

@@ -10,6 +10,7 @@ fit(config) runs one experiment end to end. `_fit` reads as its steps, each a co
 A study (resnet_scratch/study.py) may add training images and its own loss; the loop knows no study.
 """
 
+import copy
 import os
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from .checkpoint import (
     PENDING_BEST,
     checkpoint_metadata,
     has_state,
+    load_model_file,
     load_training_state,
     read_metadata,
     save_model,
@@ -104,6 +106,29 @@ def intensity_augments(config: Config) -> list[Augment]:
     return augments
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights (Polyak averaging, as in airbench and "ResNet
+    strikes back"): after every step, average <- decay * average + (1 - decay) * weights. BatchNorm's
+    running statistics are averaged alike; its batch counter is copied. The average often generalises
+    better than the last weights of a short run, and costs one pass over the weights per step."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.model = copy.deepcopy(unwrap(model)).eval().requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """One step of the average towards `model`'s current weights."""
+        pairs = zip(self.model.state_dict().values(), unwrap(model).state_dict().values())
+        floats, counts = [], []
+        for average, current in pairs:
+            (floats if average.is_floating_point() else counts).append((average, current))
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1 - self.decay)
+        for average, current in counts:
+            average.copy_(current)
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Loader,
@@ -113,12 +138,14 @@ def train_one_epoch(
     progress: Progress | None = None,
     batch_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     loss_fn: CrossEntropy | None = None,
+    average: WeightAverage | None = None,
 ) -> dict[str, float]:
     """One pass over the training loader; raises TrainingDiverged on a non-finite loss.
 
     The running statistics stay on the device and are read only at the progress interval, where a
     non-finite loss is noticed and named by its batch. batch_scheduler, if given, is stepped after
     every batch (one-cycle); epoch schedules are the caller's. loss_fn: plain cross-entropy by default.
+    average, if given, follows the weights after every step.
     """
     loss_fn = loss_fn or CrossEntropy(config.label_smoothing, config.aux_weight)
     use_bf16 = config.bf16 and bf16_supported(device)
@@ -136,6 +163,8 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if average is not None:
+            average.update(model)
         if batch_scheduler is not None:
             batch_scheduler.step()
         stats.add(step, loss.detach(), loss_fn.correct(logits.detach(), y), len(y))
@@ -236,7 +265,10 @@ def _fit(
         start_files(run, config, device, data, done)
     step_model = parallel(model, config, device, process)
     board = TensorBoard(run) if tensorboard and process.main else None
-    saver = Saver(run, config, model, optimizer, scheduler, study.checkpoint_extra(config), board)
+    average = WeightAverage(model, config.ema) if config.ema else None
+    if average is not None and resuming and (run / "ema.safetensors").is_file():
+        average.model.load_state_dict(load_model_file(run / "ema.safetensors")[0])
+    saver = Saver(run, config, model, optimizer, scheduler, study.checkpoint_extra(config), board, average)
 
     # The loop
     prep = Preprocess(
@@ -258,7 +290,9 @@ def _fit(
         progress = Progress(epoch, config.epochs, len(loader)) if process.main else None
         lr = optimizer.param_groups[0]["lr"]
         try:
-            stats = train_one_epoch(step_model, loader, optimizer, config, device, progress, batch_scheduler, loss_fn)
+            stats = train_one_epoch(
+                step_model, loader, optimizer, config, device, progress, batch_scheduler, loss_fn, average
+            )
         except TrainingDiverged as e:
             kept = run / "last.safetensors"
             kept = f"; the last good weights are {kept}" if kept.exists() else ""
@@ -367,6 +401,7 @@ class Saver:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     extra: dict[str, object]
     board: TensorBoard | None = None
+    average: WeightAverage | None = None  # when set, the model that is validated, chosen and tested
 
     def metadata(self, classes: list[str], prep: Preprocess, epoch: int, val_accuracy: float) -> dict:
         """The checkpoint metadata of this run's model after `epoch`."""
@@ -404,9 +439,13 @@ def end_epoch(
     best; every config.checkpoint_every epochs (and at the last) the last weights and the training
     state, which commits the epoch. `epoch` counts from 1. Returns the new best."""
     run, config, model = saver.run, saver.config, saver.model
-    val = validate(model, data, data.val_rows, prep)
+    chosen = saver.average.model if saver.average else model  # the weights a run's result comes from
+    val = validate(chosen, data, data.val_rows, prep)
     line = {"epoch": epoch, "lr": lr, "train_loss": train_stats["loss"], "train_accuracy": train_stats["accuracy"]}
     line |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"]}
+    if saver.average:  # the raw weights, beside their average
+        raw = validate(model, data, data.val_rows, prep)
+        line |= {"val_loss_raw": raw["loss"], "val_accuracy_raw": raw["accuracy"]}
     line |= {"images_per_s": train_stats["images_per_s"], "seconds": train_stats["seconds"]}
     size = config.epoch_size(epoch)
     line |= {"image_size": size, "train_macs": epoch_macs(config, train_stats["images"], len(data.train.classes), size)}
@@ -416,10 +455,12 @@ def end_epoch(
     meta = saver.metadata(data.train.classes, prep, epoch=epoch, val_accuracy=val["accuracy"])
     if val["accuracy"] > best["val_accuracy"]:
         best = {"val_accuracy": val["accuracy"], "epoch": epoch}
-        save_model(run / PENDING_BEST, model, meta)  # becomes best.safetensors when the state commits
+        save_model(run / PENDING_BEST, chosen, meta)  # becomes best.safetensors when the state commits
     commit = epoch % config.checkpoint_every == 0 or epoch == config.epochs
     if commit:
         save_model(run / "last.safetensors", model, meta)
+        if saver.average:  # before the state: a resumed run finds the average of the epoch it resumes after
+            save_model(run / "ema.safetensors", saver.average.model, meta)
     append_epoch(run, line)
     try:
         plot_curves(run)  # a long run can be watched

@@ -1,4 +1,5 @@
-"""The recipe levers of the time-to-accuracy study: flip test-time augmentation and progressive resizing."""
+"""The recipe levers of the time-to-accuracy study: flip test-time augmentation, progressive resizing
+and an exponential moving average of the weights."""
 
 import json
 from pathlib import Path
@@ -73,3 +74,33 @@ def test_a_progressive_run_trains_and_counts_each_epochs_size(tmp_path: Path) ->
     assert [e["train_macs"] for e in epochs] == [
         3 * n * forward_macs("resnet18", s) for n, s in zip(seen, (32, 48, 64))
     ]
+
+
+def test_the_weight_average_follows_the_weights_by_its_decay() -> None:
+    from resnet_scratch.train import WeightAverage
+
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    average = WeightAverage(model, decay=0.75)
+    before = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(4.0)
+        model[1].num_batches_tracked.fill_(7)
+    average.update(model)
+    assert torch.allclose(average.model[0].weight, before + 0.25 * 4.0)  # a quarter of the way
+    assert average.model[1].num_batches_tracked.item() == 7  # counters are copied, not averaged
+    assert not average.model[0].weight.requires_grad and not average.model.training
+
+
+def test_a_run_with_a_weight_average_chooses_and_saves_it(tmp_path: Path) -> None:
+    data = make_folder(tmp_path / "d", {"Training": {c: 12 for c in "abcd"}, "Testing": {c: 2 for c in "abcd"}})
+    flags = {"data": str(data), "runs_dir": str(tmp_path / "runs"), "name": "e", "image_size": 32}
+    flags |= {"ema": 0.9, "epochs": 2, "batch_size": 8, "external": "none"}
+    run = fit(load_config(None, flags))
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all({"val_accuracy", "val_accuracy_raw"} <= set(e) for e in epochs)
+    assert (run / "ema.safetensors").is_file() and (run / "last.safetensors").is_file()
+    from resnet_scratch.checkpoint import load_model_file
+
+    ema, _ = load_model_file(run / "ema.safetensors")
+    last, _ = load_model_file(run / "last.safetensors")
+    assert not torch.equal(ema["fc.weight"], last["fc.weight"])  # the average is not the last weights
