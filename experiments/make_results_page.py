@@ -22,6 +22,7 @@ ORDER = (  # then by name
     "main_cpu",
     "main_cpu_weak",
     "external_validity",
+    "time_to_accuracy",
     "resnet18_cpu_onecycle",
     "ablate_skip",
     "residual_responses",

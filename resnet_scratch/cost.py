@@ -58,3 +58,12 @@ def training_cost(epochs: list[dict], eval_macs: int | None = None) -> dict[str,
     if eval_macs is not None:
         cost["eval_multiply_adds_per_image"] = eval_macs
     return cost
+
+
+def planned_cost(config: Config, images_per_epoch: int = MAIN_JOB_IMAGES) -> float:
+    """The training cost that `config` plans, as a share of the main job's: every epoch at its size
+    (Config.epoch_size) over `images_per_epoch` images (by default the main job's, scaled by
+    train_fraction). Known before a run, and equal to a finished run's where it saw those images."""
+    images = round(images_per_epoch * config.train_fraction)
+    sizes = [config.epoch_size(epoch) for epoch in range(1, config.epochs + 1)]
+    return sum(epoch_macs(config, images, size=size) for size in sizes) / main_job_macs()

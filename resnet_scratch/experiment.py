@@ -173,6 +173,8 @@ def summarize_run(run: Path) -> dict[str, object]:
             if key in last
         },
         "external": {name: external_headline(r) for name, r in results.get("external", {}).items()},
+        # training multiply-adds as a share of the main job's (cost.training_cost), where the run counted them
+        **({"cost": results["training_cost"]["main_job"]} if "training_cost" in results else {}),
     }
 
 
@@ -278,7 +280,7 @@ def summarize_arm(arm: Arm, seeds: list[dict[str, object]]) -> dict[str, object]
         summary |= {key: mean_std([s[key] for s in done]) for key in SCALAR_METRICS}
         summary |= {
             key: mean_std([s[key] for s in done])
-            for key in ("train_eval_accuracy", "train_eval_loss")
+            for key in ("train_eval_accuracy", "train_eval_loss", "cost")
             if all(key in s for s in done)
         }
         for key in ("recall", "leak_free_recall"):

@@ -43,6 +43,23 @@ SCRIPTS = {  # script: (seeds, arm labels it must report)
         ],
     ),
     "residual_responses": (2, ["plain-18", "plain-34", "residual-18 (B)", "residual-34 (B)"]),
+    "time_to_accuracy": (
+        1,
+        [
+            "main job",
+            "12 epochs",
+            "96 px",
+            "64 px",
+            "milder crops",
+            "per-image std",
+            "grey",
+            "progressive resizing",
+            "EMA",
+            "flip TTA",
+            "zero-init residual",
+            "probe",
+        ],
+    ),
 }
 
 

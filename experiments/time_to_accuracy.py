@@ -1,0 +1,162 @@
+"""Time to accuracy on the CPU: which changes to the main job's recipe buy accuracy per unit of
+compute. Compute is counted in multiply-adds (resnet_scratch/cost.py), a measure no machine changes,
+as a share of the main job's; wall minutes and img/s of the day are given beside it.
+
+Each arm changes one lever of the main job (recipes/main_cpu.toml); the last arm is the issue's probe,
+several levers at once. Every arm is scored on Testing (full and leak-free) and on the external sets.
+
+    python experiments/time_to_accuracy.py --scale cpu              # every arm, 3 seeds
+    python experiments/time_to_accuracy.py --scale cpu --arms "64 px,12 epochs"
+    python experiments/time_to_accuracy.py --scale tiny             # a smoke test on generated images
+"""
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+from resnet_scratch.config import Config, read_toml, recipe_path
+from resnet_scratch.cost import planned_cost
+from resnet_scratch.experiment import Arm
+from resnet_scratch.experiment_cli import RECIPES, base_config, experiment_args, output_dir, run_experiment
+from resnet_scratch.experiment_pages import fill, plot_test_accuracy, pm, read_phrases, write_results
+from resnet_scratch.experiment_stats import mean_std
+from resnet_scratch.report import new_figure, save_figure
+
+NAME = "time_to_accuracy"
+MAIN_JOB = "main job"
+# The goals, on Testing (3-seed means) at a cost of at most CHEAP of the main job's.
+GOALS = {"test_accuracy": 0.985, "leak_free_accuracy": 0.98}
+CHEAP = 0.25
+SARTAJ, BR35H = "sartaj", "br35h-tumour"
+PHRASES = read_phrases(Path(__file__).resolve().parent / "templates" / "time_to_accuracy.md")
+
+
+def arms_for(base: Config) -> list[Arm]:
+    """The main job, each lever alone, then the issue's probe (grey, per-image std, milder crops,
+    64 px, 12 epochs: several levers at once)."""
+    return [
+        Arm(MAIN_JOB, base),
+        Arm("12 epochs", replace(base, epochs=12)),
+        Arm("96 px", replace(base, image_size=96)),
+        Arm("64 px", replace(base, image_size=64)),
+        Arm("milder crops", replace(base, crop_scale_min=0.6)),
+        Arm("per-image std", replace(base, normalize="image")),
+        Arm("grey", replace(base, grey=True)),
+        Arm("progressive resizing", replace(base, min_image_size=16 * round(0.75 * base.input_size / 16))),
+        Arm("EMA", replace(base, ema=0.998)),
+        Arm("flip TTA", replace(base, tta_flip=True)),
+        Arm("zero-init residual", replace(base, zero_init_residual=True)),
+        Arm("probe", replace(base, grey=True, normalize="image", crop_scale_min=0.6, image_size=64, epochs=12)),
+    ]
+
+
+def arm_rows(summaries: list[dict]) -> list[dict]:
+    """Per finished arm: its planned cost, Testing (full, leak-free), Sartaj and Br35H (all 703 slices:
+    no arm trains on them), wall minutes and img/s, each mean +- std over seeds."""
+    rows = []
+    for arm in summaries:
+        seeds = [s for s in arm["seeds"] if "diverged" not in s]
+        if not seeds:
+            continue
+        # measured where every seed counted its multiply-adds, else what the settings plan on the full dataset
+        if "cost" in arm:
+            cost = arm["cost"]["mean"]
+        else:
+            cost = planned_cost(
+                Config(**{k: v for k, v in arm["settings"].items() if k in Config.__dataclass_fields__})
+            )
+        row = {"label": arm["label"], "cost": cost, "seeds": len(seeds)}
+        row |= {key: arm[key] for key in ("test_accuracy", "leak_free_accuracy")}
+        for name in (SARTAJ, BR35H):
+            if all(name in s.get("external", {}) for s in seeds):
+                row[name] = mean_std([s["external"][name]["value"] for s in seeds])
+        row["minutes"] = mean_std([s["training_seconds"] / 60 for s in seeds])
+        row["images_per_s"] = arm["images_per_s"]
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> list[str]:
+    """The markdown table of the arms, cheapest first."""
+    lines = [
+        "| arm | cost | Testing full % | Testing leak-free % | Sartaj % | Br35H tumours found % | minutes | img/s "
+        "| seeds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(rows, key=lambda r: r["cost"]):
+        cells = [r["label"], f"{r['cost']:.2f}", pm(r["test_accuracy"]), pm(r["leak_free_accuracy"])]
+        cells += [pm(r.get(SARTAJ)), pm(r.get(BR35H)), pm(r["minutes"], False, 1), pm(r["images_per_s"], False, 0)]
+        lines.append("| " + " | ".join(cells + [str(r["seeds"])]) + " |")
+    return lines
+
+
+def goal_notes(rows: list[dict]) -> list[str]:
+    """Which arms meet the cheap goal, and the most accurate arm at any cost up to the main job's."""
+    cheap = [r for r in rows if r["cost"] <= CHEAP + 1e-9]
+    met = [r["label"] for r in cheap if all(r[k]["mean"] >= goal for k, goal in GOALS.items())]
+    goals = {"full": f"{100 * GOALS['test_accuracy']:.1f}", "leak_free": f"{100 * GOALS['leak_free_accuracy']:.1f}"}
+    values = goals | {"cost": CHEAP} | ({"arms": ", ".join(met)} if met else {})
+    notes = [fill(PHRASES["cheap_met" if met else "cheap_missed"], values)]
+    affordable = [r for r in rows if r["cost"] <= 1.0 + 1e-9]
+    if affordable:
+        best = max(affordable, key=lambda r: r["test_accuracy"]["mean"])
+        values = {"arm": best["label"], "accuracy": pm(best["test_accuracy"]), "cost": f"{best['cost']:.2f}"}
+        notes.append(fill(PHRASES["best"], values))
+    return notes
+
+
+def plot_cost(path: Path, rows: list[dict]) -> Path:
+    """Testing accuracy (full split) against cost: a point per arm with its seed spread, the main job
+    marked, and the goal's corner shaded."""
+    fig = new_figure(7.5, 4.8)
+    ax = fig.subplots()
+    colours = matplotlib.colormaps["tab20"]  # twelve arms: more than the shared palette holds
+    for i, r in enumerate(rows):
+        stat = r["test_accuracy"]
+        main = r["label"] == MAIN_JOB
+        ax.errorbar(
+            r["cost"],
+            100 * stat["mean"],
+            yerr=100 * stat["std"],
+            fmt="*" if main else "o",
+            markersize=12 if main else 6,
+            capsize=3,
+            color="black" if main else colours(i % 20),
+            label=r["label"],
+        )
+        ax.plot([r["cost"]] * len(stat["values"]), [100 * v for v in stat["values"]], "k.", markersize=3)
+    ax.axvspan(0, CHEAP, ymin=0, ymax=1, color="green", alpha=0.06)
+    ax.axhline(100 * GOALS["test_accuracy"], color="grey", linestyle=":", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set(xlabel="training cost (multiply-adds, main job = 1)", ylabel="Testing accuracy % (axis not from 0)")
+    ax.set_title(
+        "Accuracy against compute\n(marker: mean ± std; dots: seeds; shaded: the cheap goal's costs)", fontsize=10
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4)
+    return save_figure(fig, path)
+
+
+def main(argv: list[str]) -> None:
+    """Train every arm at every seed, then write docs/results/time_to_accuracy/."""
+    args = experiment_args(__doc__, argv)
+    recipe = {"tiny": RECIPES["tiny"], "cpu": read_toml(recipe_path("main_cpu")), "gpu": RECIPES["gpu"]}
+    base = base_config(args, recipe[args.scale])
+    summaries = run_experiment(NAME, args, arms_for(base))
+    out = output_dir(NAME, args, summaries)
+    rows = arm_rows(summaries)
+    figures = []
+    if rows:
+        plot_cost(out / "cost.png", rows)
+        plot_test_accuracy(out / "test_accuracy.png", summaries)
+        figures = [(PHRASES["caption_cost"], "cost.png"), (PHRASES["caption_test_accuracy"], "test_accuracy.png")]
+    notes = [fill(PHRASES["table"], {"table": "\n".join(table(rows))}), PHRASES["cost"], *goal_notes(rows)]
+    extra = {"arms": [r | {"cost": float(np.round(r["cost"], 4))} for r in rows]}
+    write_results(out, NAME, PHRASES["title"], PHRASES["about"], args, argv, summaries, figures, notes, extra)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
