@@ -64,9 +64,24 @@ def model_config(base: Config, model: str, scale: str) -> Config:
 NOT_SETTINGS = ("name", "runs_dir", "seed", "cache_dir", "external")
 
 
+# The strengths of levers that are off by default: while a lever is off they change nothing, so they do
+# not tell runs apart (a new default strength must not orphan the runs made without the lever).
+STRENGTHS = {
+    "gin": ("gin_blend", "gin_depth"),
+    "randconv": ("randconv_blend", "randconv_kernel"),
+    "min_image_size": ("resize_until",),
+}
+
+
 def settings_of(config: Config) -> dict[str, object]:
-    """Everything a run's result depends on (not its name, folder or seed)."""
-    return {k: v for k, v in to_dict(config).items() if k not in NOT_SETTINGS}
+    """Everything a run's result depends on (not its name, folder or seed, nor the strength of a lever
+    that is off)."""
+    settings = {k: v for k, v in to_dict(config).items() if k not in NOT_SETTINGS}
+    for lever, strengths in STRENGTHS.items():
+        if not settings[lever]:
+            for key in strengths:
+                del settings[key]
+    return settings
 
 
 def settings_hash(config: Config) -> str:
