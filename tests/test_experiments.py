@@ -458,3 +458,11 @@ def test_the_tutorial_template_and_its_phrases_parse() -> None:
     assert "{{" not in read_template(templates / "tutorial.md").split("\n")[0]  # the comment is not on the page
     assert {"further_residual", "further_plain", "no_results"} <= set(read_phrases(templates / "tutorial_phrases.md"))
     assert "basic_block_source" in PLACEHOLDER.findall(read_template(templates / "tutorial.md"))
+
+
+def test_the_strength_of_a_lever_that_is_off_does_not_name_a_run() -> None:
+    from resnet_scratch.experiment import settings_hash, settings_of
+
+    assert settings_hash(Config(gin_blend=0.3)) == settings_hash(Config())  # GIN off: its blend does nothing
+    assert settings_hash(Config(gin=0.5, gin_blend=0.3)) != settings_hash(Config(gin=0.5))
+    assert "resize_until" not in settings_of(Config()) and "resize_until" in settings_of(Config(min_image_size=96))
