@@ -31,8 +31,9 @@ import torch
 
 from resnet_scratch.config import read_toml, recipe_path
 from resnet_scratch.data import decode, load_folder, load_split
+from resnet_scratch.data.intensity import gin, randconv
 from resnet_scratch.data.probe import fit_linear, predict_linear, scan_features
-from resnet_scratch.data.transforms import equalize, eval_resize, fit_to, gin, randconv, standardize, unnormalize
+from resnet_scratch.data.transforms import equalize, eval_resize, fit_to, standardize, unnormalize
 from resnet_scratch.experiment import Arm
 from resnet_scratch.experiment_cli import (
     RECIPES,

@@ -35,9 +35,10 @@ from .checkpoint import (
 from .config import Config
 from .cost import epoch_macs
 from .data.folder import existing_root
+from .data.intensity import gin, randconv
 from .data.loader import Loader, Transform
 from .data.run import RunData, load_run_data
-from .data.transforms import Augment, eval_transform, gin, randconv, train_transform
+from .data.transforms import Augment, eval_transform, train_transform
 from .evaluate import test_run
 from .loss import CrossEntropy
 from .models import MODEL_INFO
@@ -265,23 +266,11 @@ def _fit(
         start_files(run, config, device, data, done)
     step_model = parallel(model, config, device, process)
     board = TensorBoard(run) if tensorboard and process.main else None
-    average = WeightAverage(model, config.ema) if config.ema else None
-    if average is not None and resuming and (run / "ema.safetensors").is_file():
-        average.model.load_state_dict(load_model_file(run / "ema.safetensors")[0])
+    average = weight_average(config, model, run if resuming else None)
     saver = Saver(run, config, model, optimizer, scheduler, study.checkpoint_extra(config), board, average)
 
     # The loop
-    prep = Preprocess(
-        config.input_size,
-        info.mean,
-        info.std,
-        use_bf16,
-        config.channels_last,
-        config.head_crop,
-        config.normalize,
-        config.grey,
-        config.tta_flip,
-    )
+    prep = run_preprocess(config, use_bf16)
     batch_scheduler = scheduler if config.schedule == "onecycle" else None
     for epoch in range(done + 1, config.epochs + 1):
         loader.set_epoch(epoch - 1)  # the shuffle's seed: kept from when epochs counted from 0
@@ -310,6 +299,34 @@ def _fit(
     # The test
     if process.main:
         test_run(run, config, data, prep, device, best, study)
+
+
+def run_preprocess(config: Config, bf16: bool) -> Preprocess:
+    """How the run's checkpoints are evaluated: its size, its model's normalisation statistics and the
+    settings that prepare or score an image (head crop, normalize, grey, tta_flip)."""
+    info = MODEL_INFO[config.model]
+    return Preprocess(
+        config.input_size,
+        info.mean,
+        info.std,
+        bf16,
+        config.channels_last,
+        config.head_crop,
+        config.normalize,
+        config.grey,
+        config.tta_flip,
+    )
+
+
+def weight_average(config: Config, model: nn.Module, resumed: Path | None) -> WeightAverage | None:
+    """The run's moving average of the weights, if config.ema asks for one; a run `resumed` from its
+    folder goes on from the average it saved there."""
+    if not config.ema:
+        return None
+    average = WeightAverage(model, config.ema)
+    if resumed is not None and (resumed / "ema.safetensors").is_file():
+        average.model.load_state_dict(load_model_file(resumed / "ema.safetensors")[0])
+    return average
 
 
 def run_data(config: Config, study: Study) -> RunData:

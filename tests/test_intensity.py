@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from resnet_scratch.data import intensity as aug
 from resnet_scratch.data import transforms as T
 
 from conftest import smooth_image
@@ -67,7 +68,7 @@ def test_unknown_normalisation_is_refused() -> None:
         T.finish(batch(), torch.float32, T.IMAGENET_MEAN, T.IMAGENET_STD, "zscore")
 
 
-AUGMENTS = [T.gin, T.randconv]
+AUGMENTS = [aug.gin, aug.randconv]
 
 
 @pytest.mark.parametrize("augment", AUGMENTS)
@@ -84,7 +85,7 @@ def test_random_convolutions_are_seeded_and_keep_shape_and_dtype(augment: T.Augm
 
 def test_gin_keeps_each_images_norm() -> None:
     x = batch()
-    out = T.gin(x.clone(), torch.Generator().manual_seed(1), p=1.0)
+    out = aug.gin(x.clone(), torch.Generator().manual_seed(1), p=1.0)
     assert torch.allclose(out.flatten(1).norm(dim=1), x.flatten(1).norm(dim=1), rtol=1e-4)
 
 
@@ -115,7 +116,7 @@ def test_random_convolutions_change_about_p_of_the_images(augment: T.Augment) ->
 def test_the_blend_weight_is_uniform_up_to_blend(blend: float) -> None:
     """mix with a remapping of zeros leaves (1 - a) x: a can be read back, image by image."""
     x = batch(n=400, size=8) + 1
-    out = T.mix(x, torch.zeros_like(x[:, :1]), 1.0, blend, torch.Generator().manual_seed(0), keep_norm=False)
+    out = aug.mix(x, torch.zeros_like(x[:, :1]), 1.0, blend, torch.Generator().manual_seed(0), keep_norm=False)
     a = 1 - (out / x).flatten(1).mean(1)
     assert a.min() >= -1e-5 and a.max() <= blend + 1e-5
     assert abs(a.mean().item() - blend / 2) < 0.05 * blend and a.max() > 0.95 * blend
@@ -124,8 +125,8 @@ def test_the_blend_weight_is_uniform_up_to_blend(blend: float) -> None:
 def test_gin_depends_on_the_intensity_level() -> None:
     """The random biases make GIN more than a gain: halving an image does not halve its remapping."""
     x = batch()
-    a = T.gin(x.clone(), torch.Generator().manual_seed(3), p=1.0)
-    b = T.gin(0.5 * x, torch.Generator().manual_seed(3), p=1.0)
+    a = aug.gin(x.clone(), torch.Generator().manual_seed(3), p=1.0)
+    b = aug.gin(0.5 * x, torch.Generator().manual_seed(3), p=1.0)
     assert not torch.allclose(b, 0.5 * a, rtol=1e-3, atol=1e-2)
 
 
@@ -142,18 +143,18 @@ def test_random_convolutions_can_invert_intensities(augment: T.Augment) -> None:
 
 def test_randconv_draws_odd_kernels_up_to_its_largest(monkeypatch) -> None:
     seen = set()
-    real = T.per_image_conv
+    real = aug.per_image_conv
 
     def spy(x: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         seen.add(weights.shape[-1])
         return real(x, weights, bias)
 
-    monkeypatch.setattr(T, "per_image_conv", spy)
+    monkeypatch.setattr(aug, "per_image_conv", spy)
     for seed in range(40):
-        T.randconv(batch(n=2, size=12), torch.Generator().manual_seed(seed), kernel=7)
+        aug.randconv(batch(n=2, size=12), torch.Generator().manual_seed(seed), kernel=7)
     assert seen == {1, 3, 5, 7}
     with pytest.raises(ValueError, match="kernel = 4"):
-        T.randconv(batch(n=2), kernel=4)
+        aug.randconv(batch(n=2), kernel=4)
 
 
 @pytest.mark.parametrize("normalize", ["fixed", "image", "equalize"])
@@ -170,7 +171,7 @@ def test_training_and_evaluation_batches_share_the_normalisation(normalize: str,
 
 def test_training_batch_with_random_convolutions_is_seeded_and_finite() -> None:
     x = torch.randint(0, 256, (6, 3, 50, 40), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
-    augments = [T.gin, T.randconv]
+    augments = [aug.gin, aug.randconv]
     a = T.train_transform(x, 32, torch.Generator().manual_seed(3), intensity=augments, dtype=torch.bfloat16)
     b = T.train_transform(x, 32, torch.Generator().manual_seed(3), intensity=augments, dtype=torch.bfloat16)
     assert torch.equal(a, b) and a.dtype == torch.bfloat16 and torch.isfinite(a.float()).all()
