@@ -34,7 +34,7 @@ from resnet_scratch.data import decode, load_folder, load_split
 from resnet_scratch.data.intensity import gin, randconv
 from resnet_scratch.data.probe import fit_linear, predict_linear, scan_features
 from resnet_scratch.data.transforms import equalize, eval_resize, fit_to, standardize, unnormalize
-from resnet_scratch.experiment import Arm
+from resnet_scratch.experiment import Arm, recorded_arms
 from resnet_scratch.experiment_cli import (
     RECIPES,
     base_config,
@@ -260,14 +260,18 @@ def collection_probe(checkpoint: Path, data: Path, external: Path) -> dict[str, 
     }
 
 
-def with_probe(summaries: list[dict], runs_dir: Path, data: Path, external: Path) -> list[dict]:
-    """Copies of the summaries whose seed-0 runs hold collection_probe's result: measured where the run's
-    checkpoint is at hand, else as recorded."""
+def with_probe(summaries: list[dict], runs_dir: Path, data: Path, external: Path, recorded: dict) -> list[dict]:
+    """Copies of the summaries whose seed-0 runs hold collection_probe's result: as `recorded` (the
+    results.json's arms by label) holds it for the same run, else measured where the run's checkpoint
+    is at hand."""
     kept = []
     for arm in summaries:
         seeds = []
+        before = {s["run"]: s for s in recorded.get(arm["label"], {}).get("seeds", [])}
         for seed in arm["seeds"]:
             checkpoint = runs_dir / seed["run"] / "best.safetensors"
+            if "collection_probe" not in seed and "collection_probe" in before.get(seed["run"], {}):
+                seed = seed | {"collection_probe": before[seed["run"]]["collection_probe"]}
             if seed["seed"] == 0 and "collection_probe" not in seed and checkpoint.is_file():
                 print(f"[{arm['label']}] probing {checkpoint}", flush=True)
                 seed = seed | {"collection_probe": collection_probe(checkpoint, data, external)}
@@ -474,7 +478,8 @@ def main(argv: list[str]) -> None:
     out = output_dir(NAME, args, summaries)
     held_out = held_out_files(external, arms)
     summaries = with_external_figures(summaries, args.runs_dir, held_out)
-    summaries = with_probe(summaries, args.runs_dir, Path(base.data), external)
+    recorded = recorded_arms(out / "results.json")
+    summaries = with_probe(summaries, args.runs_dir, Path(base.data), external, recorded)
     rows = external_figures(summaries)
     plot_external(out / "external.png", rows)
     if args.scale != "tiny":  # the figure shows real slices (a tiny run's data is generated noise)

@@ -373,7 +373,8 @@ def test_recorded_runs_are_reused_where_the_runs_are_gone(data, finished, tmp_pa
     capsys.readouterr()
     load_script("external_validity").main(argv_for("external_validity", data, tmp_path))
     printed = capsys.readouterr().out
-    assert "training in" not in printed and printed.count("using the recorded numbers of") == 5
+    arms = len(SCRIPTS["external_validity"][1])
+    assert "] training in" not in printed and printed.count("using the recorded numbers of") == arms
     after = json.loads(path.read_text())
     assert after["extra"] == before["extra"]
     assert [arm["seeds"] for arm in after["arms"]] == [arm["seeds"] for arm in before["arms"]]
@@ -389,7 +390,7 @@ def test_only_the_seeds_not_recorded_are_trained(data, finished, tmp_path, capsy
     load_script("external_validity").main(argv_for("external_validity", data, tmp_path))
     printed = capsys.readouterr().out
     assert "[recipe] " in printed and "records runs of other settings (epochs): not reused" in printed
-    assert printed.count("using the recorded numbers of") == 3
+    assert printed.count("using the recorded numbers of") == len(SCRIPTS["external_validity"][1]) - 2
     assert "[recipe seed 0] training in" in printed and "[weak labels seed 0] training in" in printed
 
 
