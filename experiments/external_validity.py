@@ -381,7 +381,7 @@ def differences_table(rows: list[dict]) -> list[str]:
     base = rows[0]
     keys = [("test_accuracy", "Testing (full)"), ("sartaj_accuracy", "Sartaj accuracy")]
     keys += [(f"sartaj_recall.{c}", f"Sartaj {c} recall") for c in base.get("sartaj_recall", {})]
-    keys += [("br35h_sensitivity", "Br35H held out")]
+    keys += [("br35h_sensitivity", "Br35H held out"), ("br35h_all_sensitivity", "Br35H, all 703")]
 
     def values(row: dict, key: str) -> list[float] | None:
         name, _, cls = key.partition(".")
@@ -444,7 +444,7 @@ def plot_intensity(path: Path, images: torch.Tensor, names: list[str], draws: in
     the figure shows what a remapped image looks like). Each panel is stretched from its darkest to its
     brightest pixel."""
     x = images.float()
-    columns = [("per-image std (as loaded)", standardize(x)), ("equalize", equalize(x))]
+    columns = [("per-image std (looks as loaded)", standardize(x)), ("equalize", equalize(x))]
     g = torch.Generator().manual_seed(0)
     columns += [(f"GIN draw {d + 1}", gin(x.clone(), g, p=1.0)) for d in range(draws)]
     columns += [(f"RandConv draw {d + 1}", randconv(x.clone(), g, p=1.0)) for d in range(draws)]
