@@ -423,9 +423,11 @@ def test_each_arm_is_set_against_the_recipe_on_the_seeds_both_ran() -> None:
     crop = {"label": "head crop", "seeds": 2, "test_accuracy": stat(0.97, 0.97), "sartaj_accuracy": stat(0.85, 0.81)}
     crop |= {"sartaj_recall": {"pituitary": stat(0.7, 0.6)}}
     lines = load_script("external_validity").differences_table([recipe, crop])
-    assert lines[2] == "| arm | Testing (full) | Sartaj accuracy | Sartaj pituitary recall | Br35H held out | seeds |"
+    assert lines[2] == (
+        "| arm | Testing (full) | Sartaj accuracy | Sartaj pituitary recall | Br35H held out | Br35H, all 703 | seeds |"
+    )
     # seeds 0 and 1 only: the recipe's seed 2 (Sartaj 90%) would flip the Sartaj sign
-    assert lines[-1] == "| head crop | -1.0 | +3.0 | +15.0 | - | 2 |"
+    assert lines[-1] == "| head crop | -1.0 | +3.0 | +15.0 | - | - | 2 |"
 
 
 def test_a_template_slot_without_a_value_or_a_value_without_a_slot_is_an_error(tmp_path: Path) -> None:
