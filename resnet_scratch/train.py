@@ -116,16 +116,20 @@ class WeightAverage:
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.model = copy.deepcopy(unwrap(model)).eval().requires_grad_(False)
         self.decay = decay
+        self.pairs: tuple[list, list, list] | None = None  # (averages, currents) of floats, then counters
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """One step of the average towards `model`'s current weights."""
-        pairs = zip(self.model.state_dict().values(), unwrap(model).state_dict().values())
-        floats, counts = [], []
-        for average, current in pairs:
-            (floats if average.is_floating_point() else counts).append((average, current))
-        if floats:
-            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1 - self.decay)
+        """One step of the average towards `model`'s current weights. The tensors are paired on the
+        first step only: the optimiser and BatchNorm change them in place, so the pairs hold."""
+        if self.pairs is None:
+            pairs = list(zip(self.model.state_dict().values(), unwrap(model).state_dict().values()))
+            floats = [(a, c) for a, c in pairs if a.is_floating_point()]
+            counts = [(a, c) for a, c in pairs if not a.is_floating_point()]
+            self.pairs = ([a for a, _ in floats], [c for _, c in floats], counts)
+        averages, currents, counts = self.pairs
+        if averages:
+            torch._foreach_lerp_(averages, currents, 1 - self.decay)
         for average, current in counts:
             average.copy_(current)
 
