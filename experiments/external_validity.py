@@ -54,7 +54,7 @@ SARTAJ, BR35H = "sartaj", "br35h-tumour"
 GOALS = {"br35h_sensitivity": 0.90, "sartaj_accuracy": 0.85, "test_accuracy": 0.975}
 # The second round's arms never train on Br35H: their sensitivity counts all 703 slices, and a
 # specificity bought with false alarms on Testing's no-tumour slices does not count.
-SECOND_ROUND = ("per-image std", "equalize", "GIN", "RandConv")
+SECOND_ROUND = ("per-image std", "equalize", "GIN", "RandConv", "std + photometric")
 GOALS_SECOND = {"br35h_all_sensitivity": 0.75, "sartaj_accuracy": 0.86, "test_accuracy": 0.973, "notumor_recall": 0.98}
 # The page's words; this script decides the goals' verdicts and fills in the figures.
 PHRASES = read_phrases(Path(__file__).resolve().parent / "templates" / "external_validity.md")
@@ -80,6 +80,8 @@ def arms_for(base, external: Path) -> list[Arm]:
         Arm("equalize", replace(base, normalize="equalize")),
         Arm("GIN", replace(base, gin=GIN_ARM["gin"])),
         Arm("RandConv", replace(base, randconv=RANDCONV_ARM["randconv"])),
+        # The best normalisation so far (the only one at Testing's goal) with the first round's augmentation.
+        Arm("std + photometric", replace(base, normalize="image", photometric=True)),
     ]
 
 

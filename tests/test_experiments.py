@@ -40,6 +40,7 @@ SCRIPTS = {  # script: (seeds, arm labels it must report)
             "equalize",
             "GIN",
             "RandConv",
+            "std + photometric",
         ],
     ),
     "residual_responses": (2, ["plain-18", "plain-34", "residual-18 (B)", "residual-34 (B)"]),
