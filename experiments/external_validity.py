@@ -23,6 +23,7 @@ import json
 import math
 import shutil
 import sys
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -406,36 +407,48 @@ def differences_table(rows: list[dict]) -> list[str]:
 
 
 def plot_external(path: Path, rows: list[dict]) -> Path:
-    """Per arm: Testing (full), Sartaj accuracy and Br35H sensitivity (held out), a dot per seed."""
-    done = [r for r in rows if "sartaj_accuracy" in r and "br35h_sensitivity" in r]
-    fig = new_figure(max(7, 2.0 * len(done)), 4)
-    ax = fig.subplots()
-    x = np.arange(len(done))
-    keys = (
-        ("test_accuracy", "Testing (full)"),
-        ("sartaj_accuracy", "Sartaj accuracy"),
-        ("br35h_sensitivity", "Br35H tumour sensitivity (held out)"),
-    )
-    for k, (key, name) in enumerate(keys):
-        seed_bars(ax, x + (k - 1) * 0.27, [[100 * v for v in r[key]["values"]] for r in done], 0.25, name)
-    for key, goal in GOALS.items():
-        ax.axhline(100 * goal, color="grey", linewidth=0.6, linestyle=":")
-    ax.set_xticks(x, [r["label"] for r in done])
-    ax.set_ylim(0, 100)
-    ax.set(ylabel="%", title="In distribution and out of it (bars: mean ± std; dots: seeds; dotted: the goals)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
+    """Two panels, each with its round's goals dotted: the first round's arms (Br35H on the held-out slices,
+    as weak labels train on the rest) and the second round's (Br35H on all 703; none trains on Br35H).
+    Per arm: Testing (full), Sartaj accuracy and Br35H sensitivity, a dot per seed; the recipe in both."""
+    first = [r for r in rows if r["label"] not in SECOND_ROUND and "br35h_sensitivity" in r]
+    second = [
+        r for r in rows if (r["label"] in SECOND_ROUND or r["label"] == "recipe") and "br35h_all_sensitivity" in r
+    ]
+    panels = [
+        (first, "br35h_sensitivity", "Br35H tumour sensitivity (held out)", GOALS, "First round"),
+        (second, "br35h_all_sensitivity", "Br35H tumour sensitivity (all 703)", GOALS_SECOND, "Second round"),
+    ]
+    panels = [panel for panel in panels if panel[0] and all("sartaj_accuracy" in r for r in panel[0])]
+    fig = new_figure(max(7, 1.6 * sum(len(p[0]) for p in panels)), 4.4)
+    axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=[max(2, len(p[0])) for p in panels])[0]
+    for ax, (done, br35h, br35h_name, goals, title) in zip(axes, panels):
+        x = np.arange(len(done))
+        keys = (("test_accuracy", "Testing (full)"), ("sartaj_accuracy", "Sartaj accuracy"), (br35h, br35h_name))
+        for k, (key, name) in enumerate(keys):
+            seed_bars(ax, x + (k - 1) * 0.27, [[100 * v for v in r[key]["values"]] for r in done], 0.25, name)
+        for goal in goals.values():
+            ax.axhline(100 * goal, color="grey", linewidth=0.6, linestyle=":")
+        ax.set_xticks(x, [r["label"] for r in done], fontsize=8, rotation=20)
+        ax.set_ylim(0, 100)
+        ax.set(ylabel="%", title=f"{title} (dotted: its goals)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    fig.suptitle("In distribution and out of it (bars: mean ± std; dots: seeds)", fontsize=10)
     return save_figure(fig, path)
 
 
 def example_slices(data: Path, external: Path, size: int) -> tuple[torch.Tensor, list[str]]:
-    """Three slices at `size` px (uint8, 3 x size x size each), the first file by name of Training's glioma
-    and no-tumour folders and of Br35H's tumour folder."""
+    """Three slices at `size` px (uint8, 3 x size x size each) from Training's glioma and no-tumour folders
+    and Br35H's tumour folder: in each, the first file by name among the most common name prefix (the name
+    up to its last "_"). A folder's prefixes tell its source collections apart: 10 of Training's 1,591
+    no-tumour files are named "Tr-noTr_", and the first of those by name is not a typical slice."""
     folders = [(data / "Training" / "glioma", "Training glioma"), (data / "Training" / "notumor", "Training no tumour")]
     folders.append((external / BR35H / "tumour", "Br35H tumour"))
     images = []
     for folder, _ in folders:
-        path = min(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        files = [p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+        prefixes = Counter(p.stem.rpartition("_")[0] for p in files)
+        path = min(p for p in files if p.stem.rpartition("_")[0] == prefixes.most_common(1)[0][0])
         images.append(torch.from_numpy(fit_to(decode(path), size, size)).permute(2, 0, 1))
     return torch.stack(images), [name for _, name in folders]
 

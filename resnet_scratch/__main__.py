@@ -96,8 +96,8 @@ def format_probe(probe: dict) -> str:
     return "\n".join(lines)
 
 
-def bf16_policy(text: str) -> bool | None:
-    """--bf16 auto|true|false (argparse type): None lets the device decide."""
+def auto_or_bool(text: str) -> bool | None:
+    """An auto|true|false flag (argparse type): None for auto, which lets the device or checkpoint decide."""
     value = {"auto": None, "true": True, "false": False}.get(text.lower(), "?")
     if value == "?":
         raise argparse.ArgumentTypeError(f'expected "auto", "true" or "false", got {text!r}')
@@ -143,6 +143,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.class_map,
         args.device,
         args.bf16,
+        args.tta_flip,
     )
     return 0
 
@@ -288,10 +289,18 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--device", default="auto", help='"auto" (CUDA when present), "cpu" or "cuda[:N]"')
     e.add_argument(
         "--bf16",
-        type=bf16_policy,
+        type=auto_or_bool,
         default=None,
         metavar="auto|true|false",
         help="autocast to bfloat16; auto (the default): where the device supports it, as training does",
+    )
+    e.add_argument(
+        "--tta-flip",
+        type=auto_or_bool,
+        default=None,
+        metavar="auto|true|false",
+        help="average each image's logits with its mirror image's (twice the cost); "
+        "auto (the default): as the checkpoint was trained to be scored",
     )
     e.set_defaults(func=cmd_evaluate)
 
@@ -316,7 +325,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--device", default="auto", help='"auto" (CUDA when present), "cpu" or "cuda[:N]"')
     r.add_argument(
         "--bf16",
-        type=bf16_policy,
+        type=auto_or_bool,
         default=None,
         metavar="auto|true|false",
         help="autocast to bfloat16; auto (the default): where the device supports it, as training does",

@@ -113,6 +113,18 @@ class Config:
     crop_scale_min: float = setting(
         0.08, "RandomResizedCrop's smallest area fraction", lambda v: 0 < v <= 1, "in (0, 1]"
     )
+    crop_scale_max: float = setting(
+        1.0,
+        "RandomResizedCrop's largest area fraction (equal to the smallest: crops of one size)",
+        lambda v: 0 < v <= 1,
+        "in (0, 1]",
+    )
+    crop_ratio_max: float = setting(
+        4 / 3,
+        "RandomResizedCrop's widest aspect ratio, width / height; its inverse is the tallest (1: square crops)",
+        lambda v: 1 <= v <= 4,
+        "from 1 to 4",
+    )
     photometric: bool = setting(
         False, "per-image gamma, contrast, brightness, blur and noise in training (what another scanner changes)"
     )
@@ -239,6 +251,10 @@ class Config:
                 raise ConfigError(f"{f.name} = {getattr(self, f.name)!r}: must be {f.metadata['expected']}")
         if not self.augment and (self.photometric or self.gin or self.randconv):
             raise ConfigError("augment = false trains on centre crops only: photometric, gin and randconv need it on")
+        if self.crop_scale_min > self.crop_scale_max:
+            raise ConfigError(
+                f"crop_scale_min = {self.crop_scale_min}: larger than crop_scale_max {self.crop_scale_max}"
+            )
         if self.freeze and not self.weights:
             raise ConfigError('freeze = "backbone" needs weights (imagenet or a file)')
         if self.min_image_size is not None and self.min_image_size > self.input_size:

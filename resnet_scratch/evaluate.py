@@ -7,7 +7,7 @@ score the same way and write their report with report.write_report. A Study adds
 """
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -286,20 +286,24 @@ def evaluate_checkpoint(
     class_map: str | None = None,
     device_name: str = "auto",
     bf16: bool | None = None,
+    tta_flip: bool | None = None,
 ) -> Results:
     """Score a checkpoint on each of `data` (a dataset root with Testing/, or a folder of class
     folders); write metrics.json, predictions.csv (one line per image), report.md and plots to `out`
-    (default: beside the checkpoint). bf16: None autocasts where the device supports it."""
+    (default: beside the checkpoint). bf16: None autocasts where the device supports it. tta_flip:
+    None scores as the checkpoint records; True or False averages (or not) each image with its mirror."""
     from .report import evaluation_report, plot_confusion, testing_panels
 
     predictor = Predictor.load(checkpoint, device_name, bf16=bf16)
+    if tta_flip is not None:
+        predictor.prep = replace(predictor.prep, tta_flip=tta_flip)
     mapping = parse_class_map(class_map)
     check_class_map(mapping, class_folder_names(data))
     out = Path(out) if out else Path(checkpoint).parent / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
     about = {"checkpoint": str(checkpoint), "head_crop": predictor.prep.head_crop}
-    about |= {"normalize": predictor.prep.normalize, "grey": predictor.prep.grey}
+    about |= {"normalize": predictor.prep.normalize, "grey": predictor.prep.grey, "tta_flip": predictor.prep.tta_flip}
     results = Results(predictor.prep.size, about=about)
     roots = [p for p in map(Path, data) if (p / "Testing").is_dir()]
     if len(roots) > 1:

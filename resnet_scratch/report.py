@@ -264,6 +264,7 @@ def evaluation_report(out: Path, results, figures: dict[str, str], study: Study)
     crop = ", head-cropped" if about["head_crop"] else ""
     crop += {"image": ", normalised per image", "equalize": ", histogram-equalised"}.get(about.get("normalize"), "")
     crop += ", in grey" if about.get("grey") else ""
+    crop += ", each averaged with its mirror image (flip TTA)" if about.get("tta_flip") else ""
     intro = [f"# Evaluation of {about['checkpoint']}", "", f"Input {results.input_size} px{crop}.", ""]
     testing = ["## Testing", ""] + testing_table(results) + [""] if results.test is not None else []
     sections = [intro, testing, study.report_section(results.external, False), class_tables(results)]

@@ -70,7 +70,8 @@ def training_transform(
     comes rounded instead, the same numbers at half the bytes.
     """
     dtype = torch.bfloat16 if config.bf16 and bf16_supported(device) else torch.float32
-    size, scale = size or config.input_size, (config.crop_scale_min, 1.0)
+    size, scale = size or config.input_size, (config.crop_scale_min, config.crop_scale_max)
+    ratio = (1 / config.crop_ratio_max, config.crop_ratio_max)
     normalize, grey = config.normalize, config.grey
     intensity = intensity_augments(config)
 
@@ -82,6 +83,7 @@ def training_transform(
             size,
             g,
             scale=scale,
+            ratio=ratio,
             dtype=dtype,
             rows=rows,
             mean=mean,

@@ -56,9 +56,10 @@ SCRIPTS = {  # script: (seeds, arm labels it must report)
             "grey",
             "progressive resizing",
             "EMA",
-            "flip TTA",
             "zero-init residual",
             "probe",
+            "probe, fixed crops",
+            "flip TTA (test only)",
         ],
     ),
 }
@@ -224,6 +225,30 @@ def test_external_validity_scores_br35h_on_the_half_no_arm_trains_on(finished) -
     assert evaluation_lines(Results(32, external={"br35h-tumour": held_out}), BrainMRI()) == [
         line
     ]  # and so does the line it prints
+
+
+def test_flip_tta_rescores_the_main_jobs_own_checkpoints(data, finished, tmp_path: Path) -> None:
+    # No run is trained for it: the main job's chosen checkpoint, scored again with flips, seed by seed.
+    folder = finished["time_to_accuracy"]
+    record = json.loads((folder / "out" / "results.json").read_text())
+    arms = {arm["label"]: arm for arm in record["arms"]}
+    main, flip = arms["main job"], arms["flip TTA (test only)"]
+    assert flip["settings"]["tta_flip"] and not main["settings"]["tta_flip"]
+    for was, now in zip(main["seeds"], flip["seeds"], strict=True):
+        assert now["run"] == was["run"] and now["cost"] == was["cost"]
+        assert now["gain"] == pytest.approx(now["test_accuracy"] - was["test_accuracy"])
+        scored = json.loads((folder / "runs" / now["run"] / "evaluation-flip" / "metrics.json").read_text())
+        assert scored["tta_flip"] and scored["test"]["accuracy"] == now["test_accuracy"]
+    assert '"Flip TTA (test only)" trains nothing' in (folder / "out" / "README.md").read_text()
+    # Where the runs are gone, the page keeps the recorded seeds.
+    copy = tmp_path / "out"
+    shutil.copytree(folder / "out", copy)
+    argv = argv_for("time_to_accuracy", data, folder)
+    argv[argv.index("--runs-dir") + 1] = str(tmp_path / "elsewhere")
+    argv[argv.index("--out") + 1] = str(copy)
+    load_script("time_to_accuracy").main(argv + ["--summarize-only"])
+    after = {arm["label"]: arm for arm in json.loads((copy / "results.json").read_text())["arms"]}
+    assert after["flip TTA (test only)"]["seeds"] == flip["seeds"]
 
 
 def test_weak_label_arms_find_br35h_under_a_relative_external_folder() -> None:

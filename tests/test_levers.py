@@ -50,6 +50,47 @@ def test_a_checkpoint_records_flip_tta(tmp_path: Path) -> None:
     assert not Predictor.load(path, device="cpu").prep.tta_flip
 
 
+def test_evaluate_can_add_flip_tta_to_a_checkpoint_trained_without_it(tmp_path: Path) -> None:
+    """--tta-flip true scores a plain checkpoint as if it recorded tta_flip; auto keeps the record."""
+    from resnet_scratch.__main__ import main
+
+    folder = make_folder(tmp_path / "data", {"set": {"glioma": 3, "notumor": 3}}, size=(70, 52)) / "set"
+    torch.manual_seed(0)
+    model = build("resnet18", num_classes=4).eval()
+    classes = ["glioma", "meningioma", "notumor", "pituitary"]
+    for name, flip in (("plain", False), ("flip", True)):
+        meta = checkpoint_metadata("resnet18", classes, 32, {}, (0.2,) * 3, (0.3,) * 3, tta_flip=flip)
+        save_model(tmp_path / f"{name}.safetensors", model, meta)
+
+    def probabilities(name: str, flag: str) -> list[str]:
+        out = tmp_path / f"{name}-{flag}"
+        args = ["--checkpoint", str(tmp_path / f"{name}.safetensors"), "--data", str(folder), "--out", str(out)]
+        assert main(["evaluate", *args, "--device", "cpu", "--bf16", "false", "--tta-flip", flag]) == 0
+        assert json.loads((out / "metrics.json").read_text())["tta_flip"] == {"true": True, "false": False}.get(
+            flag, name == "flip"
+        )
+        return (out / "predictions.csv").read_text().splitlines()
+
+    flipped = probabilities("plain", "true")
+    assert flipped == probabilities("flip", "auto") != probabilities("plain", "auto")
+    assert probabilities("flip", "false") == probabilities("plain", "auto")
+    assert "mirror image (flip TTA)" in (tmp_path / "plain-true" / "report.md").read_text()
+
+
+def test_the_crop_settings_reach_the_training_crops(monkeypatch) -> None:
+    import resnet_scratch.train as train
+
+    seen = {}
+    monkeypatch.setattr(train, "train_transform", lambda *args, **kwargs: seen.update(kwargs))
+    config = Config(crop_scale_min=0.79, crop_scale_max=0.79, crop_ratio_max=1.0)
+    train.training_transform(config, torch.device("cpu"), (0.5,) * 3, (0.2,) * 3)(None, None, None)
+    assert seen["scale"] == (0.79, 0.79) and seen["ratio"] == (1.0, 1.0)
+    train.training_transform(Config(), torch.device("cpu"), (0.5,) * 3, (0.2,) * 3)(None, None, None)
+    assert seen["scale"] == (0.08, 1.0) and seen["ratio"] == pytest.approx((3 / 4, 4 / 3))  # torchvision's
+    with pytest.raises(ConfigError, match="crop_scale_min = 0.9: larger than crop_scale_max 0.5"):
+        Config(crop_scale_min=0.9, crop_scale_max=0.5)
+
+
 def test_progressive_resizing_grows_in_16_px_steps_to_full_size() -> None:
     config = Config(image_size=160, min_image_size=96, epochs=16, resize_until=0.75)
     sizes = [config.epoch_size(e) for e in range(1, 17)]

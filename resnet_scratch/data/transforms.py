@@ -346,6 +346,7 @@ def train_transform(
     size: int,
     generator: torch.Generator | None = None,
     scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
     flip_p: float = 0.5,
     dtype: torch.dtype = torch.float32,
     rows: Tensor | None = None,
@@ -356,8 +357,9 @@ def train_transform(
     normalize: str = "fixed",
     grey: bool = False,
 ) -> Tensor:
-    """uint8 batch -> random resized crop + horizontal flip (+ photometric_jitter if `photometric`,
-    then each of `intensity` in order, e.g. gin and randconv) + normalisation (`finish`), channels-last.
+    """uint8 batch -> random resized crop (area fraction in `scale`, aspect ratio in `ratio`) + horizontal
+    flip (+ photometric_jitter if `photometric`, then each of `intensity` in order, e.g. gin and randconv)
+    + normalisation (`finish`), channels-last.
 
     rows: the batch is images[rows] (e.g. the whole decoded store and a batch's indices); on a CPU
     the crops are then read straight from the store.
@@ -368,7 +370,7 @@ def train_transform(
     convolution, at half the bytes.
     """
     n, height, width = len(images) if rows is None else len(rows), images.shape[2], images.shape[3]
-    boxes = crop_boxes(n, height, width, scale, (3 / 4, 4 / 3), generator)
+    boxes = crop_boxes(n, height, width, scale, ratio, generator)
     flips = flip_mask(n, flip_p, generator)
     plain = not (photometric or intensity or grey) and normalize == "fixed"
     if images.device.type == "cpu" and images.dtype == torch.uint8:
