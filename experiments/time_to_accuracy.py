@@ -3,7 +3,7 @@ compute. Compute is counted in multiply-adds (resnet_scratch/cost.py), a measure
 as a share of the main job's; wall minutes and img/s of the day are given beside it.
 
 Each arm changes one lever of the main job (recipes/main_cpu.toml). The issue's probe changes several
-levers at once; "probe, fixed crops" crops it as the issue's own loop did. "Flip TTA (test only)" trains
+levers at once; "fixed-crop probe" crops it as the issue's own loop did. "Flip TTA (test only)" trains
 nothing: it scores the main job's checkpoints again with flips. Every arm is scored on Testing (full
 and leak-free) and on the external sets.
 
@@ -66,7 +66,7 @@ def arms_for(base: Config) -> list[Arm]:
         Arm("probe", probe),
         # The issue's own probe resized to 72 px and cropped 64 px: one size, square, only the place drawn.
         Arm(
-            "probe, fixed crops", replace(probe, crop_scale_min=FIXED_CROP, crop_scale_max=FIXED_CROP, crop_ratio_max=1)
+            "fixed-crop probe", replace(probe, crop_scale_min=FIXED_CROP, crop_scale_max=FIXED_CROP, crop_ratio_max=1)
         ),
     ]
 

@@ -58,7 +58,7 @@ SCRIPTS = {  # script: (seeds, arm labels it must report)
             "EMA",
             "zero-init residual",
             "probe",
-            "probe, fixed crops",
+            "fixed-crop probe",
             "flip TTA (test only)",
         ],
     ),
