@@ -12,6 +12,7 @@ and leak-free) and on the external sets.
     python experiments/time_to_accuracy.py --scale tiny             # a smoke test on generated images
 """
 
+import csv
 import json
 import sys
 from dataclasses import replace
@@ -23,13 +24,12 @@ import numpy as np
 from resnet_scratch.config import Config, read_toml, recipe_path
 from resnet_scratch.cost import planned_cost
 from resnet_scratch.evaluate import evaluate_checkpoint, external_sets
-from resnet_scratch.experiment import Arm, recorded_seeds, summarize_arm
+from resnet_scratch.experiment import Arm, finished
 from resnet_scratch.experiment_cli import (
     RECIPES,
     base_config,
     experiment_args,
     output_dir,
-    results_folder,
     run_experiment,
 )
 from resnet_scratch.experiment_pages import fill, plot_test_accuracy, pm, read_phrases, write_results
@@ -39,7 +39,7 @@ from resnet_scratch.studies.brain_mri import BrainMRI
 
 NAME = "time_to_accuracy"
 MAIN_JOB = "main job"
-FLIP = "flip TTA (test only)"
+FLIP, FLIP_KEY = "flip TTA at test", "flip_at_test"
 # The goals, on Testing (3-seed means) at a cost of at most CHEAP of the main job's.
 GOALS = {"test_accuracy": 0.985, "leak_free_accuracy": 0.98}
 CHEAP = 0.25
@@ -65,56 +65,74 @@ def arms_for(base: Config) -> list[Arm]:
         Arm("zero-init residual", replace(base, zero_init_residual=True)),
         Arm("probe", probe),
         # The issue's own probe resized to 72 px and cropped 64 px: one size, square, only the place drawn.
-        Arm(
-            "fixed-crop probe", replace(probe, crop_scale_min=FIXED_CROP, crop_scale_max=FIXED_CROP, crop_ratio_max=1)
-        ),
+        Arm("fixed-crop probe", replace(probe, crop_scale_min=FIXED_CROP, crop_scale_max=FIXED_CROP, crop_ratio_max=1)),
     ]
 
 
+def flip_scores(run: Path, base: Config) -> dict:
+    """A finished run's chosen checkpoint scored by `evaluate` without and then with flip TTA (each image's
+    logits averaged with those of its left-right mirror image): Testing full and leak-free, the external
+    sets, and the Testing images whose answer the flip made right or wrong. Both scorings go through the
+    same code, so the difference is the flip's alone. Each is kept in the run folder and reused."""
+    scored, answers = {}, {}
+    for flip, folder in ((False, "evaluation-noflip"), (True, "evaluation-flip")):
+        out = run / folder
+        if not (out / "metrics.json").is_file():
+            print(f"[{FLIP}] scoring {run / 'best.safetensors'} {'with' if flip else 'without'} flips", flush=True)
+            sets = [Path(base.data), *external_sets(base.external)]
+            evaluate_checkpoint(run / "best.safetensors", sets, BrainMRI(), out, tta_flip=flip)
+        metrics = json.loads((out / "metrics.json").read_text())
+        scored[flip] = {"test_accuracy": metrics["test"]["accuracy"]}
+        scored[flip]["leak_free_accuracy"] = metrics["test_leak_free"]["accuracy"]
+        scored[flip] |= {name: external_headline(r)["value"] for name, r in metrics["external"].items()}
+        with open(out / "predictions.csv") as f:
+            rows = [r for r in csv.DictReader(f) if Path(r["path"]).parent.parent.name == "Testing"]
+        answers[flip] = {r["path"]: r["predicted"] == r["true"] for r in rows}
+    if answers[False].keys() != answers[True].keys():
+        raise ValueError(f"{run}: the two scorings saw different Testing images")
+    fixed = sum(answers[True][p] and not answers[False][p] for p in answers[False])
+    broken = sum(answers[False][p] and not answers[True][p] for p in answers[False])
+    return {"without": scored[False], "with": scored[True], "fixed": fixed, "broken": broken}
+
+
 def flip_at_test(main: dict, base: Config, runs_dir: Path, record: Path) -> dict | None:
-    """The main job's chosen checkpoints scored again with each image averaged with its mirror image
-    (flip test-time augmentation). The weights are the same, so each seed's change is paired and no run
-    is trained. A seed whose run is not in runs_dir takes the numbers `record` holds for it."""
-    arm = Arm(FLIP, replace(base, tta_flip=True))
-    recorded = recorded_seeds(record, [arm])
+    """Flip TTA on the main job's own checkpoints, seed by seed (flip_scores), and the paired change's
+    mean +- std. No run is trained. A seed whose run is gone keeps what `record` holds for the same run."""
+    recorded = json.loads(record.read_text()).get("extra", {}).get(FLIP_KEY, {}) if record.is_file() else {}
+    old = {s["run"]: s for s in recorded.get("seeds", [])}
     seeds = []
     for seed in (s for s in main["seeds"] if "diverged" not in s):
-        run, out = runs_dir / seed["run"], runs_dir / seed["run"] / "evaluation-flip"
-        if (run / "best.safetensors").is_file() and not (out / "metrics.json").is_file():
-            print(f"[{FLIP} seed {seed['seed']}] scoring {run / 'best.safetensors'} with flips", flush=True)
-            sets = [Path(base.data), *external_sets(base.external)]
-            evaluate_checkpoint(run / "best.safetensors", sets, BrainMRI(), out, tta_flip=True)
-        elif (out / "metrics.json").is_file():
-            print(f"[{FLIP} seed {seed['seed']}] reusing {out}", flush=True)
-        if (out / "metrics.json").is_file():
-            scored = json.loads((out / "metrics.json").read_text())
-            external = {name: external_headline(r) for name, r in scored["external"].items()}
-            test, leak_free = scored["test"], scored["test_leak_free"]
-            seeds.append(
-                seed
-                | {
-                    "test_accuracy": test["accuracy"],
-                    "leak_free_accuracy": leak_free["accuracy"],
-                    "test_macro_f1": test["macro_f1"],
-                    "recall": {c: v["recall"] for c, v in test["per_class"].items()},
-                    "leak_free_recall": {c: v["recall"] for c, v in leak_free["per_class"].items()},
-                    "external": external,
-                    "gain": test["accuracy"] - seed["test_accuracy"],
-                    "leak_free_gain": leak_free["accuracy"] - seed["leak_free_accuracy"],
-                }
-            )
-        elif (FLIP, seed["seed"]) in recorded:
-            seeds.append(recorded[(FLIP, seed["seed"])])
-    return summarize_arm(arm, seeds) if seeds else None
+        run = runs_dir / seed["run"]
+        if finished(run):
+            seeds.append({"run": seed["run"], "seed": seed["seed"]} | flip_scores(run, base))
+        elif seed["run"] in old:
+            seeds.append(old[seed["run"]])
+    if not seeds:
+        return None
+    keys = seeds[0]["with"].keys()
+    change = {key: mean_std([s["with"][key] - s["without"][key] for s in seeds]) for key in keys}
+    means = {side: {key: mean_std([s[side][key] for s in seeds]) for key in keys} for side in ("without", "with")}
+    return {"seeds": seeds, "change": change} | means
 
 
-def flip_note(flip: dict | None) -> list[str]:
-    """The paired change flip TTA makes to the main job's own checkpoints, seed by seed."""
+def flip_lines(flip: dict | None) -> list[str]:
+    """The page's paragraph and table on flip TTA at test: without, with, and the paired change."""
     if flip is None:
         return []
-    gains = {key: [100 * s[key] for s in flip["seeds"]] for key in ("gain", "leak_free_gain")}
-    values = {key: ", ".join(f"{g:+.2f}" for g in gain) for key, gain in gains.items()}
-    return [fill(PHRASES["flip"], values | {"seeds": len(flip["seeds"])})]
+    names = [("test_accuracy", "Testing full"), ("leak_free_accuracy", "Testing leak-free")]
+    names += [
+        (key, name) for key, name in ((SARTAJ, "Sartaj"), (BR35H, "Br35H tumours found")) if key in flip["change"]
+    ]
+    lines = ["| " + " | ".join(["main job's checkpoints"] + [f"{name} %" for _, name in names]) + " |"]
+    lines.append("|---" + "|---:" * len(names) + "|")
+    for side, title in (("without", "without flips"), ("with", "with flips"), ("change", "change (paired)")):
+        cells = [pm(flip[side][key]) for key, _ in names]
+        if side == "change":  # signed: a loss must read as one
+            cells = [f"{100 * flip[side][key]['mean']:+.2f} ± {100 * flip[side][key]['std']:.2f}" for key, _ in names]
+        lines.append("| " + " | ".join([title] + cells) + " |")
+    fixed, broken = sum(s["fixed"] for s in flip["seeds"]), sum(s["broken"] for s in flip["seeds"])
+    values = {"seeds": len(flip["seeds"]), "fixed": fixed, "broken": broken, "table": "\n".join(lines)}
+    return [fill(PHRASES["flip"], values)]
 
 
 def arm_rows(summaries: list[dict]) -> list[dict]:
@@ -172,12 +190,26 @@ def goal_notes(rows: list[dict]) -> list[str]:
     return notes
 
 
-def plot_cost(path: Path, rows: list[dict]) -> Path:
+def plot_cost(path: Path, rows: list[dict], flip: dict | None = None) -> Path:
     """Testing accuracy (full split) against cost: a point per arm with its seed spread, the main job
-    marked, and the goal's corner shaded."""
+    marked, the main job's checkpoints with flip TTA as a hollow star, and the goal's corner shaded."""
     fig = new_figure(7.5, 4.8)
     ax = fig.subplots()
-    colours = matplotlib.colormaps["tab20"]  # twelve arms: more than the shared palette holds
+    # more arms than the shared palette holds; tab20's even colours first, as its odd ones pair with them
+    colours = [matplotlib.colormaps["tab20"](k) for k in [*range(0, 20, 2), *range(1, 20, 2)]]
+    if flip is not None:
+        stat = flip["with"]["test_accuracy"]
+        ax.errorbar(
+            1.0,
+            100 * stat["mean"],
+            yerr=100 * stat["std"],
+            fmt="*",
+            markersize=12,
+            capsize=3,
+            markerfacecolor="none",
+            color="black",
+            label="main job, flip TTA at test",
+        )
     for i, r in enumerate(rows):
         stat = r["test_accuracy"]
         main = r["label"] == MAIN_JOB
@@ -188,7 +220,7 @@ def plot_cost(path: Path, rows: list[dict]) -> Path:
             fmt="*" if main else "o",
             markersize=12 if main else 6,
             capsize=3,
-            color="black" if main else colours(i % 20),
+            color="black" if main else colours[i % len(colours)],
             label=r["label"],
         )
         ax.plot([r["cost"]] * len(stat["values"]), [100 * v for v in stat["values"]], "k.", markersize=3)
@@ -210,18 +242,18 @@ def main(argv: list[str]) -> None:
     recipe = {"tiny": RECIPES["tiny"], "cpu": read_toml(recipe_path("main_cpu")), "gpu": RECIPES["gpu"]}
     base = base_config(args, recipe[args.scale])
     summaries = run_experiment(NAME, args, arms_for(base))
-    flip = flip_at_test(summaries[0], base, args.runs_dir, results_folder(NAME, args) / "results.json")
-    summaries += [flip] if flip else []
     out = output_dir(NAME, args, summaries)
+    flip = flip_at_test(summaries[0], base, args.runs_dir, out / "results.json")
     rows = arm_rows(summaries)
     figures = []
     if rows:
-        plot_cost(out / "cost.png", rows)
+        plot_cost(out / "cost.png", rows, flip)
         plot_test_accuracy(out / "test_accuracy.png", summaries)
         figures = [(PHRASES["caption_cost"], "cost.png"), (PHRASES["caption_test_accuracy"], "test_accuracy.png")]
-    notes = [fill(PHRASES["table"], {"table": "\n".join(table(rows))}), PHRASES["cost"], *flip_note(flip)]
+    notes = [fill(PHRASES["table"], {"table": "\n".join(table(rows))}), PHRASES["cost"], *flip_lines(flip)]
     notes += goal_notes(rows)
     extra = {"arms": [r | {"cost": float(np.round(r["cost"], 4))} for r in rows]}
+    extra |= {FLIP_KEY: flip} if flip else {}
     write_results(out, NAME, PHRASES["title"], PHRASES["about"], args, argv, summaries, figures, notes, extra)
 
 

@@ -299,8 +299,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         type=auto_or_bool,
         default=None,
         metavar="auto|true|false",
-        help="average each image's logits with its mirror image's (twice the cost); "
-        "auto (the default): as the checkpoint was trained to be scored",
+        help="average each image's logits with those of its left-right mirror image (twice the cost); "
+        "auto (the default): as the checkpoint's tta_flip setting records",
     )
     e.set_defaults(func=cmd_evaluate)
 

@@ -7,7 +7,7 @@ score the same way and write their report with report.write_report. A Study adds
 """
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -294,9 +294,7 @@ def evaluate_checkpoint(
     None scores as the checkpoint records; True or False averages (or not) each image with its mirror."""
     from .report import evaluation_report, plot_confusion, testing_panels
 
-    predictor = Predictor.load(checkpoint, device_name, bf16=bf16)
-    if tta_flip is not None:
-        predictor.prep = replace(predictor.prep, tta_flip=tta_flip)
+    predictor = Predictor.load(checkpoint, device_name, bf16=bf16, tta_flip=tta_flip)
     mapping = parse_class_map(class_map)
     check_class_map(mapping, class_folder_names(data))
     out = Path(out) if out else Path(checkpoint).parent / "evaluation"

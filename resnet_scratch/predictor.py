@@ -8,7 +8,7 @@ stored at its own size and resized on the fly, as in training, so its pixels can
 from a file's through predict.
 """
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -88,16 +88,24 @@ class Predictor:
 
     @classmethod
     def load(
-        cls, checkpoint: Path, device: str | torch.device = "auto", bf16: bool | None = None, channels_last: bool = True
+        cls,
+        checkpoint: Path,
+        device: str | torch.device = "auto",
+        bf16: bool | None = None,
+        channels_last: bool = True,
+        tta_flip: bool | None = None,
     ) -> "Predictor":
-        """The checkpoint's model on `device`; bf16: autocast to bfloat16 (None: where the device supports it)."""
+        """The checkpoint's model on `device`; bf16: autocast to bfloat16 (None: where the device supports it);
+        tta_flip: average each image with its mirror image or not (None: as the checkpoint records)."""
         model, meta = model_from_checkpoint(checkpoint)
         device = resolve_device(device) if isinstance(device, str) else device
         bf16 = bf16_supported(device) if bf16 is None else bf16 and bf16_supported(device)
         model = model.to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        return cls(model, list(meta["classes"]), Preprocess.of_checkpoint(meta, bf16, channels_last), device, meta)
+        prep = Preprocess.of_checkpoint(meta, bf16, channels_last)
+        prep = prep if tta_flip is None else replace(prep, tta_flip=tta_flip)
+        return cls(model, list(meta["classes"]), prep, device, meta)
 
     def logits(self, images: Tensor, rows: np.ndarray | Tensor | None = None) -> Tensor:
         """Logits of a decoded store's rows (all of them by default), float32 on the CPU."""

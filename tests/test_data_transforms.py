@@ -58,10 +58,10 @@ def test_fallback_is_torchvisions_centre_crop() -> None:
 
 def test_one_scale_and_square_ratio_give_translated_crops_of_one_size() -> None:
     # The probe cropped 64 px from 72 px: one size, square, only the place drawn.
-    boxes = T.crop_boxes(500, 74, 74, scale=(0.79, 0.79), ratio=(1.0, 1.0), generator=torch.Generator().manual_seed(0))
-    side = round(math.sqrt(0.79) * 74)
-    assert set(boxes[:, 2].tolist()) == set(boxes[:, 3].tolist()) == {side}
-    assert set(boxes[:, 0].tolist()) == set(boxes[:, 1].tolist()) == set(range(74 - side + 1))
+    area = (64 / 72) ** 2
+    boxes = T.crop_boxes(500, 72, 72, scale=(area, area), ratio=(1.0, 1.0), generator=torch.Generator().manual_seed(0))
+    assert set(boxes[:, 2].tolist()) == set(boxes[:, 3].tolist()) == {64}
+    assert set(boxes[:, 0].tolist()) == set(boxes[:, 1].tolist()) == set(range(72 - 64 + 1))
 
 
 def test_full_box_without_flip_is_the_identity() -> None:

@@ -59,7 +59,6 @@ SCRIPTS = {  # script: (seeds, arm labels it must report)
             "zero-init residual",
             "probe",
             "fixed-crop probe",
-            "flip TTA (test only)",
         ],
     ),
 }
@@ -228,18 +227,22 @@ def test_external_validity_scores_br35h_on_the_half_no_arm_trains_on(finished) -
 
 
 def test_flip_tta_rescores_the_main_jobs_own_checkpoints(data, finished, tmp_path: Path) -> None:
-    # No run is trained for it: the main job's chosen checkpoint, scored again with flips, seed by seed.
+    # No run is trained for it: the main job's chosen checkpoints, scored without and with flips.
     folder = finished["time_to_accuracy"]
     record = json.loads((folder / "out" / "results.json").read_text())
-    arms = {arm["label"]: arm for arm in record["arms"]}
-    main, flip = arms["main job"], arms["flip TTA (test only)"]
-    assert flip["settings"]["tta_flip"] and not main["settings"]["tta_flip"]
+    main = next(arm for arm in record["arms"] if arm["label"] == "main job")
+    flip = record["extra"]["flip_at_test"]
+    assert [s["run"] for s in flip["seeds"]] == [s["run"] for s in main["seeds"]]
     for was, now in zip(main["seeds"], flip["seeds"], strict=True):
-        assert now["run"] == was["run"] and now["cost"] == was["cost"]
-        assert now["gain"] == pytest.approx(now["test_accuracy"] - was["test_accuracy"])
+        # scored again without flips, the checkpoint gives what the run itself reported: the pairing holds
+        assert now["without"]["test_accuracy"] == was["test_accuracy"]
+        assert now["without"]["leak_free_accuracy"] == was["leak_free_accuracy"]
+        testing = 8  # the fixture's Testing images
+        changed = round(testing * (now["with"]["test_accuracy"] - now["without"]["test_accuracy"]))
+        assert now["fixed"] - now["broken"] == changed
         scored = json.loads((folder / "runs" / now["run"] / "evaluation-flip" / "metrics.json").read_text())
-        assert scored["tta_flip"] and scored["test"]["accuracy"] == now["test_accuracy"]
-    assert '"Flip TTA (test only)" trains nothing' in (folder / "out" / "README.md").read_text()
+        assert scored["tta_flip"] and scored["test"]["accuracy"] == now["with"]["test_accuracy"]
+    assert "| change (paired) |" in (folder / "out" / "README.md").read_text()
     # Where the runs are gone, the page keeps the recorded seeds.
     copy = tmp_path / "out"
     shutil.copytree(folder / "out", copy)
@@ -247,8 +250,7 @@ def test_flip_tta_rescores_the_main_jobs_own_checkpoints(data, finished, tmp_pat
     argv[argv.index("--runs-dir") + 1] = str(tmp_path / "elsewhere")
     argv[argv.index("--out") + 1] = str(copy)
     load_script("time_to_accuracy").main(argv + ["--summarize-only"])
-    after = {arm["label"]: arm for arm in json.loads((copy / "results.json").read_text())["arms"]}
-    assert after["flip TTA (test only)"]["seeds"] == flip["seeds"]
+    assert json.loads((copy / "results.json").read_text())["extra"]["flip_at_test"] == flip
 
 
 def test_weak_label_arms_find_br35h_under_a_relative_external_folder() -> None:
