@@ -59,6 +59,7 @@ SCRIPTS = {  # script: (seeds, arm labels it must report)
             "zero-init residual",
             "probe",
             "fixed-crop probe",
+            "fixed-crop probe at 22 epochs",
         ],
     ),
 }
