@@ -3,9 +3,10 @@ compute. Compute is counted in multiply-adds (resnet_scratch/cost.py), a measure
 as a share of the main job's; wall minutes and img/s of the day are given beside it.
 
 Each arm changes one lever of the main job (recipes/main_cpu.toml). The issue's probe changes several
-levers at once; "fixed-crop probe" crops it as the issue's own loop did. "Flip TTA (test only)" trains
-nothing: it scores the main job's checkpoints again with flips. Every arm is scored on Testing (full
-and leak-free) and on the external sets.
+levers at once; "fixed-crop probe" crops it as the issue's own loop did. Flip TTA at test is no arm: it
+trains nothing, and scores the main job's checkpoints again with flips. Every arm is scored on Testing (full
+and leak-free) and on the external sets. The main job is external_validity.py's "recipe", and
+"per-image std" is its arm of that name: the seeds that page records are reused, not trained again.
 
     python experiments/time_to_accuracy.py --scale cpu              # every arm, 3 seeds
     python experiments/time_to_accuracy.py --scale cpu --arms "64 px,12 epochs"
@@ -254,7 +255,7 @@ def main(argv: list[str]) -> None:
     args = experiment_args(__doc__, argv)
     recipe = {"tiny": RECIPES["tiny"], "cpu": read_toml(recipe_path("main_cpu")), "gpu": RECIPES["gpu"]}
     base = base_config(args, recipe[args.scale])
-    summaries = run_experiment(NAME, args, arms_for(base))
+    summaries = run_experiment(NAME, args, arms_for(base), borrow=("external_validity",))
     out = output_dir(NAME, args, summaries)
     flip = flip_at_test(summaries[0], base, args.runs_dir, out / "results.json")
     rows = arm_rows(summaries)

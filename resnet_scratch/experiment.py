@@ -215,20 +215,23 @@ def recorded_arms(path: Path) -> dict[str, dict[str, object]]:
     return {arm["label"]: arm for arm in json.loads(path.read_text()).get("arms", [])}
 
 
-def recorded_seeds(path: Path, arms: list[Arm]) -> dict[tuple[str, int], dict[str, object]]:
+def recorded_seeds(path: Path, arms: list[Arm], any_label: bool = False) -> dict[tuple[str, int], dict[str, object]]:
     """The seed summaries that the results.json at `path` records for arms of the same label and
     settings as `arms`, by (label, seed): runs trained in another runs_dir or on another machine (a
-    fresh checkout has no runs/), whose numbers an experiment can reuse instead of training them again."""
+    fresh checkout has no runs/), whose numbers an experiment can reuse instead of training them again.
+    With `any_label`, a recorded arm serves every arm of the same settings, whatever either is called:
+    another experiment's record of the same runs."""
     seeds = {}
     for label, was in recorded_arms(path).items():
-        arm = next((arm for arm in arms if arm.label == label), None)
-        if arm is None:
-            continue
-        differ = settings_differences(was.get("settings", {}), to_dict(arm.config))
-        if differ:
-            print(f"[{label}] {path} records runs of other settings ({', '.join(differ)}): not reused", flush=True)
-            continue
-        seeds |= {(label, seed["seed"]): seed for seed in was.get("seeds", [])}
+        if any_label:
+            same = [arm for arm in arms if not settings_differences(was.get("settings", {}), to_dict(arm.config))]
+        else:
+            same = [arm for arm in arms if arm.label == label]
+            differ = settings_differences(was.get("settings", {}), to_dict(same[0].config)) if same else []
+            if differ:
+                print(f"[{label}] {path} records runs of other settings ({', '.join(differ)}): not reused", flush=True)
+                continue
+        seeds |= {(arm.label, seed["seed"]): seed for arm in same for seed in was.get("seeds", [])}
     return seeds
 
 

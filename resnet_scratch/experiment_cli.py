@@ -104,18 +104,27 @@ def base_config(args: argparse.Namespace, overrides: dict[str, object]) -> Confi
     return load_config(None, overrides | extra)
 
 
-def results_folder(name: str, args: argparse.Namespace) -> Path:
+def committed_folder(name: str, scale: str) -> Path:
     """docs/results/<name> for the CPU preset (the committed results), <name>-<scale> otherwise."""
-    if args.out is not None:
-        return args.out
-    return Path("docs/results") / (name if args.scale == "cpu" else f"{name}-{args.scale}")
+    return Path("docs/results") / (name if scale == "cpu" else f"{name}-{scale}")
 
 
-def run_experiment(name: str, args: argparse.Namespace, arms: list[Arm]) -> list[dict[str, object]]:
+def results_folder(name: str, args: argparse.Namespace) -> Path:
+    """--out where given, else committed_folder(name, args.scale)."""
+    return args.out if args.out is not None else committed_folder(name, args.scale)
+
+
+def run_experiment(
+    name: str, args: argparse.Namespace, arms: list[Arm], borrow: tuple[str, ...] = ()
+) -> list[dict[str, object]]:
     """run_arms over seeds 0 .. args.seeds - 1 (training nothing with --summarize-only), reusing the seeds
     that the experiment's committed results.json records where their runs are gone (another machine,
-    a fresh checkout)."""
-    recorded = recorded_seeds(results_folder(name, args) / "results.json", arms)
+    a fresh checkout). The experiments named in `borrow` lend theirs too, to any arm of the same
+    settings whatever its label; the experiment's own record comes first."""
+    recorded = {}
+    for other in borrow:
+        recorded |= recorded_seeds(committed_folder(other, args.scale) / "results.json", arms, any_label=True)
+    recorded |= recorded_seeds(results_folder(name, args) / "results.json", arms)
     return run_arms(
         arms, list(range(args.seeds)), args.runs_dir, train=not args.summarize_only, recorded=recorded, only=args.arms
     )

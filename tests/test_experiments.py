@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from resnet_scratch.config import Config
+from resnet_scratch.config import Config, to_dict
 from resnet_scratch.evaluate import Results, evaluation_lines
-from resnet_scratch.experiment import Arm, find_run, settings_hash
+from resnet_scratch.experiment import Arm, find_run, recorded_seeds, settings_hash
 from resnet_scratch.experiment_pages import results_table
 from resnet_scratch.experiment_stats import mean_std
 from resnet_scratch.studies.brain_mri import HELD_OUT, BrainMRI, weak_folder
@@ -287,6 +287,18 @@ def test_a_run_named_under_another_hash_is_found_by_its_settings(tmp_path: Path)
     (old / "config.json").write_text(json.dumps({"config": saved}))
     assert find_run(config, tmp_path) == old
     assert find_run(replace(config, lr=0.1), tmp_path) == tmp_path / config.name
+
+
+def test_another_experiments_record_lends_its_seeds_to_arms_of_the_same_settings(tmp_path: Path) -> None:
+    # The time-to-accuracy page's main job is the external-validity page's recipe: one set of runs.
+    seed = {"run": "resnet18-00000000-seed2", "seed": 2, "test_accuracy": 0.97}
+    arms = [{"label": "recipe", "settings": to_dict(Config()), "seeds": [seed]}]
+    arms.append({"label": "slow", "settings": to_dict(Config(lr=0.01)), "seeds": [seed | {"seed": 0}]})
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"arms": arms}))
+    mine = [Arm("main job", Config()), Arm("12 epochs", Config(epochs=12))]
+    assert recorded_seeds(path, mine) == {}  # by label only: no arm here is called "recipe"
+    assert recorded_seeds(path, mine, any_label=True) == {("main job", 2): seed}
 
 
 def test_mean_std_uses_the_sample_deviation() -> None:
