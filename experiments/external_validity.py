@@ -1,6 +1,6 @@
 """External validity: the CPU recipe scored on Testing (full and leak-free) and on MRI slices from
 two other collections that share no image with brain-tumor-mri/ (../shared/data/external/), then
-arms that try to close the gap between the two:
+arms that try to close the gap between the two. The first round:
 
   photometric  per-image gamma, contrast, brightness, blur and noise (what another scanner changes)
   head crop    every image cropped to the head's bounding box first, so framing carries less of the label
@@ -9,8 +9,16 @@ arms that try to close the gap between the two:
                with the partial-label loss -log(p_glioma + p_meningioma + p_pituitary)
   all three    the three together
 
+The second round changes intensities only, and never trains on Br35H:
+
+  per-image std      each image standardised by its own mean and standard deviation
+  equalize           each image's histogram equalised
+  GIN                a random shallow network remaps intensities, on half the images
+  RandConv           one random convolution, on half the images
+  std + photometric  per-image std with the photometric augmentation
+
 Br35H tumour sensitivity is reported on the slices no arm trained on, nor on a near copy of (the same
-for every arm),
+for every arm), and on all 703 for the arms that never see Br35H.
 Sartaj accuracy on all its glioma and pituitary slices.
 
     python experiments/external_validity.py --scale cpu    # the CPU recipe (128 px, 22 epochs), 3 seeds

@@ -120,6 +120,11 @@ def flip_at_test(main: dict, base: Config, runs_dir: Path, record: Path) -> dict
     return {"seeds": seeds, "change": change} | means
 
 
+def seeds_text(n: int) -> str:
+    """ "1 seed", "3 seeds"."""
+    return f"{n} seed" + ("" if n == 1 else "s")
+
+
 def flip_lines(flip: dict | None) -> list[str]:
     """The page's paragraph and table on flip TTA at test: without, with, and the paired change."""
     if flip is None:
@@ -136,7 +141,7 @@ def flip_lines(flip: dict | None) -> list[str]:
             cells = [f"{100 * flip[side][key]['mean']:+.2f} ± {100 * flip[side][key]['std']:.2f}" for key, _ in names]
         lines.append("| " + " | ".join([title] + cells) + " |")
     fixed, broken = sum(s["fixed"] for s in flip["seeds"]), sum(s["broken"] for s in flip["seeds"])
-    values = {"seeds": len(flip["seeds"]), "fixed": fixed, "broken": broken, "table": "\n".join(lines)}
+    values = {"seeds": seeds_text(len(flip["seeds"])), "fixed": fixed, "broken": broken, "table": "\n".join(lines)}
     return [fill(PHRASES["flip"], values)]
 
 
@@ -180,6 +185,41 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def lever_verdict(changes: list[float], spread: float) -> str:
+    """Whether an arm's paired changes on Testing (one per seed, against the main job) show a lever:
+    at least 3 seeds, every one of the same sign, and a mean change larger than the main job's own
+    spread over seeds (its sample std)."""
+    if len(changes) < 3:
+        return "too few seeds"
+    if not (all(c > 0 for c in changes) or all(c < 0 for c in changes)) or abs(np.mean(changes)) <= spread:
+        return "no: within the seed spread"
+    return "yes: better" if changes[0] > 0 else "yes: worse"
+
+
+def lever_lines(rows: list[dict]) -> list[str]:
+    """Each arm's figures minus the main job's, seed by seed (the seeds both ran), and lever_verdict."""
+    main = next((r for r in rows if r["label"] == MAIN_JOB), None)
+    if main is None:
+        return []
+    keys = [(k, n) for k, n in (("test_accuracy", "Testing"), ("leak_free_accuracy", "leak-free"))]
+    keys += [(k, n) for k, n in ((SARTAJ, "Sartaj"), (BR35H, "Br35H")) if k in main]
+    lines = ["| arm | cost | " + " | ".join(f"{n} change" for _, n in keys) + " | a lever? | seeds |"]
+    lines.append("|---|---:|" + "---:|" * len(keys) + "---|---:|")
+    for r in sorted((r for r in rows if r is not main), key=lambda r: r["cost"]):
+        k = min(r["seeds"], main["seeds"])
+        cells = []
+        for key, _ in keys:
+            if key not in r:
+                cells.append("-")
+                continue
+            change = 100 * (np.mean(r[key]["values"][:k]) - np.mean(main[key]["values"][:k]))
+            cells.append(f"{change:+.2f}")
+        changes = [a - b for a, b in zip(r["test_accuracy"]["values"][:k], main["test_accuracy"]["values"][:k])]
+        verdict = lever_verdict(changes, main["test_accuracy"]["std"])
+        lines.append(f"| {r['label']} | {r['cost']:.2f} | " + " | ".join(cells) + f" | {verdict} | {k} |")
+    return [fill(PHRASES["levers"], {"table": "\n".join(lines)})]
+
+
 def goal_notes(rows: list[dict]) -> list[str]:
     """Which arms meet the cheap goal, and the most accurate arm at any cost up to the main job's."""
     # costs as the table shows them, to 2 places: a seed's validation split moves a few images, and its
@@ -193,6 +233,7 @@ def goal_notes(rows: list[dict]) -> list[str]:
     if affordable:
         best = max(affordable, key=lambda r: r["test_accuracy"]["mean"])
         values = {"arm": best["label"], "accuracy": pm(best["test_accuracy"]), "cost": f"{best['cost']:.2f}"}
+        values["seeds"] = seeds_text(best["seeds"])
         notes.append(fill(PHRASES["best"], values))
     return notes
 
@@ -265,7 +306,7 @@ def main(argv: list[str]) -> None:
         plot_test_accuracy(out / "test_accuracy.png", summaries)
         figures = [(PHRASES["caption_cost"], "cost.png"), (PHRASES["caption_test_accuracy"], "test_accuracy.png")]
     notes = [fill(PHRASES["table"], {"table": "\n".join(table(rows))}), PHRASES["cost"], *flip_lines(flip)]
-    notes += goal_notes(rows)
+    notes += lever_lines(rows) + goal_notes(rows)
     extra = {"arms": [r | {"cost": float(np.round(r["cost"], 4))} for r in rows]}
     extra |= {FLIP_KEY: flip} if flip else {}
     write_results(out, NAME, PHRASES["title"], PHRASES["about"], args, argv, summaries, figures, notes, extra)

@@ -510,3 +510,27 @@ def test_the_strength_of_a_lever_that_is_off_does_not_name_a_run() -> None:
     assert settings_hash(Config(gin_blend=0.3)) == settings_hash(Config())  # GIN off: its blend does nothing
     assert settings_hash(Config(gin=0.5, gin_blend=0.3)) != settings_hash(Config(gin=0.5))
     assert "resize_until" not in settings_of(Config()) and "resize_until" in settings_of(Config(min_image_size=96))
+
+
+def test_a_lever_is_kept_only_where_three_seeds_agree_beyond_the_spread() -> None:
+    verdict = load_script("time_to_accuracy").lever_verdict
+    assert verdict([0.01, 0.02], 0.001) == "too few seeds"
+    assert verdict([0.01, 0.02, -0.001], 0.001) == "no: within the seed spread"  # one seed disagrees
+    assert verdict([0.002, 0.002, 0.002], 0.003) == "no: within the seed spread"  # smaller than the spread
+    assert verdict([0.01, 0.02, 0.005], 0.003) == "yes: better"
+    assert verdict([-0.01, -0.02, -0.005], 0.003) == "yes: worse"
+
+
+def test_each_arm_is_set_against_the_main_job_seed_by_seed() -> None:
+    script = load_script("time_to_accuracy")
+
+    def row(label: str, cost: float, tests: list[float]) -> dict:
+        stat = mean_std(tests)
+        return {"label": label, "cost": cost, "seeds": len(tests), "test_accuracy": stat, "leak_free_accuracy": stat}
+
+    main = row("main job", 1.0, [0.97, 0.975, 0.98])
+    lines = script.lever_lines([main, row("64 px", 0.25, [0.98, 0.985]), row("EMA", 1.0, [0.99, 0.99, 0.99])])
+    assert "| 64 px | 0.25 | +1.00 | +1.00 | too few seeds | 2 |" in lines[0]
+    assert "| EMA | 1.00 | +1.50 | +1.50 | yes: better | 3 |" in lines[0]
+    assert lines[0].index("64 px") < lines[0].index("EMA")  # cheapest first
+    assert script.lever_lines([row("probe", 0.14, [0.96])]) == []  # no main job, nothing to set against
