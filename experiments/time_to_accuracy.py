@@ -197,7 +197,8 @@ def lever_verdict(changes: list[float], spread: float) -> str:
 
 
 def lever_lines(rows: list[dict]) -> list[str]:
-    """Each arm's figures minus the main job's, seed by seed (the seeds both ran), and lever_verdict."""
+    """Each arm's figures minus the main job's, seed by seed (the seeds both ran), and lever_verdict;
+    then the cheapest arm that does no worse than the main job on Testing, with its external changes."""
     main = next((r for r in rows if r["label"] == MAIN_JOB), None)
     if main is None:
         return []
@@ -205,19 +206,28 @@ def lever_lines(rows: list[dict]) -> list[str]:
     keys += [(k, n) for k, n in ((SARTAJ, "Sartaj"), (BR35H, "Br35H")) if k in main]
     lines = ["| arm | cost | " + " | ".join(f"{n} change" for _, n in keys) + " | a lever? | seeds |"]
     lines.append("|---|---:|" + "---:|" * len(keys) + "---|---:|")
+    matches = []
     for r in sorted((r for r in rows if r is not main), key=lambda r: r["cost"]):
         k = min(r["seeds"], main["seeds"])
-        cells = []
-        for key, _ in keys:
-            if key not in r:
-                cells.append("-")
-                continue
-            change = 100 * (np.mean(r[key]["values"][:k]) - np.mean(main[key]["values"][:k]))
-            cells.append(f"{change:+.2f}")
-        changes = [a - b for a, b in zip(r["test_accuracy"]["values"][:k], main["test_accuracy"]["values"][:k])]
-        verdict = lever_verdict(changes, main["test_accuracy"]["std"])
+        change = {
+            key: f"{100 * (np.mean(r[key]['values'][:k]) - np.mean(main[key]['values'][:k])):+.2f}"
+            for key, _ in keys
+            if key in r
+        }
+        tests = [a - b for a, b in zip(r["test_accuracy"]["values"][:k], main["test_accuracy"]["values"][:k])]
+        verdict = lever_verdict(tests, main["test_accuracy"]["std"])
+        cells = [change.get(key, "-") for key, _ in keys]
         lines.append(f"| {r['label']} | {r['cost']:.2f} | " + " | ".join(cells) + f" | {verdict} | {k} |")
-    return [fill(PHRASES["levers"], {"table": "\n".join(lines)})]
+        if k >= 3 and verdict != "yes: worse" and round(r["cost"], 2) < 1:
+            how = "better than the main job beyond" if verdict == "yes: better" else "within"
+            matches.append({"arm": r["label"], "cost": f"{r['cost']:.2f}", "seeds": seeds_text(k), "how": how} | change)
+    notes = [fill(PHRASES["levers"], {"table": "\n".join(lines)})]
+    if matches and SARTAJ in matches[0] and BR35H in matches[0]:  # the cheapest first
+        m = matches[0]
+        values = {key: m[key] for key in ("arm", "cost", "seeds", "how")}
+        values |= {"change": m["test_accuracy"], "sartaj": m[SARTAJ], "br35h": m[BR35H]}
+        notes.append(fill(PHRASES["cheapest_match"], values))
+    return notes
 
 
 def goal_notes(rows: list[dict]) -> list[str]:

@@ -526,11 +526,18 @@ def test_each_arm_is_set_against_the_main_job_seed_by_seed() -> None:
 
     def row(label: str, cost: float, tests: list[float]) -> dict:
         stat = mean_std(tests)
-        return {"label": label, "cost": cost, "seeds": len(tests), "test_accuracy": stat, "leak_free_accuracy": stat}
+        keys = ("test_accuracy", "leak_free_accuracy", "sartaj", "br35h-tumour")
+        return {"label": label, "cost": cost, "seeds": len(tests)} | {key: stat for key in keys}
 
     main = row("main job", 1.0, [0.97, 0.975, 0.98])
-    lines = script.lever_lines([main, row("64 px", 0.25, [0.98, 0.985]), row("EMA", 1.0, [0.99, 0.99, 0.99])])
-    assert "| 64 px | 0.25 | +1.00 | +1.00 | too few seeds | 2 |" in lines[0]
-    assert "| EMA | 1.00 | +1.50 | +1.50 | yes: better | 3 |" in lines[0]
-    assert lines[0].index("64 px") < lines[0].index("EMA")  # cheapest first
+    arms = [row("64 px", 0.25, [0.98, 0.985]), row("EMA", 1.0, [0.99, 0.99, 0.99])]
+    arms += [row("probe", 0.14, [0.96, 0.96, 0.96]), row("12 epochs", 0.55, [0.975, 0.97, 0.98])]
+    lines = script.lever_lines([main, *arms])
+    assert "| 64 px | 0.25 | +1.00 | +1.00 | +1.00 | +1.00 | too few seeds | 2 |" in lines[0]
+    assert "| EMA | 1.00 | +1.50 | +1.50 | +1.50 | +1.50 | yes: better | 3 |" in lines[0]
+    assert "| probe | 0.14 | -1.50 | -1.50 | -1.50 | -1.50 | yes: worse | 3 |" in lines[0]
+    assert lines[0].index("probe") < lines[0].index("64 px") < lines[0].index("EMA")  # cheapest first
+    # the cheapest arm not shown worse, at 3 seeds and below the main job's cost: not the probe, not EMA
+    assert lines[1].startswith("The cheapest arm not shown worse than the main job on Testing is 12 epochs, at 0.55")
+    assert "+0.00 points over 3 seeds, within the seed spread" in lines[1]
     assert script.lever_lines([row("probe", 0.14, [0.96])]) == []  # no main job, nothing to set against
