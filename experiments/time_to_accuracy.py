@@ -46,6 +46,13 @@ GOALS = {"test_accuracy": 0.985, "leak_free_accuracy": 0.98}
 CHEAP = 0.25
 SARTAJ, BR35H = "sartaj", "br35h-tumour"
 FIXED_CROP = round((64 / 72) ** 2, 3)  # the area of a 64 px crop of a 72 px image
+# how a lever_verdict reads in a sentence
+SPREAD_WORDS = {
+    "yes: better": "better, beyond the seed spread",
+    "yes: worse": "worse, beyond the seed spread",
+    "no": "within the seed spread",
+    "too few seeds": "on too few seeds to judge",
+}
 PHRASES = read_phrases(Path(__file__).resolve().parent / "templates" / "time_to_accuracy.md")
 
 
@@ -161,6 +168,11 @@ def arm_rows(summaries: list[dict]) -> list[dict]:
                 Config(**{k: v for k, v in arm["settings"].items() if k in Config.__dataclass_fields__})
             )
         row = {"label": arm["label"], "cost": cost, "seeds": len(seeds)}
+        row["by_seed"] = {  # for pairing with the main job by seed number
+            s["seed"]: {key: s[key] for key in ("test_accuracy", "leak_free_accuracy")}
+            | {name: s["external"][name]["value"] for name in (SARTAJ, BR35H) if name in s.get("external", {})}
+            for s in seeds
+        }
         row |= {key: arm[key] for key in ("test_accuracy", "leak_free_accuracy")}
         for name in (SARTAJ, BR35H):
             if all(name in s.get("external", {}) for s in seeds):
@@ -186,64 +198,79 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def lever_verdict(changes: list[float], spread: float) -> str:
-    """Whether an arm's paired changes on Testing (one per seed, against the main job) show a lever:
+    """Whether an arm's paired changes (one per seed, against the main job) lie beyond the seed spread:
     at least 3 seeds, every one of the same sign, and a mean change larger than the main job's own
     spread over seeds (its sample std)."""
     if len(changes) < 3:
         return "too few seeds"
     if not (all(c > 0 for c in changes) or all(c < 0 for c in changes)) or abs(np.mean(changes)) <= spread:
-        return "no: within the seed spread"
+        return "no"
     return "yes: better" if changes[0] > 0 else "yes: worse"
 
 
+def against_main(r: dict, main: dict, key: str) -> dict | None:
+    """The arm's change from the main job on `key`, over the seed numbers both ran: mean in points, the
+    seeds, and lever_verdict. None where either lacks the figure."""
+    seeds = sorted(seed for seed in set(r["by_seed"]) & set(main["by_seed"]) if key in r["by_seed"][seed])
+    if not seeds or any(key not in main["by_seed"][seed] for seed in seeds):
+        return None
+    changes = [r["by_seed"][seed][key] - main["by_seed"][seed][key] for seed in seeds]
+    verdict = lever_verdict(changes, mean_std([main["by_seed"][seed][key] for seed in main["by_seed"]])["std"])
+    return {"points": f"{100 * np.mean(changes):+.2f}", "seeds": len(seeds), "verdict": verdict}
+
+
 def lever_lines(rows: list[dict]) -> list[str]:
-    """Each arm's figures minus the main job's, seed by seed (the seeds both ran), and lever_verdict;
-    then the cheapest arm that does no worse than the main job on Testing, with its external changes."""
+    """Each arm's figures minus the main job's, seed by seed, and whether Testing's change is beyond the
+    seed spread; then the cheapest arm not shown worse on Testing, with its external changes judged alike."""
     main = next((r for r in rows if r["label"] == MAIN_JOB), None)
     if main is None:
         return []
-    keys = [(k, n) for k, n in (("test_accuracy", "Testing"), ("leak_free_accuracy", "leak-free"))]
-    keys += [(k, n) for k, n in ((SARTAJ, "Sartaj"), (BR35H, "Br35H")) if k in main]
-    lines = ["| arm | cost | " + " | ".join(f"{n} change" for _, n in keys) + " | a lever? | seeds |"]
+    keys = [("test_accuracy", "Testing"), ("leak_free_accuracy", "leak-free"), (SARTAJ, "Sartaj"), (BR35H, "Br35H")]
+    lines = ["| arm | cost | " + " | ".join(f"{n} change" for _, n in keys) + " | Testing beyond the spread? | seeds |"]
     lines.append("|---|---:|" + "---:|" * len(keys) + "---|---:|")
-    matches = []
+    match = None
     for r in sorted((r for r in rows if r is not main), key=lambda r: r["cost"]):
-        k = min(r["seeds"], main["seeds"])
-        change = {
-            key: f"{100 * (np.mean(r[key]['values'][:k]) - np.mean(main[key]['values'][:k])):+.2f}"
-            for key, _ in keys
-            if key in r
-        }
-        tests = [a - b for a, b in zip(r["test_accuracy"]["values"][:k], main["test_accuracy"]["values"][:k])]
-        verdict = lever_verdict(tests, main["test_accuracy"]["std"])
-        cells = [change.get(key, "-") for key, _ in keys]
-        lines.append(f"| {r['label']} | {r['cost']:.2f} | " + " | ".join(cells) + f" | {verdict} | {k} |")
-        if k >= 3 and verdict != "yes: worse" and round(r["cost"], 2) < 1:
-            how = "better than the main job beyond" if verdict == "yes: better" else "within"
-            matches.append({"arm": r["label"], "cost": f"{r['cost']:.2f}", "seeds": seeds_text(k), "how": how} | change)
+        change = {key: against_main(r, main, key) for key, _ in keys}
+        test = change["test_accuracy"]
+        if test is None:
+            continue
+        cells = [c["points"] if c else "-" for c in change.values()]
+        lines.append(
+            f"| {r['label']} | {r['cost']:.2f} | " + " | ".join(cells) + f" | {test['verdict']} | {test['seeds']} |"
+        )
+        if match is None and test["seeds"] >= 3 and test["verdict"] != "yes: worse" and round(r["cost"], 2) < 1:
+            if change[SARTAJ] and change[BR35H]:
+                match = (r, change)
     notes = [fill(PHRASES["levers"], {"table": "\n".join(lines)})]
-    if matches and SARTAJ in matches[0] and BR35H in matches[0]:  # the cheapest first
-        m = matches[0]
-        values = {key: m[key] for key in ("arm", "cost", "seeds", "how")}
-        values |= {"change": m["test_accuracy"], "sartaj": m[SARTAJ], "br35h": m[BR35H]}
+    if match:
+        r, change = match
+        values = {"arm": r["label"], "cost": f"{r['cost']:.2f}", "seeds": seeds_text(change["test_accuracy"]["seeds"])}
+        values |= {"change": change["test_accuracy"]["points"], "how": SPREAD_WORDS[change["test_accuracy"]["verdict"]]}
+        for key, slot in ((SARTAJ, "sartaj"), (BR35H, "br35h")):
+            values |= {slot: change[key]["points"], f"{slot}_how": SPREAD_WORDS[change[key]["verdict"]]}
         notes.append(fill(PHRASES["cheapest_match"], values))
     return notes
 
 
-def goal_notes(rows: list[dict]) -> list[str]:
-    """Which arms meet the cheap goal, and the most accurate arm at any cost up to the main job's."""
+def goal_notes(rows: list[dict], seeds: int) -> list[str]:
+    """Which arms meet the cheap goal, and the most accurate arm at any cost up to the main job's, both
+    among the arms with every seed asked for (a mean over fewer is no 3-seed mean)."""
+    rows = [r for r in rows if r["seeds"] >= seeds]
     # costs as the table shows them, to 2 places: a seed's validation split moves a few images, and its
     # cost by a few parts in ten thousand
     cheap = [r for r in rows if round(r["cost"], 2) <= CHEAP]
     met = [r["label"] for r in cheap if all(r[k]["mean"] >= goal for k, goal in GOALS.items())]
     goals = {"full": f"{100 * GOALS['test_accuracy']:.1f}", "leak_free": f"{100 * GOALS['leak_free_accuracy']:.1f}"}
-    values = goals | {"cost": CHEAP} | ({"arms": ", ".join(met)} if met else {})
+    values = goals | {"cost": CHEAP, "seeds": seeds_text(seeds)} | ({"arms": ", ".join(met)} if met else {})
     notes = [fill(PHRASES["cheap_met" if met else "cheap_missed"], values)]
     affordable = [r for r in rows if round(r["cost"], 2) <= 1.0]
+    main = next((r for r in rows if r["label"] == MAIN_JOB), None)
     if affordable:
         best = max(affordable, key=lambda r: r["test_accuracy"]["mean"])
         values = {"arm": best["label"], "accuracy": pm(best["test_accuracy"]), "cost": f"{best['cost']:.2f}"}
         values["seeds"] = seeds_text(best["seeds"])
+        change = against_main(best, main, "test_accuracy") if main and best is not main else None
+        values["lead"] = " " + fill(PHRASES["lead"], {"how": SPREAD_WORDS[change["verdict"]]}) if change else ""
         notes.append(fill(PHRASES["best"], values))
     return notes
 
@@ -255,33 +282,35 @@ def plot_cost(path: Path, rows: list[dict], flip: dict | None = None) -> Path:
     ax = fig.subplots()
     # more arms than the shared palette holds; tab20's even colours first, as its odd ones pair with them
     colours = [matplotlib.colormaps["tab20"](k) for k in [*range(0, 20, 2), *range(1, 20, 2)]]
-    if flip is not None:
-        stat = flip["with"]["test_accuracy"]
+    main = next((r for r in rows if r["label"] == MAIN_JOB), None)
+    if flip is not None and main is not None:
+        # the paired change added to the main job's mean: the flip's own seeds may be fewer than the main job's
+        change = flip["change"]["test_accuracy"]
         ax.errorbar(
             0.97,  # beside the main job's star
-            100 * stat["mean"],
-            yerr=100 * stat["std"],
+            100 * (main["test_accuracy"]["mean"] + change["mean"]),
+            yerr=100 * change["std"],
             fmt="*",
             markersize=12,
             capsize=3,
             markerfacecolor="none",
             color="black",
-            label="main job, flip TTA at test",
+            label=f"main job + flip TTA's paired change ({seeds_text(len(flip['seeds']))})",
         )
     drawn: dict[float, int] = {}  # arms of one cost (to 2 places) side by side, 3% apart, not on top of each other
     for i, r in enumerate(rows):
         stat = r["test_accuracy"]
-        main = r["label"] == MAIN_JOB
+        is_main = r["label"] == MAIN_JOB
         k = drawn[round(r["cost"], 2)] = drawn.get(round(r["cost"], 2), -1) + 1
         x = r["cost"] * 1.03**k
         ax.errorbar(
             x,
             100 * stat["mean"],
             yerr=100 * stat["std"],
-            fmt="*" if main else "o",
-            markersize=12 if main else 6,
+            fmt="*" if is_main else "o",
+            markersize=12 if is_main else 6,
             capsize=3,
-            color="black" if main else colours[i % len(colours)],
+            color="black" if is_main else colours[i % len(colours)],
             label=r["label"],
         )
         ax.plot([x] * len(stat["values"]), [100 * v for v in stat["values"]], "k.", markersize=3)
@@ -316,10 +345,11 @@ def main(argv: list[str]) -> None:
         plot_test_accuracy(out / "test_accuracy.png", summaries)
         figures = [(PHRASES["caption_cost"], "cost.png"), (PHRASES["caption_test_accuracy"], "test_accuracy.png")]
     notes = [fill(PHRASES["table"], {"table": "\n".join(table(rows))}), PHRASES["cost"], *flip_lines(flip)]
-    notes += lever_lines(rows) + goal_notes(rows)
+    notes += lever_lines(rows) + goal_notes(rows, args.seeds)
     extra = {"arms": [r | {"cost": float(np.round(r["cost"], 4))} for r in rows]}
     extra |= {FLIP_KEY: flip} if flip else {}
-    write_results(out, NAME, PHRASES["title"], PHRASES["about"], args, argv, summaries, figures, notes, extra)
+    about = fill(PHRASES["about"], {"size": base.image_size, "epochs": base.epochs})
+    write_results(out, NAME, PHRASES["title"], about, args, argv, summaries, figures, notes, extra)
 
 
 if __name__ == "__main__":

@@ -512,32 +512,47 @@ def test_the_strength_of_a_lever_that_is_off_does_not_name_a_run() -> None:
     assert "resize_until" not in settings_of(Config()) and "resize_until" in settings_of(Config(min_image_size=96))
 
 
-def test_a_lever_is_kept_only_where_three_seeds_agree_beyond_the_spread() -> None:
+def test_a_change_counts_only_where_three_seeds_agree_beyond_the_spread() -> None:
     verdict = load_script("time_to_accuracy").lever_verdict
     assert verdict([0.01, 0.02], 0.001) == "too few seeds"
-    assert verdict([0.01, 0.02, -0.001], 0.001) == "no: within the seed spread"  # one seed disagrees
-    assert verdict([0.002, 0.002, 0.002], 0.003) == "no: within the seed spread"  # smaller than the spread
+    assert verdict([0.01, 0.02, -0.001], 0.001) == "no"  # one seed disagrees
+    assert verdict([0.002, 0.002, 0.002], 0.003) == "no"  # smaller than the main job's spread
     assert verdict([0.01, 0.02, 0.005], 0.003) == "yes: better"
     assert verdict([-0.01, -0.02, -0.005], 0.003) == "yes: worse"
 
 
+def lever_row(label: str, cost: float, tests: dict[int, float]) -> dict:
+    """An arm_rows row whose every figure is `tests` (by seed number)."""
+    keys = ("test_accuracy", "leak_free_accuracy", "sartaj", "br35h-tumour")
+    row = {"label": label, "cost": cost, "seeds": len(tests)} | {key: mean_std(list(tests.values())) for key in keys}
+    return row | {"by_seed": {seed: dict.fromkeys(keys, value) for seed, value in tests.items()}}
+
+
 def test_each_arm_is_set_against_the_main_job_seed_by_seed() -> None:
     script = load_script("time_to_accuracy")
-
-    def row(label: str, cost: float, tests: list[float]) -> dict:
-        stat = mean_std(tests)
-        keys = ("test_accuracy", "leak_free_accuracy", "sartaj", "br35h-tumour")
-        return {"label": label, "cost": cost, "seeds": len(tests)} | {key: stat for key in keys}
-
-    main = row("main job", 1.0, [0.97, 0.975, 0.98])
-    arms = [row("64 px", 0.25, [0.98, 0.985]), row("EMA", 1.0, [0.99, 0.99, 0.99])]
-    arms += [row("probe", 0.14, [0.96, 0.96, 0.96]), row("12 epochs", 0.55, [0.975, 0.97, 0.98])]
+    main = lever_row("main job", 1.0, {0: 0.97, 1: 0.975, 2: 0.98})
+    arms = [lever_row("64 px", 0.25, {0: 0.98, 1: 0.985}), lever_row("EMA", 1.0, {0: 0.99, 1: 0.99, 2: 0.99})]
+    arms += [lever_row("probe", 0.14, {0: 0.96, 1: 0.96, 2: 0.96})]
+    arms += [lever_row("12 epochs", 0.55, {0: 0.975, 1: 0.97, 2: 0.98})]
+    arms += [lever_row("grey", 0.9, {1: 0.975, 2: 0.98})]  # seeds 1 and 2 only: paired by number, not place
     lines = script.lever_lines([main, *arms])
     assert "| 64 px | 0.25 | +1.00 | +1.00 | +1.00 | +1.00 | too few seeds | 2 |" in lines[0]
     assert "| EMA | 1.00 | +1.50 | +1.50 | +1.50 | +1.50 | yes: better | 3 |" in lines[0]
     assert "| probe | 0.14 | -1.50 | -1.50 | -1.50 | -1.50 | yes: worse | 3 |" in lines[0]
+    assert "| grey | 0.90 | +0.00 | +0.00 | +0.00 | +0.00 | too few seeds | 2 |" in lines[0]
     assert lines[0].index("probe") < lines[0].index("64 px") < lines[0].index("EMA")  # cheapest first
     # the cheapest arm not shown worse, at 3 seeds and below the main job's cost: not the probe, not EMA
     assert lines[1].startswith("The cheapest arm not shown worse than the main job on Testing is 12 epochs, at 0.55")
     assert "+0.00 points over 3 seeds, within the seed spread" in lines[1]
-    assert script.lever_lines([row("probe", 0.14, [0.96])]) == []  # no main job, nothing to set against
+    assert script.lever_lines([lever_row("probe", 0.14, {0: 0.96})]) == []  # no main job to set against
+
+
+def test_the_best_arm_is_chosen_among_arms_with_every_seed() -> None:
+    script = load_script("time_to_accuracy")
+    main = lever_row("main job", 1.0, {0: 0.97, 1: 0.975, 2: 0.98})
+    lucky = lever_row("96 px", 0.56, {0: 0.995})  # one seed: no 3-seed mean, whatever its figure
+    ema = lever_row("EMA", 1.0, {0: 0.98, 1: 0.975, 2: 0.985})
+    notes = script.goal_notes([main, lucky, ema], 3)
+    assert notes[0].startswith("No arm at a cost of at most 0.25 reaches both 98.5%")
+    assert "is EMA: 98.00 ± 0.50% on Testing" in notes[1]
+    assert notes[1].endswith("Its difference from the main job is within the seed spread.")
