@@ -4,6 +4,7 @@ band, Testing accuracy per seed) and docs/results/<experiment>/README.md and res
 import argparse
 import json
 import re
+import shlex
 import time
 import zlib
 from pathlib import Path
@@ -261,6 +262,20 @@ def experiment_readme(record: dict[str, object]) -> str:
     return "\n".join([f"# {record['title']}", ""] + results_markdown(record))
 
 
+def training_argv(argv: list[str]) -> list[str]:
+    """The arguments of the command that trains every arm's runs: without --summarize-only (it only
+    rewrote the page) and without --arms (it trained some arms only)."""
+    shown, skip = [], False
+    for a in argv:
+        if skip or a == "--summarize-only" or a.startswith("--arms="):
+            skip = False
+            continue
+        skip = a == "--arms"
+        if not skip:
+            shown.append(a)
+    return shown
+
+
 def write_results(
     out: Path,
     name: str,
@@ -278,8 +293,7 @@ def write_results(
     seeds = [s for arm in summaries for s in arm["seeds"]]
     commits = sorted({s["commit"] for s in seeds})
     devices = sorted({f"{s['device']} (torch {s['torch']})" for s in seeds})
-    # the command that trains these runs: --summarize-only only rewrote the page from them
-    command = " ".join(["python", f"experiments/{name}.py", *(a for a in argv if a != "--summarize-only")])
+    command = shlex.join(["python", f"experiments/{name}.py", *training_argv(argv)])
     record = {
         "experiment": name,
         "title": title,

@@ -13,7 +13,7 @@ import pytest
 from resnet_scratch.config import Config, to_dict
 from resnet_scratch.evaluate import Results, evaluation_lines
 from resnet_scratch.experiment import Arm, find_run, recorded_seeds, settings_hash
-from resnet_scratch.experiment_pages import results_table
+from resnet_scratch.experiment_pages import results_table, training_argv
 from resnet_scratch.experiment_stats import mean_std
 from resnet_scratch.studies.brain_mri import HELD_OUT, BrainMRI, weak_folder
 
@@ -128,7 +128,7 @@ def test_experiment_runs_at_tiny_scale_and_reuses_its_runs(name: str, data, fini
     argv = argv_for(name, data, finished[name])
     record = json.loads((out / "results.json").read_text())
     assert [arm["label"] for arm in record["arms"]] == labels
-    assert record["command"] == f"python experiments/{name}.py " + " ".join(argv)
+    assert record["command"] == f"python experiments/{name}.py " + " ".join(argv)  # no spaces in the tmp paths
     for arm in record["arms"]:
         assert arm["finished"] + arm["diverged"] == seeds
         for seed in arm["seeds"]:
@@ -556,3 +556,8 @@ def test_the_best_arm_is_chosen_among_arms_with_every_seed() -> None:
     assert notes[0].startswith("No arm at a cost of at most 0.25 reaches both 98.5%")
     assert "is EMA: 98.00 ± 0.50% on Testing" in notes[1]
     assert notes[1].endswith("Its difference from the main job is within the seed spread.")
+
+
+def test_the_page_shows_the_command_that_trains_every_arm() -> None:
+    argv = ["--scale", "cpu", "--arms", "per-image std", "--seeds", "3", "--summarize-only", "--arms=GIN"]
+    assert training_argv(argv) == ["--scale", "cpu", "--seeds", "3"]
