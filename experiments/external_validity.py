@@ -377,7 +377,12 @@ def goal_notes(rows: list[dict], seeds: int) -> list[str]:
                 continue
             value = r[key]["mean"]
             met = value >= goal
-            verdict = PHRASES["met"] if met else fill(PHRASES["short"], {"points": f"{100 * (goal - value):.2f}"})
+            gap = 100 * (goal - value)  # a gap that rounds to 0.00 must not read as met
+            verdict = (
+                PHRASES["met"]
+                if met
+                else fill(PHRASES["short"], {"points": f"{gap:.2f}" if gap >= 0.005 else "under 0.01"})
+            )
             if r["seeds"] < seeds:
                 verdict += " " + fill(PHRASES["so_far"], {"done": r["seeds"], "seeds": seeds})
             values = {"name": PHRASES[f"name_{key}"], "value": f"{100 * value:.2f}", "goal": f"{100 * goal:.1f}"}
