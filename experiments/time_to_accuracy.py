@@ -346,7 +346,10 @@ def main(argv: list[str]) -> None:
         figures = [(PHRASES["caption_cost"], "cost.png"), (PHRASES["caption_test_accuracy"], "test_accuracy.png")]
     notes = [fill(PHRASES["table"], {"table": "\n".join(table(rows))}), PHRASES["cost"], *flip_lines(flip)]
     notes += lever_lines(rows) + goal_notes(rows, args.seeds)
-    extra = {"arms": [r | {"cost": float(np.round(r["cost"], 4))} for r in rows]}
+    # by_seed repeats the arms' own seeds: the record keeps them once
+    extra = {
+        "arms": [{k: v for k, v in r.items() if k != "by_seed"} | {"cost": float(np.round(r["cost"], 4))} for r in rows]
+    }
     extra |= {FLIP_KEY: flip} if flip else {}
     about = fill(PHRASES["about"], {"size": base.image_size, "epochs": base.epochs})
     write_results(out, NAME, PHRASES["title"], about, args, argv, summaries, figures, notes, extra)
