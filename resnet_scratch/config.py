@@ -176,6 +176,19 @@ class Config:
         lambda v: v >= 1 and v % 2 == 1,
         "odd, at least 1",
     )
+    location_scale: float = setting(
+        0.0,
+        "training: share of images through SLAug's location-scale transform, a random Bezier intensity curve, "
+        "scale and shift (0: off)",
+        lambda v: 0 <= v <= 1,
+        "in [0, 1]",
+    )
+    location_scale_invert: float = setting(
+        0.5,
+        "location-scale: share of curves that fall, so that dark turns bright (SLAug's local curves: 0.5)",
+        lambda v: 0 <= v <= 1,
+        "in [0, 1]",
+    )
     train_fraction: float = setting(
         1.0, "train on a seeded, class-stratified fraction of the training rows", lambda v: 0 < v <= 1, "in (0, 1]"
     )
@@ -249,8 +262,10 @@ class Config:
             check = f.metadata["check"]
             if check is not None and not check(getattr(self, f.name)):
                 raise ConfigError(f"{f.name} = {getattr(self, f.name)!r}: must be {f.metadata['expected']}")
-        if not self.augment and (self.photometric or self.gin or self.randconv):
-            raise ConfigError("augment = false trains on centre crops only: photometric, gin and randconv need it on")
+        if not self.augment and (self.photometric or self.gin or self.randconv or self.location_scale):
+            raise ConfigError(
+                "augment = false trains on centre crops only: photometric, gin, randconv and location_scale need it on"
+            )
         if self.crop_scale_min > self.crop_scale_max:
             raise ConfigError(
                 f"crop_scale_min = {self.crop_scale_min}: larger than crop_scale_max {self.crop_scale_max}"

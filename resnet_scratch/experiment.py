@@ -69,6 +69,7 @@ NOT_SETTINGS = ("name", "runs_dir", "seed", "cache_dir", "external")
 STRENGTHS = {
     "gin": ("gin_blend", "gin_depth"),
     "randconv": ("randconv_blend", "randconv_kernel"),
+    "location_scale": ("location_scale_invert",),
     "min_image_size": ("resize_until",),
 }
 

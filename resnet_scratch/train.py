@@ -35,7 +35,7 @@ from .checkpoint import (
 from .config import Config
 from .cost import epoch_macs
 from .data.folder import existing_root
-from .data.intensity import gin, randconv
+from .data.intensity import gin, location_scale, randconv
 from .data.loader import Loader, Transform
 from .data.run import RunData, load_run_data
 from .data.transforms import Augment, eval_transform, train_transform
@@ -98,14 +98,14 @@ def training_transform(
 
 
 def intensity_augments(config: Config) -> list[Augment]:
-    """The random-convolution augmentations the settings switch on, in the order they run: GIN, RandConv."""
+    """The intensity augmentations the settings switch on, in the order they run: GIN, RandConv, location-scale."""
     augments: list[Augment] = []
     if config.gin > 0:
         augments.append(partial(gin, p=config.gin, blend=config.gin_blend, depth=config.gin_depth))
     if config.randconv > 0:
-        augments.append(
-            partial(randconv, p=config.randconv, blend=config.randconv_blend, kernel=config.randconv_kernel)
-        )
+        augments.append(partial(randconv, p=config.randconv, blend=config.randconv_blend, kernel=config.randconv_kernel))
+    if config.location_scale > 0:
+        augments.append(partial(location_scale, p=config.location_scale, invert=config.location_scale_invert))
     return augments
 
 

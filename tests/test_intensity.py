@@ -68,11 +68,11 @@ def test_unknown_normalisation_is_refused() -> None:
         T.finish(batch(), torch.float32, T.IMAGENET_MEAN, T.IMAGENET_STD, "zscore")
 
 
-AUGMENTS = [aug.gin, aug.randconv]
+AUGMENTS = [aug.gin, aug.randconv, aug.location_scale]
 
 
 @pytest.mark.parametrize("augment", AUGMENTS)
-def test_random_convolutions_are_seeded_and_keep_shape_and_dtype(augment: T.Augment) -> None:
+def test_intensity_augments_are_seeded_and_keep_shape_and_dtype(augment: T.Augment) -> None:
     x = batch()
     a = augment(x.clone(), torch.Generator().manual_seed(1), p=1.0)
     b = augment(x.clone(), torch.Generator().manual_seed(1), p=1.0)
@@ -90,7 +90,7 @@ def test_gin_keeps_each_images_norm() -> None:
 
 
 @pytest.mark.parametrize("augment", AUGMENTS)
-def test_random_convolutions_change_no_image_at_p_0(augment: T.Augment) -> None:
+def test_intensity_augments_change_no_image_at_p_0(augment: T.Augment) -> None:
     x = batch()
     assert torch.equal(augment(x.clone(), torch.Generator().manual_seed(0), p=0.0), x)
 
@@ -101,11 +101,11 @@ def test_no_setting_no_augmentation() -> None:
     from resnet_scratch.train import intensity_augments
 
     assert intensity_augments(Config()) == []
-    assert len(intensity_augments(Config(gin=0.5, randconv=0.5))) == 2
+    assert len(intensity_augments(Config(gin=0.5, randconv=0.5, location_scale=0.5))) == 3
 
 
 @pytest.mark.parametrize("augment", AUGMENTS)
-def test_random_convolutions_change_about_p_of_the_images(augment: T.Augment) -> None:
+def test_intensity_augments_change_about_p_of_the_images(augment: T.Augment) -> None:
     x = batch(n=200, size=12)
     out = augment(x.clone(), torch.Generator().manual_seed(0), p=0.5)
     changed = (out - x).flatten(1).abs().amax(1) > 1e-3
@@ -131,10 +131,10 @@ def test_gin_depends_on_the_intensity_level() -> None:
 
 
 @pytest.mark.parametrize("augment", AUGMENTS)
-def test_random_convolutions_can_invert_intensities(augment: T.Augment) -> None:
+def test_intensity_augments_can_invert_intensities(augment: T.Augment) -> None:
     """Non-monotone at the arms' strength: some draws make the bright square darker than its dark
     surround (a T1 -> T2-like change), which gamma and contrast never do."""
-    x = torch.zeros(256, 3, 16, 16)
+    x = torch.full((256, 3, 16, 16), 40.0)
     x[:, :, 4:12, 4:12] = 200.0
     out = augment(x.clone(), torch.Generator().manual_seed(0), p=1.0)
     inside, outside = out[:, 0, 6:10, 6:10].mean((1, 2)), out[:, 0, :2, :2].mean((1, 2))
@@ -171,7 +171,7 @@ def test_training_and_evaluation_batches_share_the_normalisation(normalize: str,
 
 def test_training_batch_with_random_convolutions_is_seeded_and_finite() -> None:
     x = torch.randint(0, 256, (6, 3, 50, 40), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
-    augments = [aug.gin, aug.randconv]
+    augments = [aug.gin, aug.randconv, aug.location_scale]
     a = T.train_transform(x, 32, torch.Generator().manual_seed(3), intensity=augments, dtype=torch.bfloat16)
     b = T.train_transform(x, 32, torch.Generator().manual_seed(3), intensity=augments, dtype=torch.bfloat16)
     assert torch.equal(a, b) and a.dtype == torch.bfloat16 and torch.isfinite(a.float()).all()
@@ -179,7 +179,7 @@ def test_training_batch_with_random_convolutions_is_seeded_and_finite() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("augment", AUGMENTS)
-def test_random_convolutions_run_on_the_batch_device(augment: T.Augment) -> None:
+def test_intensity_augments_run_on_the_batch_device(augment: T.Augment) -> None:
     x = batch().cuda()
     out = augment(x.clone(), torch.Generator().manual_seed(1), p=1.0)
     cpu = augment(x.cpu(), torch.Generator().manual_seed(1), p=1.0)
@@ -226,8 +226,56 @@ def test_settings_check_the_strengths() -> None:
         {"gin_blend": 0.0},
         {"gin_depth": 1},
         {"randconv_kernel": 4},
+        {"location_scale": -0.1},
+        {"location_scale_invert": 2.0},
     ):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             load_config(None, bad)
     with pytest.raises(ConfigError, match="augment = false"):
         load_config(None, {"augment": False, "gin": 0.5})
+
+
+def test_bezier_curves_run_from_0_to_1_and_rise_or_fall_as_drawn() -> None:
+    x, y = aug.bezier_lookup(200, torch.Generator().manual_seed(0), invert=0.5)
+    assert (x.diff(dim=1) >= 0).all() and torch.allclose(x[:, [0, -1]], torch.tensor([0.0, 1.0], dtype=x.dtype))
+    rises = (y.diff(dim=1) >= 0).all(dim=1)
+    falls = (y.diff(dim=1) <= 0).all(dim=1)
+    assert (rises | falls).all() and 70 < falls.sum() < 130
+    assert torch.allclose(y[rises][:, [0, -1]], torch.tensor([0.0, 1.0], dtype=y.dtype))
+    assert torch.allclose(y[falls][:, [0, -1]], torch.tensor([1.0, 0.0], dtype=y.dtype))
+
+
+def test_interpolate_matches_numpy() -> None:
+    g = torch.Generator().manual_seed(1)
+    x, y = aug.bezier_lookup(3, g, invert=0.5, points=16)
+    v = torch.rand(3, 50, generator=g, dtype=torch.float64)
+    expected = np.stack([np.interp(v[i].numpy(), x[i].numpy(), y[i].numpy()) for i in range(3)])
+    assert np.allclose(aug.interpolate(v, x, y).numpy(), expected)
+
+
+@pytest.mark.parametrize("invert", [0.0, 1.0])
+def test_location_scale_keeps_or_reverses_the_order_and_keeps_the_background(invert: float) -> None:
+    """A rising curve keeps brighter tissue brighter; a falling one reverses it. Scale and shift are
+    affine and positive, so they keep the curve's direction. Black background stays black."""
+    x = batch(n=16, size=32)
+    x[:, :, :8] = 0
+    out = aug.location_scale(x.clone(), torch.Generator().manual_seed(0), p=1.0, invert=invert)
+    assert out.min() >= 0 and out.max() <= 255 + 1e-3
+    assert torch.equal(out[:, :, :8], x[:, :, :8])
+    for i in range(16):
+        a, b = x[i, 0, 8:].flatten(), out[i, 0, 8:].flatten()
+        tissue = a > 0.01 * 255
+        a, b = a[tissue], b[tissue]
+        order = a.argsort()
+        steps = b[order].diff()
+        assert (steps >= -1e-3).all() if invert == 0 else (steps <= 1e-3).all()
+
+
+def test_location_scale_keeps_the_middle_of_the_image_in_range() -> None:
+    """The shift is cut so that the 20th and 80th percentiles of the image stay inside 0..255: a shift
+    never pushes most of a slice off the range."""
+    x = batch(n=64, size=24)
+    out = aug.location_scale(x.clone(), torch.Generator().manual_seed(2), p=1.0)
+    q = torch.quantile(out.flatten(1) / 255, torch.tensor([0.2, 0.8]), dim=1)
+    assert (q[0] < 1).all() and (q[1] > 0).all()
+    assert (out.flatten(1).std(dim=1) > 1).all()  # not flattened to one grey level

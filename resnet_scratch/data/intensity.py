@@ -107,3 +107,57 @@ def randconv(
     k = 2 * int(torch.randint(0, kernel // 2 + 1, (1,), generator=generator)) + 1
     w = random_filters(n, 1, c, k, (1.0 / (k * k * c)) ** 0.5, images.device, generator)
     return mix(images, per_image_conv(images.float() / 255, w), p, blend, generator, keep_norm=False)
+
+
+def bezier_lookup(n: int, generator: torch.Generator | None, invert: float, points: int = 512) -> Tensor:
+    """n random intensity curves on [0, 1], as SLAug draws them: a cubic Bezier curve from (0, 0) to (1, 1)
+    whose two inner control points are uniform in the unit square. Each curve is sampled at `points`
+    values of t, and x and y are sorted, so that the curve rises; with probability `invert` y is sorted
+    the other way, and the curve falls (dark turns bright). Returns (x, y), each n x points, x ascending."""
+    draw = torch.rand(n, 5, generator=generator, dtype=torch.float64)
+    t = torch.linspace(0, 1, points, dtype=torch.float64)
+    basis = torch.stack([(1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3])  # 4 x points
+    ends = torch.tensor([0.0, 1.0], dtype=torch.float64).expand(n, 2)
+    x = torch.stack([ends[:, 0], draw[:, 0], draw[:, 1], ends[:, 1]], dim=1) @ basis
+    y = torch.stack([ends[:, 0], draw[:, 2], draw[:, 3], ends[:, 1]], dim=1) @ basis
+    falls = (draw[:, 4] < invert).view(n, 1)
+    rising = y.sort(dim=1).values
+    return x.sort(dim=1).values, torch.where(falls, rising.flip(1), rising)
+
+
+def interpolate(v: Tensor, x: Tensor, y: Tensor) -> Tensor:
+    """Piecewise-linear y(v) per row: v is n x m, x (ascending) and y are n x points, as numpy.interp."""
+    right = torch.searchsorted(x, v.contiguous()).clamp(1, x.shape[1] - 1)
+    x0, x1 = x.gather(1, right - 1), x.gather(1, right)
+    y0, y1 = y.gather(1, right - 1), y.gather(1, right)
+    w = ((v - x0) / (x1 - x0).clamp_min(1e-12)).clamp(0, 1)
+    return y0 + w * (y1 - y0)
+
+
+def location_scale(
+    images: Tensor, generator: torch.Generator | None = None, p: float = 0.5, invert: float = 0.5
+) -> Tensor:
+    """SLAug's location-scale augmentation (Su et al., AAAI 2023), without masks or saliency.
+
+    Each chosen image (probability p) goes through its own random Bezier intensity curve
+    (`bezier_lookup`), which falls with probability `invert`. A random scale, N(1, 0.1^2) cut to
+    [0.9, 1.1], and a shift, N(0, 0.5^2), follow; the shift is cut so that the image's 20th and 80th
+    percentiles stay in [0, 1]. Pixels at or below 1% of full scale are background and keep their value.
+
+    SLAug remaps each labelled region of a segmentation on its own and fuses two views by saliency. A
+    classifier has no regions, so the whole head here takes one curve. images: N x C x H x W float,
+    0..255; returns 0..255 units. The curve, scale and shift act alike on every channel.
+    """
+    n = images.shape[0]
+    x, y = (to_device(t, images.device) for t in bezier_lookup(n, generator, invert))
+    draw = torch.randn(n, 2, generator=generator, dtype=torch.float64)
+    chosen = to_device(torch.rand(n, generator=generator, dtype=torch.float64) < p, images.device)
+    v = (images.double() / 255).clamp(0, 1)
+    curved = interpolate(v.flatten(1), x, y)
+    scale = to_device((1 + 0.1 * draw[:, 0]).clamp(0.9, 1.1), images.device).view(n, 1)
+    low, high = torch.quantile(curved, torch.tensor([0.2, 0.8], dtype=curved.dtype, device=curved.device), dim=1)
+    shift = to_device(0.5 * draw[:, 1], images.device)
+    shift = torch.maximum(torch.minimum(shift, 1 - high * scale[:, 0]), -low * scale[:, 0]).view(n, 1)
+    out = (curved * scale + shift).clamp(0, 1).view_as(v)
+    out = torch.where(v <= 0.01, v, out)
+    return torch.where(chosen.view(n, 1, 1, 1), (out * 255).float(), images.float())
