@@ -22,6 +22,7 @@ ORDER = (  # then by name
     "main_cpu",
     "main_cpu_weak",
     "external_validity",
+    "intensity_strength",
     "time_to_accuracy",
     "resnet18_cpu_onecycle",
     "ablate_skip",

@@ -103,7 +103,9 @@ def intensity_augments(config: Config) -> list[Augment]:
     if config.gin > 0:
         augments.append(partial(gin, p=config.gin, blend=config.gin_blend, depth=config.gin_depth))
     if config.randconv > 0:
-        augments.append(partial(randconv, p=config.randconv, blend=config.randconv_blend, kernel=config.randconv_kernel))
+        augments.append(
+            partial(randconv, p=config.randconv, blend=config.randconv_blend, kernel=config.randconv_kernel)
+        )
     if config.location_scale > 0:
         augments.append(partial(location_scale, p=config.location_scale, invert=config.location_scale_invert))
     return augments

@@ -41,6 +41,19 @@ SCRIPTS = {  # script: (seeds, arm labels it must report)
             "GIN",
             "RandConv",
             "std + photometric",
+            "location-scale",
+        ],
+    ),
+    "intensity_strength": (
+        1,
+        [
+            "neither",
+            "GIN: paper",
+            "GIN: milder",
+            "GIN: mildest",
+            "RandConv: paper",
+            "RandConv: milder",
+            "RandConv: mildest",
         ],
     ),
     "residual_responses": (2, ["plain-18", "plain-34", "residual-18 (B)", "residual-34 (B)"]),
@@ -103,7 +116,7 @@ def argv_for(name: str, data: tuple[Path, Path], folder: Path) -> list[str]:
         "--device",
         "cpu",
         "--external",
-        str(external) if name == "external_validity" else "none",
+        str(external) if name in ("external_validity", "intensity_strength") else "none",
     ]
 
 
