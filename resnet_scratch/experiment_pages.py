@@ -197,10 +197,12 @@ def training_conditions(arms: list[dict[str, object]]) -> tuple[bool, bool]:
 
 def table_columns(arms: list[dict[str, object]]) -> str:
     """What the table's training columns measure, for the arms' settings (augmented or not, label
-    smoothing or not)."""
+    smoothing or not), and the eval-mode training column where an arm has it."""
     augmented, smoothed = training_conditions(arms)
     batches = PAGE["augmented" if augmented else "unaugmented"]
-    return fill(PAGE["columns"], {"batches": batches, "smoothing": PAGE["smoothed"] + " " if smoothed else ""})
+    train_eval = " " + PAGE["train_eval"] if any("train_eval_accuracy" in arm for arm in arms) else ""
+    values = {"batches": batches, "smoothing": PAGE["smoothed"] + " " if smoothed else "", "train_eval": train_eval}
+    return fill(PAGE["columns"], values)
 
 
 def unfinished(record: dict[str, object]) -> str:

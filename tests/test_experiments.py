@@ -13,7 +13,7 @@ import pytest
 from resnet_scratch.config import Config, to_dict
 from resnet_scratch.evaluate import Results, evaluation_lines
 from resnet_scratch.experiment import Arm, find_run, recorded_seeds, settings_hash
-from resnet_scratch.experiment_pages import results_table, training_argv
+from resnet_scratch.experiment_pages import results_table, table_columns, training_argv
 from resnet_scratch.experiment_stats import mean_std
 from resnet_scratch.studies.brain_mri import HELD_OUT, BrainMRI, weak_folder
 
@@ -574,3 +574,11 @@ def test_the_best_arm_is_chosen_among_arms_with_every_seed() -> None:
 def test_the_page_shows_the_command_that_trains_every_arm() -> None:
     argv = ["--scale", "cpu", "--arms", "per-image std", "--seeds", "3", "--summarize-only", "--arms=GIN"]
     assert training_argv(argv) == ["--scale", "cpu", "--seeds", "3"]
+
+
+def test_the_page_explains_the_eval_mode_training_column_only_where_it_is_shown() -> None:
+    arm = {"label": "a", "settings": {}, "finished": 0, "diverged": 0}
+    with_eval = arm | {"train_eval_accuracy": {"mean": 0.9, "std": 0.0}}
+    for arms, shown in (([arm], False), ([arm, with_eval], True)):
+        assert ("train acc (eval)" in table_columns(arms)) == shown
+        assert ("train acc (eval)" in "\n".join(results_table(arms))) == shown
