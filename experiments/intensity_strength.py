@@ -10,7 +10,8 @@ goals. Here each runs at that strength and at two milder ones, beside the same r
 The runs are a cheap stand-in for the external-validity recipe: the same settings at 64 px for 12
 epochs, about 0.14 of its compute. Each family keeps the strength with the best mean of
 validation accuracy and Sartaj accuracy. The page never shows Br35H, so the choice cannot look at it.
-One seed: a tuning pass, whose pick external_validity.py then trains at 128 px and 3 seeds.
+One seed: a tuning pass. A kept strength that differs from the paper's is the one to try on the
+external-validity page, at 128 px and 3 seeds.
 
     python experiments/intensity_strength.py --scale cpu --seeds 1
     python experiments/intensity_strength.py --scale tiny --seeds 1   # a smoke test on generated images
@@ -54,6 +55,19 @@ def arms_for(base: Config) -> list[Arm]:
     for family, strengths in STRENGTHS.items():
         arms += [Arm(f"{family}: {name}", replace(base, **changes)) for name, changes in strengths.items()]
     return arms
+
+
+def sartaj_only(external: Path, runs_dir: Path) -> Path:
+    """An external root holding Sartaj alone (a link to external/sartaj under runs_dir), so that the tuning
+    runs never score Br35H at all."""
+    if not (external / SARTAJ).is_dir():
+        raise SystemExit(f"error: {external / SARTAJ} is not a folder; tuning needs Sartaj")
+    root = runs_dir / "sartaj-only"
+    link = root / SARTAJ
+    root.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.symlink_to((external / SARTAJ).absolute(), target_is_directory=True)
+    return root
 
 
 def without_br35h(summary: dict) -> dict:
@@ -117,10 +131,12 @@ def main(argv: list[str]) -> None:
         raise SystemExit("error: tuning on Sartaj needs --external (a folder holding sartaj/)")
     recipe = {"tiny": RECIPES["tiny"], "cpu": read_toml(recipe_path("main_cpu")), "gpu": RECIPES["gpu"]}
     full = base_config(args, recipe[args.scale])
-    base = replace(full, **STAND_IN.get(args.scale, {}))
+    # the stand-in's size and epochs come before the command line's, so that --epochs and --smoke still act
+    base = base_config(args, recipe[args.scale] | STAND_IN.get(args.scale, {}))
+    base = replace(base, external=str(sartaj_only(Path(args.external), args.runs_dir)))
     summaries = run_experiment(NAME, args, arms_for(base))
     out = output_dir(NAME, args, summaries)
-    # Br35H is what the tuned arms are judged on later: it leaves the record, so nothing here looks at it.
+    # Br35H is what the tuned arms are judged on later. The runs never score it; older records lose it here.
     summaries = [without_br35h(arm) | {"seeds": [without_br35h(s) for s in arm["seeds"]]} for arm in summaries]
     rows = scores(summaries)
     chosen = picks(rows)
@@ -131,7 +147,8 @@ def main(argv: list[str]) -> None:
     kept = [fill(PHRASES["kept"], {"family": f, "arm": arm}) for f, arm in chosen.items() if arm]
     notes = [fill(PHRASES["table"], {"table": "\n".join(table(rows, chosen))}), PHRASES["rule"], " ".join(kept)]
     share = planned_cost(base) / planned_cost(full)
-    about = fill(PHRASES["about"], {"size": base.image_size, "epochs": base.epochs, "share": f"{share:.2f}"})
+    values = {"size": base.image_size, "epochs": base.epochs, "share": f"{share:.2f}", "seeds": args.seeds}
+    about = fill(PHRASES["about"], values)
     extra = {"scores": rows, "kept": chosen}
     write_results(out, NAME, PHRASES["title"], about, args, argv, summaries, figures, [n for n in notes if n], extra)
 

@@ -582,3 +582,10 @@ def test_the_page_explains_the_eval_mode_training_column_only_where_it_is_shown(
     for arms, shown in (([arm], False), ([arm, with_eval], True)):
         assert ("train acc (eval)" in table_columns(arms)) == shown
         assert ("train acc (eval)" in "\n".join(results_table(arms))) == shown
+
+
+def test_strength_tuning_never_scores_br35h(finished) -> None:
+    """intensity_strength picks on validation and Sartaj: Br35H is in neither its record nor its runs."""
+    folder = finished["intensity_strength"]
+    files = [folder / "out" / "results.json", folder / "out" / "README.md", *(folder / "runs").glob("*/metrics.json")]
+    assert len(files) > 2 and not any("br35h" in f.read_text().lower() for f in files)
