@@ -80,8 +80,9 @@ LOCATION_SCALE_ARM = {"location_scale": 0.5, "location_scale_invert": 0.5}
 
 
 def arms_for(base, external: Path) -> list[Arm]:
-    """The recipe, each first-round remedy alone and the three together, then the second round: two
-    per-image normalisations and two random-convolution augmentations, none trained on Br35H."""
+    """The recipe, each first-round remedy alone and the three together, then the second round, none
+    trained on Br35H: two per-image normalisations, two random-convolution augmentations, per-image
+    std with photometric augmentation, and SLAug's location-scale."""
     weak = str((external / BR35H).absolute())  # not relative: brain_mri.weak_folder would join it to external again
     return [
         Arm("recipe", base),

@@ -185,7 +185,7 @@ class Config:
     )
     location_scale_invert: float = setting(
         0.5,
-        "location-scale: share of curves that fall, so that dark turns bright (SLAug's local curves: 0.5)",
+        "location-scale: share of curves that fall, so that dark turns bright (SLAug's, for a class region: 0.5)",
         lambda v: 0 <= v <= 1,
         "in [0, 1]",
     )

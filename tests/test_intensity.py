@@ -256,26 +256,61 @@ def test_interpolate_matches_numpy() -> None:
 @pytest.mark.parametrize("invert", [0.0, 1.0])
 def test_location_scale_keeps_or_reverses_the_order_and_keeps_the_background(invert: float) -> None:
     """A rising curve keeps brighter tissue brighter; a falling one reverses it. Scale and shift are
-    affine and positive, so they keep the curve's direction. Black background stays black."""
+    affine and positive, so they keep the curve's direction. A faint background stays as it was."""
     x = batch(n=16, size=32)
-    x[:, :, :8] = 0
+    x[:, :, :8] = 5.0  # a faint background, as JPEG slices have
     out = aug.location_scale(x.clone(), torch.Generator().manual_seed(0), p=1.0, invert=invert)
     assert out.min() >= 0 and out.max() <= 255 + 1e-3
     assert torch.equal(out[:, :, :8], x[:, :, :8])
+    background = aug.head_background(x[:, 0].flatten(1).double() / 255)
     for i in range(16):
-        a, b = x[i, 0, 8:].flatten(), out[i, 0, 8:].flatten()
-        tissue = a > 0.01 * 255
-        a, b = a[tissue], b[tissue]
-        order = a.argsort()
-        steps = b[order].diff()
+        head = ~background[i]
+        a, b = x[i, 0].flatten()[head], out[i, 0].flatten()[head]
+        steps = b[a.argsort()].diff()
         assert (steps >= -1e-3).all() if invert == 0 else (steps <= 1e-3).all()
 
 
-def test_location_scale_keeps_the_middle_of_the_image_in_range() -> None:
-    """The shift is cut so that the 20th and 80th percentiles of the image stay inside 0..255: a shift
-    never pushes most of a slice off the range."""
+def test_head_background_is_what_lies_below_a_tenth_of_the_bright_end() -> None:
+    grey = torch.tensor([[0.0, 3 / 255, 8 / 255, 0.05, 0.2, 0.9, 1.0] + [0.8] * 93], dtype=torch.float64)
+    background = aug.head_background(grey)[0]
+    assert background[:4].all() and not background[4:].any()  # 0.05 < 0.1 * 0.9 of the 99th percentile
+    dark = torch.full((1, 100), 4 / 255, dtype=torch.float64)
+    assert aug.head_background(dark).all()  # never above 8 grey levels: a dark image is all background
+
+
+def test_the_shift_can_darken_and_is_cut_on_the_heads_percentiles() -> None:
+    """The cut looks at the head only: half the image black does not stop a shift downwards."""
+    curved = torch.cat([torch.zeros(1, 100), torch.linspace(0.4, 0.6, 100)[None]], dim=1).double()
+    background = curved == 0
+    one = torch.ones(1, dtype=torch.float64)
+    assert aug.cut_shift(curved, background, one, torch.tensor([-0.3], dtype=torch.float64)).item() == -0.3
+    cut = aug.cut_shift(curved, background, one, torch.tensor([0.9], dtype=torch.float64))
+    head = (curved[0, 100:] + cut).clamp(0, 1)
+    assert 0.15 <= (head >= 1).double().mean() <= 0.25  # cut so that the 80th percentile lands at 1
+
+
+def test_location_scale_saturates_about_a_fifth_of_the_head_at_most() -> None:
+    """The cut keeps 60% of the head between its 20th and 80th percentiles inside the range. Pixels tied at a
+    percentile may join the fifth beyond it (these images already saturate)."""
     x = batch(n=64, size=24)
-    out = aug.location_scale(x.clone(), torch.Generator().manual_seed(2), p=1.0)
-    q = torch.quantile(out.flatten(1) / 255, torch.tensor([0.2, 0.8]), dim=1)
-    assert (q[0] < 1).all() and (q[1] > 0).all()
-    assert (out.flatten(1).std(dim=1) > 1).all()  # not flattened to one grey level
+    x[:, :, :6] = 0
+    out = aug.location_scale(x.clone(), torch.Generator().manual_seed(2), p=1.0) / 255
+    background = aug.head_background(x[:, 0].flatten(1).double() / 255)
+    for i in range(64):
+        head = out[i, 0].flatten()[~background[i]]
+        assert (head <= 0).double().mean() <= 0.25 and (head >= 1).double().mean() <= 0.25
+        assert head.std() > 0.01  # not flattened to one grey level
+
+
+def test_location_scale_scales_within_its_range(monkeypatch) -> None:
+    seen = []
+    real = aug.cut_shift
+
+    def spy(curved, background, scale, shift):
+        seen.append(scale)
+        return real(curved, background, scale, shift)
+
+    monkeypatch.setattr(aug, "cut_shift", spy)
+    aug.location_scale(batch(n=200, size=8), torch.Generator().manual_seed(0), p=1.0)
+    scales = torch.cat(seen)
+    assert scales.min() >= 0.9 and scales.max() <= 1.1 and scales.std() > 0.05

@@ -6,10 +6,13 @@ intensities; these need not, which is what separates a T1 slice from a T2 one. R
 from the torch.Generator passed in, as in transforms.py, so a seed fixes every batch.
 """
 
+import math
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from .folder import HEAD_LEVEL
 from .transforms import to_device
 
 
@@ -97,7 +100,7 @@ def randconv(
     mixing variant, without rescaling).
 
     The kernel size is drawn per batch from the odd sizes 1 .. `kernel`. The weights come from
-    N(0, 1 / (k^2 C)), He's initialisation. A 1 x 1 kernel only changes the gain, but a negative one
+    N(0, 1 / (k^2 C)), LeCun's initialisation. A 1 x 1 kernel only changes the gain, but a negative one
     inverts the slice. Larger kernels change texture as well. Departures from the paper: filters drawn
     per image rather than per batch; one output channel, repeated. images: N x C x H x W float, 0..255.
     """
@@ -134,30 +137,67 @@ def interpolate(v: Tensor, x: Tensor, y: Tensor) -> Tensor:
     return y0 + w * (y1 - y0)
 
 
+def head_background(grey: Tensor) -> Tensor:
+    """Which pixels of each image (N x M grey levels in [0, 1]) lie outside the head: at or below a tenth of
+    the image's 99th percentile, and at least 8 grey levels of 255. crop_to_head finds the head the same way."""
+    k = max(1, math.ceil(0.99 * grey.shape[1]))
+    p99 = grey.kthvalue(k, dim=1).values
+    return grey <= (HEAD_LEVEL * p99).clamp_min(8 / 255).unsqueeze(1)
+
+
+def foreground_quantiles(values: Tensor, background: Tensor, qs: tuple[float, ...]) -> list[Tensor]:
+    """Per row of values (N x M), the qs quantiles of the pixels that are not background (nearest rank);
+    0 for a row that is all background."""
+    ranked = torch.where(background, torch.inf, values).sort(dim=1).values
+    count = (~background).sum(dim=1)
+    out = []
+    for q in qs:
+        at = ((count - 1).clamp_min(0) * q).floor().long().unsqueeze(1)
+        out.append(torch.where(count > 0, ranked.gather(1, at).squeeze(1), torch.zeros_like(count, dtype=values.dtype)))
+    return out
+
+
+def cut_shift(curved: Tensor, background: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """The shift of each image (curved: N x M in [0, 1]; scale and shift: N), cut so that after
+    curved * scale + shift the head's 20th and 80th percentiles land inside [0, 1]. Background pixels
+    play no part in it."""
+    low, high = foreground_quantiles(curved, background, (0.2, 0.8))
+    return torch.maximum(torch.minimum(shift, 1 - high * scale), -low * scale)
+
+
 def location_scale(
     images: Tensor, generator: torch.Generator | None = None, p: float = 0.5, invert: float = 0.5
 ) -> Tensor:
-    """SLAug's location-scale augmentation (Su et al., AAAI 2023), without masks or saliency.
+    """SLAug's location-scale augmentation (Su et al., AAAI 2023), adapted to a classifier.
 
     Each chosen image (probability p) goes through its own random Bezier intensity curve
     (`bezier_lookup`), which falls with probability `invert`. A random scale, N(1, 0.1^2) cut to
-    [0.9, 1.1], and a shift, N(0, 0.5^2), follow; the shift is cut so that the image's 20th and 80th
-    percentiles stay in [0, 1]. Pixels at or below 1% of full scale are background and keep their value.
+    [0.9, 1.1], and a shift, N(0, 0.5^2), follow. Pixels outside the head
+    (`head_background`) keep their value.
 
-    SLAug remaps each labelled region of a segmentation on its own and fuses two views by saliency. A
-    classifier has no regions, so the whole head here takes one curve. images: N x C x H x W float,
-    0..255; returns 0..255 units. The curve, scale and shift act alike on every channel.
+    How it departs from SLAug. SLAug's global curve always rises; its local curves, one per labelled
+    region of a segmentation, fall for the background and, half the time, for each class. It then fuses
+    the two views by saliency (where the loss reacts most to a pixel). A classifier has no labelled
+    regions, so here one curve remaps the whole head, and falls half the time, as a class region's does.
+    A falling curve here is sorted, hence monotone, and spans [0, 1] rather than the image's own range.
+    images: N x C x H x W float, 0..255; returns 0..255 units. Channel 0 decides the head and the
+    percentiles (`cut_shift`), as the slices are grey; the curve, scale and shift act alike on every channel.
     """
     n = images.shape[0]
-    x, y = (to_device(t, images.device) for t in bezier_lookup(n, generator, invert))
+    x, y = bezier_lookup(n, generator, invert)
     draw = torch.randn(n, 2, generator=generator, dtype=torch.float64)
-    chosen = to_device(torch.rand(n, generator=generator, dtype=torch.float64) < p, images.device)
-    v = (images.double() / 255).clamp(0, 1)
-    curved = interpolate(v.flatten(1), x, y)
-    scale = to_device((1 + 0.1 * draw[:, 0]).clamp(0.9, 1.1), images.device).view(n, 1)
-    low, high = torch.quantile(curved, torch.tensor([0.2, 0.8], dtype=curved.dtype, device=curved.device), dim=1)
-    shift = to_device(0.5 * draw[:, 1], images.device)
-    shift = torch.maximum(torch.minimum(shift, 1 - high * scale[:, 0]), -low * scale[:, 0]).view(n, 1)
-    out = (curved * scale + shift).clamp(0, 1).view_as(v)
-    out = torch.where(v <= 0.01, v, out)
-    return torch.where(chosen.view(n, 1, 1, 1), (out * 255).float(), images.float())
+    chosen = torch.rand(n, generator=generator, dtype=torch.float64) < p
+    scale, shift = (1 + 0.1 * draw[:, 0]).clamp(0.9, 1.1), 0.5 * draw[:, 1]
+    out = images.float().clone()
+    if not chosen.any():
+        return out
+    x, y, scale, shift = (to_device(t[chosen].float(), images.device) for t in (x, y, scale, shift))
+    rows = to_device(chosen, images.device)
+    v = (out[rows] / 255).clamp(0, 1).flatten(2)  # chosen x C x HW
+    background = head_background(v[:, 0])
+    curved = interpolate(v.flatten(1), x, y).view_as(v)
+    shift = cut_shift(curved[:, 0], background, scale, shift)
+    remapped = (curved * scale.view(-1, 1, 1) + shift.view(-1, 1, 1)).clamp(0, 1)
+    remapped = torch.where(background.unsqueeze(1), v, remapped)
+    out[rows] = remapped.view_as(out[rows]) * 255
+    return out
