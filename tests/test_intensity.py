@@ -122,6 +122,16 @@ def test_the_blend_weight_is_uniform_up_to_blend(blend: float) -> None:
     assert abs(a.mean().item() - blend / 2) < 0.05 * blend and a.max() > 0.95 * blend
 
 
+@pytest.mark.parametrize("augment", [aug.gin, aug.randconv])
+def test_a_tiny_blend_leaves_the_image_nearly_as_it_was(augment: T.Augment) -> None:
+    """The augmentations pass `blend` on to mix: with a weight of at most 1e-4 the images move a hundred
+    times less than with a weight of up to 1 (the same draws)."""
+    x = batch()
+    faint = augment(x.clone(), torch.Generator().manual_seed(1), p=1.0, blend=1e-4)
+    full = augment(x.clone(), torch.Generator().manual_seed(1), p=1.0, blend=1.0)
+    assert (faint - x).abs().max() < 0.01 * (full - x).abs().max()
+
+
 def test_gin_depends_on_the_intensity_level() -> None:
     """The random biases make GIN more than a gain: halving an image does not halve its remapping."""
     x = batch()
@@ -231,8 +241,9 @@ def test_settings_check_the_strengths() -> None:
     ):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             load_config(None, bad)
-    with pytest.raises(ConfigError, match="augment = false"):
-        load_config(None, {"augment": False, "gin": 0.5})
+    for lever in ("gin", "randconv", "location_scale"):
+        with pytest.raises(ConfigError, match="augment = false"):
+            load_config(None, {"augment": False, lever: 0.5})
 
 
 def test_bezier_curves_run_from_0_to_1_and_rise_or_fall_as_drawn() -> None:
