@@ -429,7 +429,8 @@ def differences_table(rows: list[dict]) -> list[str]:
 def plot_external(path: Path, rows: list[dict]) -> Path:
     """Two panels, each with its round's goals dotted: the first round's arms (Br35H on the held-out slices,
     as weak labels train on the rest) and the second round's (Br35H on all 703; none trains on Br35H).
-    Per arm: Testing (full), Sartaj accuracy and Br35H sensitivity, a dot per seed; the recipe in both."""
+    Per arm: Testing (full), Sartaj accuracy and Br35H sensitivity, a dot per seed; the recipe in both. The
+    second round adds Testing's no-tumour recall, one of its goals."""
     first = [r for r in rows if r["label"] not in SECOND_ROUND and "br35h_sensitivity" in r]
     second = [
         r for r in rows if (r["label"] in SECOND_ROUND or r["label"] == "recipe") and "br35h_all_sensitivity" in r
@@ -444,10 +445,13 @@ def plot_external(path: Path, rows: list[dict]) -> Path:
     axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=[max(2, len(p[0])) for p in panels])[0]
     for ax, (done, br35h, br35h_name, goals, title) in zip(axes, panels):
         x = np.arange(len(done))
-        keys = (("test_accuracy", "Testing (full)"), ("sartaj_accuracy", "Sartaj accuracy"), (br35h, br35h_name))
+        keys = [("test_accuracy", "Testing (full)"), ("sartaj_accuracy", "Sartaj accuracy"), (br35h, br35h_name)]
+        keys += [("notumor_recall", "Testing no-tumour recall")] if "notumor_recall" in goals else []
+        width = 0.8 / len(keys)
         for k, (key, name) in enumerate(keys):
             colour = f"C{k}"
-            seed_bars(ax, x + (k - 1) * 0.27, [[100 * v for v in r[key]["values"]] for r in done], 0.25, name, [colour])
+            at = x + (k - (len(keys) - 1) / 2) * width
+            seed_bars(ax, at, [[100 * v for v in r[key]["values"]] for r in done], width * 0.92, name, [colour])
             goal = goals[key]
             ax.axhline(100 * goal, color=colour, linewidth=1.0, linestyle=":")  # the goal, in its bars' colour
         ax.set_xticks(x, [r["label"] for r in done], fontsize=8, rotation=20)
