@@ -273,7 +273,7 @@ def test_location_scale_keeps_or_reverses_the_order_and_keeps_the_background(inv
     out = aug.location_scale(x.clone(), torch.Generator().manual_seed(0), p=1.0, invert=invert)
     assert out.min() >= 0 and out.max() <= 255 + 1e-3
     assert torch.equal(out[:, :, :8], x[:, :, :8])
-    background = aug.head_background(x[:, 0].flatten(1).double() / 255)
+    background = aug.head_background(x[:, 0].double() / 255).flatten(1)
     for i in range(16):
         head = ~background[i]
         a, b = x[i, 0].flatten()[head], out[i, 0].flatten()[head]
@@ -281,11 +281,17 @@ def test_location_scale_keeps_or_reverses_the_order_and_keeps_the_background(inv
         assert (steps >= -1e-3).all() if invert == 0 else (steps <= 1e-3).all()
 
 
-def test_head_background_is_what_lies_below_a_tenth_of_the_bright_end() -> None:
-    grey = torch.tensor([[0.0, 3 / 255, 8 / 255, 0.05, 0.2, 0.9, 1.0] + [0.8] * 93], dtype=torch.float64)
+def test_head_background_is_the_dark_joined_to_the_border() -> None:
+    """Faint pixels around the head are background; a dark hole inside the head (fluid) is not, nor is
+    tissue above a tenth of the bright end."""
+    grey = torch.full((1, 12, 12), 3 / 255, dtype=torch.float64)  # faint JPEG background
+    grey[0, 2:10, 2:10] = 0.9  # the head
+    grey[0, 5:7, 5:7] = 0.0  # a dark hole inside it
+    grey[0, 2, 2:10] = 0.05  # a dim rim, below a tenth of 0.9: joined to the background
     background = aug.head_background(grey)[0]
-    assert background[:4].all() and not background[4:].any()  # 0.05 < 0.1 * 0.9 of the 99th percentile
-    dark = torch.full((1, 100), 4 / 255, dtype=torch.float64)
+    assert background[0].all() and background[:, 0].all() and background[2, 2:10].all()
+    assert not background[5:7, 5:7].any() and not background[3:10, 2:10].any()
+    dark = torch.full((1, 6, 6), 4 / 255, dtype=torch.float64)
     assert aug.head_background(dark).all()  # never above 8 grey levels: a dark image is all background
 
 
@@ -306,7 +312,7 @@ def test_location_scale_saturates_about_a_fifth_of_the_head_at_most() -> None:
     x = batch(n=64, size=24)
     x[:, :, :6] = 0
     out = aug.location_scale(x.clone(), torch.Generator().manual_seed(2), p=1.0) / 255
-    background = aug.head_background(x[:, 0].flatten(1).double() / 255)
+    background = aug.head_background(x[:, 0].double() / 255).flatten(1)
     for i in range(64):
         head = out[i, 0].flatten()[~background[i]]
         assert (head <= 0).double().mean() <= 0.25 and (head >= 1).double().mean() <= 0.25
