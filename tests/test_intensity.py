@@ -256,6 +256,13 @@ def test_bezier_curves_run_from_0_to_1_and_rise_or_fall_as_drawn() -> None:
     assert torch.allclose(y[falls][:, [0, -1]], torch.tensor([1.0, 0.0], dtype=y.dtype))
 
 
+def test_the_tabulated_curve_matches_the_exact_one() -> None:
+    g = torch.Generator().manual_seed(3)
+    x, y = aug.bezier_lookup(4, g, invert=0.5)
+    v = torch.rand(4, 500, generator=g, dtype=torch.float64)
+    assert torch.allclose(aug.through_curve(v, x, y), aug.interpolate(v, x, y), atol=2e-3)
+
+
 def test_interpolate_matches_numpy() -> None:
     g = torch.Generator().manual_seed(1)
     x, y = aug.bezier_lookup(3, g, invert=0.5, points=16)

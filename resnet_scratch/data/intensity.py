@@ -137,23 +137,31 @@ def interpolate(v: Tensor, x: Tensor, y: Tensor) -> Tensor:
     return y0 + w * (y1 - y0)
 
 
+def through_curve(v: Tensor, x: Tensor, y: Tensor, steps: int = 1024) -> Tensor:
+    """`interpolate` for many pixels (v: N x M in [0, 1]): the curve is first tabulated at `steps` + 1
+    even levels, then each pixel is read off the table, linearly between its two nearest levels."""
+    levels = torch.linspace(0, 1, steps + 1, dtype=v.dtype, device=v.device).expand(v.shape[0], -1)
+    table = interpolate(levels, x.to(v.dtype), y.to(v.dtype))
+    at = v.clamp(0, 1) * steps
+    low = at.floor().long().clamp(max=steps - 1)
+    w = at - low
+    return table.gather(1, low) * (1 - w) + table.gather(1, low + 1) * w
+
+
 def head_background(grey: Tensor) -> Tensor:
     """Which pixels of each image (N x H x W grey levels in [0, 1]) lie outside the head: the dark pixels
-    joined to the image's border through other dark ones. Dark is at or below a tenth of the image's 99th
-    percentile, and at least 8 grey levels of 255, as crop_to_head finds the head. Dark tissue inside the
-    head (fluid, a necrotic core) is not background: it is remapped with the rest of the head."""
+    that a straight line along their row or column joins to the image's border through dark pixels only.
+    Dark is at or below a tenth of the image's 99th percentile, and at least 8 grey levels of 255, as
+    crop_to_head finds the head. Dark tissue inside the head (fluid, a necrotic core) is walled in by
+    brighter tissue, so it is not background: it is remapped with the rest of the head."""
     flat = grey.flatten(1)[:, ::4]  # every fourth pixel is enough for a percentile, at a quarter of the work
     p99 = flat.kthvalue(max(1, math.ceil(0.99 * flat.shape[1])), dim=1).values
-    dark = grey <= (HEAD_LEVEL * p99).clamp_min(8 / 255).view(-1, 1, 1)
-    border = torch.zeros_like(dark)
-    border[:, [0, -1], :] = True
-    border[:, :, [0, -1]] = True
-    outside = dark & border
-    while True:  # flood fill from the border, one pixel a step, through dark pixels only
-        grown = F.max_pool2d(outside[:, None].float(), 3, stride=1, padding=1)[:, 0].bool() & dark
-        if torch.equal(grown, outside):
-            return outside
-        outside = grown
+    dark = (grey <= (HEAD_LEVEL * p99).clamp_min(8 / 255).view(-1, 1, 1)).to(torch.uint8)
+    outside = torch.zeros_like(dark)
+    for dim in (1, 2):  # from each border inwards: dark all the way from the border
+        outside |= dark.cummin(dim).values
+        outside |= dark.flip(dim).cummin(dim).values.flip(dim)
+    return outside.bool()
 
 
 def foreground_quantiles(values: Tensor, background: Tensor, qs: tuple[float, ...]) -> list[Tensor]:
@@ -207,7 +215,7 @@ def location_scale(
     v = (out[rows] / 255).clamp(0, 1)
     background = head_background(v[:, 0]).flatten(1)
     v = v.flatten(2)  # chosen x C x HW
-    curved = interpolate(v.flatten(1), x, y).view_as(v)
+    curved = through_curve(v.flatten(1), x, y).view_as(v)
     shift = cut_shift(curved[:, 0], background, scale, shift)
     remapped = (curved * scale.view(-1, 1, 1) + shift.view(-1, 1, 1)).clamp(0, 1)
     remapped = torch.where(background.unsqueeze(1), v, remapped)
