@@ -138,6 +138,7 @@ def plot_scores(path: Path, rows: list[dict], chosen: dict[str, str | None]) -> 
             ax.scatter(100 * r["val"], 100 * r["sartaj"], s=160, facecolors="none", edgecolors="black")
     ax.set_xlabel("validation accuracy %")
     ax.set_ylabel("Sartaj accuracy %")
+    ax.margins(x=0.2, y=0.1)  # room for the labels
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
 
