@@ -65,8 +65,11 @@ def sartaj_only(external: Path, runs_dir: Path) -> Path:
     root = runs_dir / "sartaj-only"
     link = root / SARTAJ
     root.mkdir(parents=True, exist_ok=True)
+    target = (external / SARTAJ).absolute()
+    if link.is_symlink() and link.resolve() != target.resolve():
+        link.unlink()  # another --external: point at this one's Sartaj
     if not link.exists():
-        link.symlink_to((external / SARTAJ).absolute(), target_is_directory=True)
+        link.symlink_to(target, target_is_directory=True)
     return root
 
 
@@ -109,7 +112,10 @@ def kept_lines(rows: list[dict], chosen: dict[str, str | None]) -> list[str]:
         if arm is None:
             continue
         above = score[arm] > score[NONE]
-        lines.append(fill(PHRASES["kept_above" if above else "kept_below"], {"family": family, "arm": arm}))
+        values = {"family": family, "arm": arm}
+        if above:
+            values["margin"] = f"{100 * (score[arm] - score[NONE]):.1f}"
+        lines.append(fill(PHRASES["kept_above" if above else "kept_below"], values))
         if above and not arm.endswith(": paper"):
             carried.append(arm)
     ending = fill(PHRASES["carried"], {"arms": ", ".join(carried)}) if carried else PHRASES["none_carried"]

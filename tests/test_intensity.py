@@ -1,4 +1,4 @@
-"""Per-image normalisation, grey input and the random-convolution augmentations (GIN, RandConv):
+"""Per-image normalisation, grey input and the intensity augmentations (GIN, RandConv, location-scale):
 their shapes, ranges, seeding and identities, and that a checkpoint carries the normalisation."""
 
 import numpy as np

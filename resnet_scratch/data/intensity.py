@@ -1,5 +1,6 @@
-"""Random-convolution augmentations of a whole batch (N x C x H x W float pixels), on the batch's device:
-GIN and RandConv, for a model that must not learn the kind of scan from its intensities.
+"""Intensity augmentations of a whole batch (N x C x H x W float pixels), on the batch's device: the
+random convolutions GIN and RandConv, and SLAug's random intensity curves (location-scale), for a model
+that must not learn the kind of scan from its intensities.
 
 Gamma, contrast and brightness (transforms.photometric_jitter) keep the order of a slice's
 intensities; these need not, which is what separates a T1 slice from a T2 one. Randomness comes only
@@ -178,8 +179,9 @@ def foreground_quantiles(values: Tensor, background: Tensor, qs: tuple[float, ..
 
 def cut_shift(curved: Tensor, background: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     """The shift of each image (curved: N x M in [0, 1]; scale and shift: N), cut so that after
-    curved * scale + shift the head's 20th and 80th percentiles land inside [0, 1]. Background pixels
-    play no part in it."""
+    curved * scale + shift the head's 20th and 80th percentiles land inside [0, 1], where their spread
+    allows; where it does not ((p80 - p20) * scale > 1), the 20th lands at 0. Background pixels play no
+    part in it."""
     low, high = foreground_quantiles(curved, background, (0.2, 0.8))
     return torch.maximum(torch.minimum(shift, 1 - high * scale), -low * scale)
 
