@@ -28,13 +28,18 @@ def pm(stat: dict | None, percent: bool = True, digits: int = 2) -> str:
     return f"{scale * stat['mean']:.{digits}f} ± {scale * stat['std']:.{digits}f}"
 
 
+def has_train_eval(arms: list[dict[str, object]]) -> bool:
+    """Whether any arm records eval-mode training accuracy: the table then has its column."""
+    return any("train_eval_accuracy" in arm for arm in arms)
+
+
 def results_table(summaries: list[dict[str, object]]) -> list[str]:
     """Two markdown tables, one row per arm, mean ± std over seeds: how the arms trained (cost,
     training and validation figures), then how they scored (Testing, its recall per class, the
     external sets). One table of every column was 18 columns wide."""
     classes = next((list(s["recall"]) for s in summaries if "recall" in s), list(CLASS_ORDER_HINT))
     external = next((s["external"] for s in summaries if s.get("external")), {})
-    train_eval = any("train_eval_accuracy" in s for s in summaries)
+    train_eval = has_train_eval(summaries)
     training = ["arm", "params (M)", "GMACs", "s / epoch", "train acc %", "train loss"]
     training += ["train acc (eval) %"] if train_eval else []
     training += ["val acc %", "val loss", "seeds"]
@@ -200,7 +205,7 @@ def table_columns(arms: list[dict[str, object]]) -> str:
     smoothing or not), and the eval-mode training column where an arm has it."""
     augmented, smoothed = training_conditions(arms)
     batches = PAGE["augmented" if augmented else "unaugmented"]
-    train_eval = " " + PAGE["train_eval"] if any("train_eval_accuracy" in arm for arm in arms) else ""
+    train_eval = " " + PAGE["train_eval"] if has_train_eval(arms) else ""
     values = {"batches": batches, "smoothing": PAGE["smoothed"] + " " if smoothed else "", "train_eval": train_eval}
     return fill(PAGE["columns"], values)
 

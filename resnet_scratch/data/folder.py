@@ -267,6 +267,7 @@ def decode_hwc(path: Path) -> np.ndarray:
 # A pixel belongs to the head when it is brighter than this share of the image's 99th percentile;
 # a row or column belongs to it when at least PROFILE_SHARE of its pixels do.
 HEAD_LEVEL, PROFILE_SHARE = 0.1, 0.02
+HEAD_FLOOR = 8  # grey levels of 255: at or below this a pixel is never the head, however dark the slice
 
 
 def _main_run(profile: np.ndarray) -> tuple[int, int]:
@@ -287,7 +288,7 @@ def crop_to_head(pixels: np.ndarray, margin: float = 0.04) -> np.ndarray:
     """The square around the head's bounding box (with a small margin), padded with black where it
     leaves the image: every slice is framed the same way, whatever its source's field of view."""
     grey = pixels.mean(2)
-    level = max(HEAD_LEVEL * float(np.percentile(grey, 99)), 8.0)
+    level = max(HEAD_LEVEL * float(np.percentile(grey, 99)), float(HEAD_FLOOR))
     mask = grey > level
     top, bottom = _main_run(mask.mean(1) >= PROFILE_SHARE)
     left, right = _main_run(mask.mean(0) >= PROFILE_SHARE)

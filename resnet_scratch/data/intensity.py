@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from .folder import HEAD_LEVEL
+from .folder import HEAD_FLOOR, HEAD_LEVEL
 from .transforms import to_device
 
 
@@ -157,7 +157,7 @@ def head_background(grey: Tensor) -> Tensor:
     brighter tissue, so it is not background: it is remapped with the rest of the head."""
     flat = grey.flatten(1)[:, ::4]  # every fourth pixel is enough for a percentile, at a quarter of the work
     p99 = flat.kthvalue(max(1, math.ceil(0.99 * flat.shape[1])), dim=1).values
-    dark = (grey <= (HEAD_LEVEL * p99).clamp_min(8 / 255).view(-1, 1, 1)).to(torch.uint8)
+    dark = (grey <= (HEAD_LEVEL * p99).clamp_min(HEAD_FLOOR / 255).view(-1, 1, 1)).to(torch.uint8)
     outside = torch.zeros_like(dark)
     for dim in (1, 2):  # from each border inwards: dark all the way from the border
         outside |= dark.cummin(dim).values
