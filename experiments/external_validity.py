@@ -59,7 +59,7 @@ from resnet_scratch.report import new_figure, save_figure
 from resnet_scratch.studies.brain_mri import weak_held_out
 
 NAME = "external_validity"
-RECIPE_FILE = recipe_path("main_cpu")
+RECIPE_FILE = recipe_path("resnet18_128px")
 SARTAJ, BR35H = "sartaj", "br35h-tumour"
 GOALS = {"br35h_sensitivity": 0.90, "sartaj_accuracy": 0.85, "test_accuracy": 0.975}
 # The second round's arms never train on Br35H: their sensitivity counts all 703 slices, and a

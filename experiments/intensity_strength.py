@@ -154,7 +154,7 @@ def main(argv: list[str]) -> None:
     args = experiment_args(__doc__, argv)
     if args.external in (None, "", "none"):
         raise SystemExit("error: tuning on Sartaj needs --external (a folder holding sartaj/)")
-    recipe = {"tiny": RECIPES["tiny"], "cpu": read_toml(recipe_path("main_cpu")), "gpu": RECIPES["gpu"]}
+    recipe = {"tiny": RECIPES["tiny"], "cpu": read_toml(recipe_path("resnet18_128px")), "gpu": RECIPES["gpu"]}
     full = base_config(args, recipe[args.scale])
     # the stand-in's size and epochs come before the command line's, so that --epochs and --smoke still act
     base = base_config(args, recipe[args.scale] | STAND_IN.get(args.scale, {}))

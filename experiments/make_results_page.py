@@ -20,7 +20,8 @@ from resnet_scratch.studies.brain_mri import external_lines
 
 ORDER = (  # then by name
     "main_cpu",
-    "main_cpu_weak",
+    "resnet18_128px",
+    "resnet18_128px_weak",
     "external_validity",
     "intensity_strength",
     "time_to_accuracy",

@@ -1,11 +1,12 @@
-"""Time to accuracy on the CPU: which changes to the main job's recipe buy accuracy per unit of
-compute. Compute is counted in multiply-adds (resnet_scratch/cost.py), a measure no machine changes,
-as a share of the main job's; wall minutes and img/s of the day are given beside it.
+"""Time to accuracy on the CPU: which changes to a recipe buy accuracy per unit of compute. Compute is
+counted in multiply-adds (resnet_scratch/cost.py), a measure no machine changes, relative to the 128 px
+recipe's (recipes/resnet18_128px.toml); wall minutes and img/s of the day are given beside it.
 
-Each arm changes one lever of the main job (recipes/main_cpu.toml). The issue's probe changes several
-levers at once; "fixed-crop probe" crops it as the issue's own loop did. Flip TTA at test is no arm: it
-trains nothing, and scores the main job's checkpoints again with flips. Every arm is scored on Testing (full
-and leak-free) and on the external sets. The main job is external_validity.py's "recipe", and
+Each arm changes one lever of the 128 px recipe. The issue's probe changes several levers at once;
+"fixed-crop probe" crops it as the issue's own loop did. Trained for 22 epochs, that probe is the main
+job (recipes/main_cpu.toml), and two more levers are tried on it. Flip TTA at test is no arm: it trains
+nothing, and scores the main job's checkpoints again with flips. Every arm is scored on Testing (full
+and leak-free) and on the external sets. The 128 px recipe is external_validity.py's "recipe", and
 "per-image std" is its arm of that name: the seeds that page records are reused, not trained again.
 
     python experiments/time_to_accuracy.py --scale cpu              # every arm, 3 seeds
@@ -39,8 +40,13 @@ from resnet_scratch.report import new_figure, save_figure
 from resnet_scratch.studies.brain_mri import BrainMRI
 
 NAME = "time_to_accuracy"
-MAIN_JOB = "main job"
+# The unit of cost and the arm every lever is first set against (recipes/resnet18_128px.toml).
+REFERENCE = "128 px recipe"
 FIXED22 = "fixed-crop probe at 22 epochs"
+# The arm that `make train` trains (recipes/main_cpu.toml; a test holds the two to the same settings).
+MAIN_JOB = FIXED22
+# Levers tried on another arm than the reference are set against that arm.
+LEVERS_ON_MAIN = (f"{FIXED22} + EMA", f"{FIXED22} + zero-init residual")
 FLIP, FLIP_KEY = "flip TTA at test", "flip_at_test"
 # The goals, on Testing (3-seed means) at a cost of at most CHEAP of the main job's.
 GOALS = {"test_accuracy": 0.985, "leak_free_accuracy": 0.98}
@@ -58,15 +64,15 @@ PHRASES = read_phrases(Path(__file__).resolve().parent / "templates" / "time_to_
 
 
 def arms_for(base: Config) -> list[Arm]:
-    """The main job, each lever alone, then the issue's probe (grey, per-image std, milder crops,
-    64 px, 12 epochs: several levers at once), and the probe with its loop's fixed-size crops, for 12
-    epochs and for the main job's."""
+    """The 128 px recipe (`base`), each lever alone, then the issue's probe (grey, per-image std, milder
+    crops, 64 px, 12 epochs: several levers at once), and the probe with its loop's fixed-size crops, for
+    12 epochs and for the reference's 22: the main job. Last, two levers on the main job."""
     probe = replace(base, grey=True, normalize="image", crop_scale_min=0.6, image_size=64, epochs=12)
     # The issue's own probe resized to 72 px and cropped 64 px: one size, square, only the place drawn.
     fixed = replace(probe, crop_scale_min=FIXED_CROP, crop_scale_max=FIXED_CROP, crop_ratio_max=1)
     fixed22 = replace(fixed, epochs=base.epochs)
     return [
-        Arm(MAIN_JOB, base),
+        Arm(REFERENCE, base),
         Arm("12 epochs", replace(base, epochs=12)),
         Arm("96 px", replace(base, image_size=96)),
         Arm("64 px", replace(base, image_size=64)),
@@ -78,11 +84,11 @@ def arms_for(base: Config) -> list[Arm]:
         Arm("zero-init residual", replace(base, zero_init_residual=True)),
         Arm("probe", probe),
         Arm("fixed-crop probe", fixed),
-        # trained as long as the main job: the cheap goal's whole budget (a quarter of the main job's cost)
+        # trained as long as the reference: the cheap goal's whole budget (a quarter of the reference's cost)
         Arm(FIXED22, fixed22),
-        # two levers of the fast-training recipes, on the best cheap arm rather than the costly main job
-        Arm(f"{FIXED22} + EMA", replace(fixed22, ema=0.998)),
-        Arm(f"{FIXED22} + zero-init residual", replace(fixed22, zero_init_residual=True)),
+        # two levers of the fast-training recipes, on the main job rather than the 4 times costlier reference
+        Arm(LEVERS_ON_MAIN[0], replace(fixed22, ema=0.998)),
+        Arm(LEVERS_ON_MAIN[1], replace(fixed22, zero_init_residual=True)),
     ]
 
 
@@ -203,8 +209,8 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def lever_verdict(changes: list[float], spread: float) -> str:
-    """Whether an arm's paired changes (one per seed, against the main job) lie beyond the seed spread:
-    at least 3 seeds, every one of the same sign, and a mean change larger than the main job's own
+    """Whether an arm's paired changes (one per seed, against the arm it changes) lie beyond the seed
+    spread: at least 3 seeds, every one of the same sign, and a mean change larger than that arm's own
     spread over seeds (its sample std)."""
     if len(changes) < 3:
         return "too few seeds"
@@ -213,36 +219,44 @@ def lever_verdict(changes: list[float], spread: float) -> str:
     return "yes: better" if changes[0] > 0 else "yes: worse"
 
 
-def against_main(r: dict, main: dict, key: str) -> dict | None:
-    """The arm's change from the main job on `key`, over the seed numbers both ran: mean in points, the
+def against(r: dict, base: dict, key: str) -> dict | None:
+    """The arm's change from `base` on `key`, over the seed numbers both ran: mean in points, the
     seeds, and lever_verdict. None where either lacks the figure."""
-    seeds = sorted(seed for seed in set(r["by_seed"]) & set(main["by_seed"]) if key in r["by_seed"][seed])
-    if not seeds or any(key not in main["by_seed"][seed] for seed in seeds):
+    seeds = sorted(seed for seed in set(r["by_seed"]) & set(base["by_seed"]) if key in r["by_seed"][seed])
+    if not seeds or any(key not in base["by_seed"][seed] for seed in seeds):
         return None
-    changes = [r["by_seed"][seed][key] - main["by_seed"][seed][key] for seed in seeds]
-    verdict = lever_verdict(changes, mean_std([main["by_seed"][seed][key] for seed in main["by_seed"]])["std"])
+    changes = [r["by_seed"][seed][key] - base["by_seed"][seed][key] for seed in seeds]
+    verdict = lever_verdict(changes, mean_std([base["by_seed"][seed][key] for seed in base["by_seed"]])["std"])
     return {"points": f"{100 * np.mean(changes):+.2f}", "seeds": len(seeds), "verdict": verdict}
 
 
+def base_of(label: str) -> str:
+    """The arm that the arm `label` changes: the main job for the levers tried on it, else the reference."""
+    return MAIN_JOB if label in LEVERS_ON_MAIN else REFERENCE
+
+
 def lever_lines(rows: list[dict]) -> list[str]:
-    """Each arm's figures minus the main job's, seed by seed, and whether Testing's change is beyond the
-    seed spread; then the cheapest arm not shown worse on Testing, with its external changes judged alike."""
-    main = next((r for r in rows if r["label"] == MAIN_JOB), None)
-    if main is None:
+    """Each arm's figures minus those of the arm it changes (base_of), seed by seed, and whether Testing's
+    change is beyond the seed spread; then the cheapest arm not shown worse than the reference on
+    Testing, with its external changes judged alike."""
+    by_label = {r["label"]: r for r in rows}
+    if REFERENCE not in by_label:
         return []
     keys = [("test_accuracy", "Testing"), ("leak_free_accuracy", "leak-free"), (SARTAJ, "Sartaj"), (BR35H, "Br35H")]
-    lines = ["| arm | cost | " + " | ".join(f"{n} change" for _, n in keys) + " | Testing beyond the spread? | seeds |"]
-    lines.append("|---|---:|" + "---:|" * len(keys) + "---|---:|")
+    lines = ["| arm | set against | cost | " + " | ".join(f"{n} change" for _, n in keys)]
+    lines[0] += " | Testing beyond the spread? | seeds |"
+    lines.append("|---|---|---:|" + "---:|" * len(keys) + "---|---:|")
     match = None
-    for r in sorted((r for r in rows if r is not main), key=lambda r: r["cost"]):
-        change = {key: against_main(r, main, key) for key, _ in keys}
-        test = change["test_accuracy"]
+    for r in sorted((r for r in rows if r["label"] != REFERENCE), key=lambda r: r["cost"]):
+        base = by_label.get(base_of(r["label"]))
+        change = {key: against(r, base, key) for key, _ in keys} if base else {}
+        test = change.get("test_accuracy")
         if test is None:
             continue
-        cells = [c["points"] if c else "-" for c in change.values()]
-        lines.append(
-            f"| {r['label']} | {r['cost']:.2f} | " + " | ".join(cells) + f" | {test['verdict']} | {test['seeds']} |"
-        )
+        cells = [r["label"], base["label"], f"{r['cost']:.2f}", *(c["points"] if c else "-" for c in change.values())]
+        lines.append("| " + " | ".join(cells + [test["verdict"], str(test["seeds"])]) + " |")
+        if base["label"] != REFERENCE:
+            continue
         if match is None and test["seeds"] >= 3 and test["verdict"] != "yes: worse" and round(r["cost"], 2) < 1:
             if change[SARTAJ] and change[BR35H]:
                 match = (r, change)
@@ -269,20 +283,55 @@ def goal_notes(rows: list[dict], seeds: int) -> list[str]:
     values = goals | {"cost": CHEAP, "seeds": seeds_text(seeds)} | ({"arms": ", ".join(met)} if met else {})
     notes = [fill(PHRASES["cheap_met" if met else "cheap_missed"], values)]
     affordable = [r for r in rows if round(r["cost"], 2) <= 1.0]
-    main = next((r for r in rows if r["label"] == MAIN_JOB), None)
+    reference = next((r for r in rows if r["label"] == REFERENCE), None)
     if affordable:
         best = max(affordable, key=lambda r: r["test_accuracy"]["mean"])
         values = {"arm": best["label"], "accuracy": pm(best["test_accuracy"]), "cost": f"{best['cost']:.2f}"}
         values["seeds"] = seeds_text(best["seeds"])
-        change = against_main(best, main, "test_accuracy") if main and best is not main else None
+        change = against(best, reference, "test_accuracy") if reference and best is not reference else None
         values["lead"] = " " + fill(PHRASES["lead"], {"how": SPREAD_WORDS[change["verdict"]]}) if change else ""
         notes.append(fill(PHRASES["best"], values))
     return notes
 
 
+def choice_lines(rows: list[dict], seeds: int) -> list[str]:
+    """The issue's rule for the main job, applied to the record. Among the arms with every seed at a
+    cost of at most the reference's: the most accurate on Testing whose Sartaj and Br35H are not shown
+    worse than the reference's. A lever tried on the main job must also beat it on Testing beyond the
+    seed spread. Then whether `make train` (MAIN_JOB) trains that arm."""
+    by_label = {r["label"]: r for r in rows}
+    reference = by_label.get(REFERENCE)
+    if reference is None:
+        return []
+
+    def qualifies(r: dict) -> bool:
+        if r["seeds"] < seeds or round(r["cost"], 2) > 1.0:
+            return False
+        external = [against(r, reference, key) for key in (SARTAJ, BR35H)]
+        if any(c is None or c["verdict"] == "yes: worse" for c in external):
+            return False
+        if base_of(r["label"]) == REFERENCE:
+            return True
+        gain = against(r, by_label[MAIN_JOB], "test_accuracy") if MAIN_JOB in by_label else None
+        return gain is not None and gain["verdict"] == "yes: better"
+
+    candidates = [r for r in rows if qualifies(r)]
+    if not candidates:
+        return []
+    best = max(candidates, key=lambda r: r["test_accuracy"]["mean"])
+    values = {"arm": best["label"], "accuracy": pm(best["test_accuracy"]), "cost": f"{best['cost']:.2f}"}
+    values["seeds"] = seeds_text(seeds)
+    for key, slot in (("test_accuracy", "test"), (SARTAJ, "sartaj"), (BR35H, "br35h")):
+        change = against(best, reference, key)
+        values |= {slot: change["points"], f"{slot}_how": SPREAD_WORDS[change["verdict"]]}
+    trained = fill(PHRASES["choice_not_yet"], {"main": MAIN_JOB}) if best["label"] != MAIN_JOB else PHRASES["choice_trained"]
+    return [fill(PHRASES["choice"], values), trained]
+
+
 def plot_cost(path: Path, rows: list[dict], flip: dict | None = None) -> Path:
     """Testing accuracy (full split) against cost: a point per arm with its seed spread, the main job
-    marked, the main job's checkpoints with flip TTA as a hollow star, and the goal's corner shaded."""
+    a star and the reference a square, the main job's checkpoints with flip TTA as a hollow star, and
+    the cheap goal's corner shaded."""
     fig = new_figure(7.5, 4.8)
     ax = fig.subplots()
     # more arms than the shared palette holds; tab20's even colours first, as its odd ones pair with them
@@ -292,7 +341,7 @@ def plot_cost(path: Path, rows: list[dict], flip: dict | None = None) -> Path:
         # the paired change added to the main job's mean: the flip's own seeds may be fewer than the main job's
         change = flip["change"]["test_accuracy"]
         ax.errorbar(
-            0.97,  # beside the main job's star
+            0.97 * main["cost"],  # beside the main job's star
             100 * (main["test_accuracy"]["mean"] + change["mean"]),
             yerr=100 * change["std"],
             fmt="*",
@@ -305,18 +354,18 @@ def plot_cost(path: Path, rows: list[dict], flip: dict | None = None) -> Path:
     drawn: dict[float, int] = {}  # arms of one cost (to 2 places) side by side, 3% apart, not on top of each other
     for i, r in enumerate(rows):
         stat = r["test_accuracy"]
-        is_main = r["label"] == MAIN_JOB
+        marker = {MAIN_JOB: ("*", 12, " (main job)"), REFERENCE: ("s", 8, " (the unit of cost)")}.get(r["label"])
         k = drawn[round(r["cost"], 2)] = drawn.get(round(r["cost"], 2), -1) + 1
         x = r["cost"] * 1.03**k
         ax.errorbar(
             x,
             100 * stat["mean"],
             yerr=100 * stat["std"],
-            fmt="*" if is_main else "o",
-            markersize=12 if is_main else 6,
+            fmt=marker[0] if marker else "o",
+            markersize=marker[1] if marker else 6,
             capsize=3,
-            color="black" if is_main else colours[i % len(colours)],
-            label=r["label"],
+            color="black" if marker else colours[i % len(colours)],
+            label=r["label"] + (marker[2] if marker else ""),
         )
         ax.plot([x] * len(stat["values"]), [100 * v for v in stat["values"]], "k.", markersize=3)
     ax.axvspan(0, CHEAP, ymin=0, ymax=1, color="green", alpha=0.06)
@@ -324,25 +373,26 @@ def plot_cost(path: Path, rows: list[dict], flip: dict | None = None) -> Path:
     ax.set_xscale("log")
     ax.set_xticks([0.1, 0.25, 0.5, 1.0], ["0.1", "0.25", "0.5", "1"])
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set(xlabel="training cost (multiply-adds, main job = 1)", ylabel="Testing accuracy % (axis not from 0)")
+    ax.set(xlabel="training cost (multiply-adds, 128 px recipe = 1)", ylabel="Testing accuracy % (axis not from 0)")
     ax.set_title(
         "Accuracy against compute (marker: mean ± std; dots: seeds)\n"
         f"shaded: the cheap goal's costs; dotted: its {100 * GOALS['test_accuracy']:.1f}% on Testing",
         fontsize=10,
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
     return save_figure(fig, path)
 
 
 def main(argv: list[str]) -> None:
     """Train every arm at every seed, then write docs/results/time_to_accuracy/."""
     args = experiment_args(__doc__, argv)
-    recipe = {"tiny": RECIPES["tiny"], "cpu": read_toml(recipe_path("main_cpu")), "gpu": RECIPES["gpu"]}
+    recipe = {"tiny": RECIPES["tiny"], "cpu": read_toml(recipe_path("resnet18_128px")), "gpu": RECIPES["gpu"]}
     base = base_config(args, recipe[args.scale])
     summaries = run_experiment(NAME, args, arms_for(base), borrow=("external_validity",))
     out = output_dir(NAME, args, summaries)
-    flip = flip_at_test(summaries[0], base, args.runs_dir, out / "results.json")
+    main_job = next(arm for arm in summaries if arm["label"] == MAIN_JOB)
+    flip = flip_at_test(main_job, base, args.runs_dir, out / "results.json")
     rows = arm_rows(summaries)
     figures = []
     if rows:
@@ -350,7 +400,7 @@ def main(argv: list[str]) -> None:
         plot_test_accuracy(out / "test_accuracy.png", summaries)
         figures = [(PHRASES["caption_cost"], "cost.png"), (PHRASES["caption_test_accuracy"], "test_accuracy.png")]
     notes = [fill(PHRASES["table"], {"table": "\n".join(table(rows))}), PHRASES["cost"], *flip_lines(flip)]
-    notes += lever_lines(rows) + goal_notes(rows, args.seeds)
+    notes += lever_lines(rows) + goal_notes(rows, args.seeds) + choice_lines(rows, args.seeds)
     # by_seed repeats the arms' own seeds: the record keeps them once
     extra = {
         "arms": [{k: v for k, v in r.items() if k != "by_seed"} | {"cost": float(np.round(r["cost"], 4))} for r in rows]

@@ -22,6 +22,7 @@ import numpy as np
 
 from .checkpoint import read_epochs
 from .config import Config, load_config, to_dict
+from .cost import relative_cost
 from .experiment_stats import external_headline, mean_std, model_cost
 from .files import atomic_write_text
 from .runtime import TrainingDiverged
@@ -189,8 +190,9 @@ def summarize_run(run: Path) -> dict[str, object]:
             if key in last
         },
         "external": {name: external_headline(r) for name, r in results.get("external", {}).items()},
-        # training multiply-adds as a share of the main job's (cost.training_cost), where the run counted them
-        **({"cost": results["training_cost"]["main_job"]} if "training_cost" in results else {}),
+        # training multiply-adds relative to the 128 px recipe's (cost.training_cost), where the run counted
+        # them; runs made before the unit was named call that share "main_job"
+        **({"cost": relative_cost(results["training_cost"])} if "training_cost" in results else {}),
     }
 
 

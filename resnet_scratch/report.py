@@ -250,7 +250,7 @@ def run_report(run: Path, config: Config, results, figures: dict[str, str], stud
         training += [
             "",
             f"Training cost: {cost['multiply_adds'] / 1e12:.1f} T multiply-adds (forward and backward), "
-            f"{cost['main_job']:.2f} times the main job's. It took {cost['minutes']:.1f} min at "
+            f"{cost['relative']:.2f} times the 128 px recipe's. It took {cost['minutes']:.1f} min at "
             f"{cost['images_per_s']:.0f} img/s on this machine; the multiply-adds are the same on any machine. "
             f"Evaluation costs {cost['eval_multiply_adds_per_image'] / 1e9:.2f} G multiply-adds per image.",
         ]

@@ -4,7 +4,16 @@ import pytest
 import torch
 
 from resnet_scratch.config import Config, read_toml, recipe_path
-from resnet_scratch.cost import MAIN_JOB_IMAGES, PASSES, epoch_macs, forward_macs, main_job_macs, training_cost
+from resnet_scratch.cost import (
+    EPOCH_IMAGES,
+    PASSES,
+    REFERENCE,
+    epoch_macs,
+    forward_macs,
+    reference_macs,
+    relative_cost,
+    training_cost,
+)
 from resnet_scratch.models import build
 from resnet_scratch.summary import count_macs
 
@@ -16,18 +25,20 @@ def test_forward_macs_is_the_summarys_count() -> None:
     assert 0.55e9 < forward_macs("resnet18", 128) < 0.65e9  # ResNet-18's 1.8 G at 224 px, times (128/224)^2
 
 
-def test_the_main_job_costs_its_epochs_of_images_at_its_size() -> None:
-    recipe = read_toml(recipe_path("main_cpu"))
+def test_the_unit_of_cost_is_the_reference_recipes_epochs_of_images_at_its_size() -> None:
+    recipe = read_toml(recipe_path(REFERENCE))
+    assert (recipe["image_size"], recipe["epochs"]) == (128, 22)
     forward = forward_macs(recipe["model"], recipe["image_size"])
-    assert main_job_macs() == recipe["epochs"] * MAIN_JOB_IMAGES * PASSES * forward
+    assert reference_macs() == recipe["epochs"] * EPOCH_IMAGES * PASSES * forward
 
 
-def test_the_main_jobs_own_epochs_cost_one_main_job() -> None:
-    recipe = read_toml(recipe_path("main_cpu"))
+def test_the_reference_recipes_own_epochs_cost_one() -> None:
+    recipe = read_toml(recipe_path(REFERENCE))
     config = Config(model=recipe["model"], image_size=recipe["image_size"])
-    lines = [{"train_macs": epoch_macs(config, MAIN_JOB_IMAGES), "seconds": 40.0, "images_per_s": 128.35}]
+    lines = [{"train_macs": epoch_macs(config, EPOCH_IMAGES), "seconds": 40.0, "images_per_s": 128.35}]
     cost = training_cost(lines * recipe["epochs"])
-    assert cost["main_job"] == pytest.approx(1.0)
+    assert cost["relative"] == pytest.approx(1.0) and relative_cost(cost) == cost["relative"]
+    assert relative_cost({"main_job": 0.25}) == 0.25  # a record written before the unit was named
     assert cost["minutes"] == pytest.approx(recipe["epochs"] * 40 / 60)
 
 

@@ -16,7 +16,7 @@ from resnet_scratch import train as train_module
 from resnet_scratch.__main__ import main, parser
 from resnet_scratch.checkpoint import load_model_file
 from resnet_scratch.config import Config, ConfigError, flags_given, load_config
-from resnet_scratch.cost import forward_macs, main_job_macs
+from resnet_scratch.cost import forward_macs, reference_macs
 from resnet_scratch.loss import CrossEntropy
 from resnet_scratch.runtime import TrainingDiverged
 from resnet_scratch.studies.brain_mri import weak_folder
@@ -136,9 +136,9 @@ def test_run_folder_holds_everything(finished_run: Path) -> None:
     seen = [round(e["images_per_s"] * e["seconds"]) for e in epochs]
     assert [e["train_macs"] for e in epochs] == [3 * n * forward_macs("resnet18", 32) for n in seen]
     assert cost["multiply_adds"] == sum(e["train_macs"] for e in epochs)
-    assert cost["main_job"] == pytest.approx(cost["multiply_adds"] / main_job_macs())
+    assert cost["relative"] == pytest.approx(cost["multiply_adds"] / reference_macs())
     assert cost["eval_multiply_adds_per_image"] == forward_macs("resnet18", 32)
-    assert f"{cost['main_job']:.2f} times the main job's" in report
+    assert f"{cost['relative']:.2f} times the 128 px recipe's" in report
     assert "| full | 16 |" in report and "leak-free" in report and "](curves.png)" in report
     for png in ("curves.png", "confusion.png", "predictions.png"):
         assert (finished_run / png).read_bytes()[:4] == b"\x89PNG"
