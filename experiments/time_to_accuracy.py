@@ -324,7 +324,9 @@ def choice_lines(rows: list[dict], seeds: int) -> list[str]:
     for key, slot in (("test_accuracy", "test"), (SARTAJ, "sartaj"), (BR35H, "br35h")):
         change = against(best, reference, key)
         values |= {slot: change["points"], f"{slot}_how": SPREAD_WORDS[change["verdict"]]}
-    trained = fill(PHRASES["choice_not_yet"], {"main": MAIN_JOB}) if best["label"] != MAIN_JOB else PHRASES["choice_trained"]
+    trained = (
+        fill(PHRASES["choice_not_yet"], {"main": MAIN_JOB}) if best["label"] != MAIN_JOB else PHRASES["choice_trained"]
+    )
     return [fill(PHRASES["choice"], values), trained]
 
 

@@ -557,7 +557,9 @@ def test_each_arm_is_set_against_the_arm_it_changes_seed_by_seed() -> None:
     assert "| grey | 128 px recipe | 0.90 | +0.00 | +0.00 | +0.00 | +0.00 | too few seeds | 2 |" in lines[0]
     assert lines[0].index("probe") < lines[0].index("64 px") < lines[0].index("EMA")  # cheapest first
     # the cheapest arm not shown worse, at 3 seeds and below the reference's cost: not the probe, not EMA
-    assert lines[1].startswith("The cheapest arm not shown worse than the 128 px recipe on Testing is 12 epochs, at 0.55")
+    assert lines[1].startswith(
+        "The cheapest arm not shown worse than the 128 px recipe on Testing is 12 epochs, at 0.55"
+    )
     assert "+0.00 points over 3 seeds, within the seed spread" in lines[1]
     assert script.lever_lines([lever_row("probe", 0.14, {0: 0.96})]) == []  # no reference to set against
 
@@ -605,7 +607,9 @@ def test_make_train_trains_the_main_job_arm() -> None:
     script = load_script("time_to_accuracy")
     args = experiment_args(script.__doc__, ["--scale", "cpu"])
     arms = {arm.label: arm for arm in script.arms_for(base_config(args, read_toml(recipe_path("resnet18_128px"))))}
-    assert settings_of(base_config(args, read_toml(recipe_path("main_cpu")))) == settings_of(arms[script.MAIN_JOB].config)
+    assert settings_of(base_config(args, read_toml(recipe_path("main_cpu")))) == settings_of(
+        arms[script.MAIN_JOB].config
+    )
 
 
 def test_the_best_arm_is_chosen_among_arms_with_every_seed() -> None:
