@@ -3,8 +3,8 @@
 Wall time depends on the day: the same job ran at 35 to 155 img/s on this project's CPUs. So a
 recipe's cost is counted instead: every training image costs the multiply-adds of one forward pass
 at that epoch's input size (summary.count_macs), times PASSES. It is reported relative to the cost of
-one recipe, REFERENCE (the 128 px recipe), which is 1.00. Evaluation is counted apart, per image, since test-time augmentation
-multiplies it and training does not.
+one recipe, REFERENCE (the 128 px recipe), which is 1.00. Evaluation is counted apart, per image,
+since test-time augmentation multiplies it and training does not.
 """
 
 import torch

@@ -259,7 +259,8 @@ def run_summary(run: Path, results: Results, study: Study) -> list[str]:
 def cost_line(cost: dict[str, float]) -> str:
     """A run's training cost in words (cost.training_cost)."""
     return (
-        f"training cost: {cost['multiply_adds'] / 1e12:.1f} T multiply-adds, {cost['relative']:.2f} x the 128 px recipe's; "
+        f"training cost: {cost['multiply_adds'] / 1e12:.1f} T multiply-adds, "
+        f"{cost['relative']:.2f} x the 128 px recipe's; "
         f"{cost['minutes']:.1f} min at {cost['images_per_s']:.0f} img/s on this machine"
     )
 
