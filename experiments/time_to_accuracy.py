@@ -163,6 +163,12 @@ def flip_lines(flip: dict | None) -> list[str]:
     return [fill(PHRASES["flip"], values)]
 
 
+def not_run_lines(summaries: list[dict]) -> list[str]:
+    """The page's sentence naming the arms without a finished run: their levers are not measured."""
+    missing = [arm["label"] for arm in summaries if not arm["finished"]]
+    return [fill(PHRASES["not_run"], {"arms": ", ".join(f'"{label}"' for label in missing)})] if missing else []
+
+
 def arm_rows(summaries: list[dict]) -> list[dict]:
     """Per finished arm: its planned cost, Testing (full, leak-free), Sartaj and Br35H (all 703 slices:
     no arm trains on them), wall minutes and img/s, each mean +- std over seeds."""
@@ -408,7 +414,8 @@ def main(argv: list[str]) -> None:
         plot_cost(out / "cost.png", rows, flip)
         plot_test_accuracy(out / "test_accuracy.png", summaries)
         figures = [(PHRASES["caption_cost"], "cost.png"), (PHRASES["caption_test_accuracy"], "test_accuracy.png")]
-    notes = [fill(PHRASES["table"], {"table": "\n".join(table(rows))}), PHRASES["cost"], *flip_lines(flip)]
+    notes = [fill(PHRASES["table"], {"table": "\n".join(table(rows))}), *not_run_lines(summaries), PHRASES["cost"]]
+    notes += flip_lines(flip)
     notes += lever_lines(rows) + goal_notes(rows, args.seeds) + choice_lines(rows, args.seeds)
     # by_seed repeats the arms' own seeds: the record keeps them once
     extra = {

@@ -633,6 +633,14 @@ def test_the_cheap_goal_counts_only_arms_with_every_seed() -> None:
     assert script.goal_notes([lucky], 1)[0].endswith("(means of 1 seed): 64 px.")
 
 
+def test_the_page_names_the_arms_that_have_not_run() -> None:
+    script = load_script("time_to_accuracy")
+    summaries = [{"label": "96 px", "finished": 0}, {"label": "64 px", "finished": 3}, {"label": "grey", "finished": 0}]
+    (line,) = script.not_run_lines(summaries)
+    assert line.endswith('remain unmeasured: "96 px", "grey".') and "64 px" not in line
+    assert script.not_run_lines(summaries[1:2]) == []
+
+
 def test_the_page_shows_the_command_that_trains_every_arm() -> None:
     argv = ["--scale", "cpu", "--arms", "per-image std", "--seeds", "3", "--summarize-only", "--arms=GIN"]
     assert training_argv(argv) == ["--scale", "cpu", "--seeds", "3"]
