@@ -160,6 +160,9 @@ def flip_lines(flip: dict | None) -> list[str]:
         lines.append("| " + " | ".join([title] + cells) + " |")
     fixed, broken = sum(s["fixed"] for s in flip["seeds"]), sum(s["broken"] for s in flip["seeds"])
     values = {"seeds": seeds_text(len(flip["seeds"])), "fixed": fixed, "broken": broken, "table": "\n".join(lines)}
+    # judged as a lever: the paired changes against the spread of the scores without flips
+    changes = [s["with"]["test_accuracy"] - s["without"]["test_accuracy"] for s in flip["seeds"]]
+    values["how"] = SPREAD_WORDS[lever_verdict(changes, flip["without"]["test_accuracy"]["std"])]
     return [fill(PHRASES["flip"], values)]
 
 
@@ -325,7 +328,9 @@ def choice_lines(rows: list[dict], seeds: int) -> list[str]:
         r for r in candidates if r is lead or against(r, lead, "test_accuracy")["verdict"] in ("no", "yes: better")
     ]
     best = min(level, key=lambda r: r["cost"])
-    values = {"arm": best["label"], "accuracy": pm(best["test_accuracy"]), "cost": f"{best['cost']:.2f}"}
+    below = [f'"{r["label"]}"' for r in candidates if r not in level]
+    values = {"below": " " + fill(PHRASES["below"], {"arms": ", ".join(below)}) if below else ""}
+    values |= {"arm": best["label"], "accuracy": pm(best["test_accuracy"]), "cost": f"{best['cost']:.2f}"}
     values |= {
         "seeds": seeds_text(seeds),
         "lead": lead["label"],
@@ -353,7 +358,7 @@ def plot_cost(path: Path, rows: list[dict], flip: dict | None = None) -> Path:
         # the paired change added to the main job's mean: the flip's own seeds may be fewer than the main job's
         change = flip["change"]["test_accuracy"]
         ax.errorbar(
-            0.97 * main["cost"],  # beside the main job's star
+            0.94 * main["cost"],  # beside the main job's star
             100 * (main["test_accuracy"]["mean"] + change["mean"]),
             yerr=100 * change["std"],
             fmt="*",
@@ -422,7 +427,9 @@ def main(argv: list[str]) -> None:
         "arms": [{k: v for k, v in r.items() if k != "by_seed"} | {"cost": float(np.round(r["cost"], 4))} for r in rows]
     }
     extra |= {FLIP_KEY: flip} if flip else {}
-    about = fill(PHRASES["about"], {"size": base.image_size, "epochs": base.epochs})
+    goals = {"full": f"{100 * GOALS['test_accuracy']:.1f}", "leak_free": f"{100 * GOALS['leak_free_accuracy']:.1f}"}
+    ema = next(arm.config.ema for arm in arms_for(base) if arm.label == "EMA")
+    about = fill(PHRASES["about"], {"size": base.image_size, "epochs": base.epochs, "cheap": CHEAP, "ema": ema} | goals)
     write_results(out, NAME, PHRASES["title"], about, args, argv, summaries, figures, notes, extra)
 
 

@@ -1,4 +1,4 @@
-"""The training cost in multiply-adds: counted from the package's own counter, relative to the main job."""
+"""The training cost in multiply-adds: counted from the package's own counter, relative to the 128 px recipe's."""
 
 import pytest
 import torch

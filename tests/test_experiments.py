@@ -594,8 +594,11 @@ def test_the_main_job_is_the_cheapest_arm_level_with_the_most_accurate() -> None
     ema = lever_row(script.LEVERS_ON_MAIN[0], 0.25, {0: 0.99, 1: 0.99, 2: 0.985})
     # level with the main job within the spread, at four times its cost: not worth the compute
     level = lever_row("EMA", 1.0, {0: 0.985, 1: 0.99, 2: 0.985})
-    lines = script.choice_lines([reference, main, costly, ema, level], 3)
+    # cheaper still, but worse than the most accurate beyond the spread: named, not picked
+    worse = lever_row("fixed-crop probe", 0.14, {0: 0.975, 1: 0.98, 2: 0.98})
+    lines = script.choice_lines([reference, main, costly, ema, level, worse], 3)
     assert "No candidate meets the cheap goal" in lines[0] and "The most accurate on Testing is EMA." in lines[0]
+    assert 'worse than it on Testing beyond the seed spread: "128 px recipe", "fixed-crop probe".' in lines[0]
     assert f"That is {script.MAIN_JOB}: 98.33 ± 0.29% on Testing at a cost of 0.25." in lines[0]
     assert "changes Testing by +0.83 points (better, beyond the seed spread)" in lines[0]
     assert lines[1] == "`make train` trains this arm (recipes/main_cpu.toml)."
