@@ -281,7 +281,7 @@ def test_a_packaged_recipe_is_found_by_name_and_a_run_repeats_from_its_config_js
     assert load_config("main_cpu") == load_config(recipe_path("main_cpu"))
     assert load_config("main_cpu").epochs == 22 and load_config("main_cpu").image_size == 64
     assert load_config("resnet18_128px").image_size == 128
-    with pytest.raises(ConfigError, match=r"no such file, nor a recipe of the package \(main_cpu\)"):
+    with pytest.raises(ConfigError, match=r"no such file, nor a recipe of the package \(main_cpu, resnet18_128px\)"):
         load_config("main_gpu")
     data = make_folder(tmp_path / "data", {"Training": {c: 6 for c in "abcd"}, "Testing": {c: 2 for c in "abcd"}})
     flags = ["--data", str(data), "--runs-dir", str(tmp_path / "runs"), "--image-size", "32", "--lr", "0.02"]
