@@ -2,12 +2,13 @@
 counted in multiply-adds (resnet_scratch/cost.py), a measure no machine changes, relative to the 128 px
 recipe's (recipes/resnet18_128px.toml); wall minutes and img/s of the day are given beside it.
 
-Each arm changes one lever of the 128 px recipe. The issue's probe changes several levers at once;
+A few arms change one lever of the 128 px recipe. The issue's probe changes several levers at once;
 "fixed-crop probe" crops it as the issue's own loop did. Trained for 22 epochs, that probe is the main
-job (recipes/main_cpu.toml), and two more levers are tried on it. Flip TTA at test is no arm: it trains
-nothing, and scores the main job's checkpoints again with flips. Every arm is scored on Testing (full
-and leak-free) and on the external sets. The 128 px recipe is external_validity.py's "recipe", and
-"per-image std" is its arm of that name: the seeds that page records are reused, not trained again.
+job (recipes/main_cpu.toml). The last arms set one lever on it or take one off, at a quarter of the
+cost. Flip TTA at test is no arm: it trains nothing, and scores the main job's checkpoints again with
+flips. Every arm is scored on Testing (full and leak-free) and on the external sets. The 128 px recipe
+is external_validity.py's "recipe", and "per-image std" is its arm of that name: the seeds that page
+records are reused, not trained again.
 
     python experiments/time_to_accuracy.py --scale cpu              # every arm, 3 seeds
     python experiments/time_to_accuracy.py --scale cpu --arms "64 px,12 epochs"
@@ -102,6 +103,32 @@ def arms_for(base: Config) -> list[Arm]:
         Arm(FIXED22, fixed22),
         *(Arm(label, config) for label, config in zip(LEVERS_ON_MAIN, on_main, strict=True)),
     ]
+
+
+def crop_range(config: Config) -> str:
+    """The share of a slice's area that a random crop keeps, as words."""
+    return f"{config.crop_scale_min:.0%} to {config.crop_scale_max:.0%}"
+
+
+def about_values(arms: list[Arm]) -> dict[str, object]:
+    """The settings that the page's introduction names, read from the arms themselves."""
+    config = {arm.label: arm.config for arm in arms}
+    base = config[REFERENCE]
+    main, resized = config[MAIN_JOB], config[f"{FIXED22} + progressive resizing"]
+    larger = config[f"{FIXED22} on 96 px images"]
+    return {
+        "size": base.image_size,
+        "epochs": base.epochs,
+        "cheap": CHEAP,
+        "ema": EMA_DECAY,
+        "crops": crop_range(base),
+        "mild": crop_range(config["probe"]),
+        "ratio": f"{1 / base.crop_ratio_max:.2f} to {base.crop_ratio_max:.2f}",
+        "levers": len(LEVERS_ON_MAIN),
+        "small": resized.min_image_size,
+        "until": f"{resized.resize_until:.0%}",
+        "larger": f"{(larger.input_size / main.input_size) ** 2:.2f}",
+    }
 
 
 def flip_scores(run: Path, base: Config) -> dict:
@@ -362,6 +389,11 @@ def choice_lines(rows: list[dict], seeds: int) -> list[str]:
     return [fill(PHRASES["choice"], values), trained]
 
 
+def short(label: str) -> str:
+    """An arm's name in a figure: the levers on the main job named after it, not after its long label."""
+    return label.replace(FIXED22, "main job") if label in LEVERS_ON_MAIN else label
+
+
 def plot_cost(path: Path, rows: list[dict], flip: dict | None = None) -> Path:
     """Testing accuracy (full split) against cost: a point per arm with its seed spread, the main job
     a star and the reference a square, the main job's checkpoints with flip TTA as a hollow star, and
@@ -402,7 +434,7 @@ def plot_cost(path: Path, rows: list[dict], flip: dict | None = None) -> Path:
             markersize=marker[1] if marker else 6,
             capsize=3,
             color="black" if marker else colours[i % len(colours)],
-            label=r["label"] + (marker[2] if marker else ""),
+            label=short(r["label"]) + (marker[2] if marker else ""),
         )
         ax.plot([x] * len(stat["values"]), [100 * v for v in stat["values"]], "k.", markersize=3)
     ax.axvspan(0, CHEAP, ymin=0, ymax=1, color="green", alpha=0.06)
@@ -426,7 +458,8 @@ def main(argv: list[str]) -> None:
     args = experiment_args(__doc__, argv)
     recipe = {"tiny": RECIPES["tiny"], "cpu": read_toml(recipe_path("resnet18_128px")), "gpu": RECIPES["gpu"]}
     base = base_config(args, recipe[args.scale])
-    summaries = run_experiment(NAME, args, arms_for(base), borrow=("external_validity",))
+    arms = arms_for(base)
+    summaries = run_experiment(NAME, args, arms, borrow=("external_validity",))
     out = output_dir(NAME, args, summaries)
     main_job = next(arm for arm in summaries if arm["label"] == MAIN_JOB)
     flip = flip_at_test(main_job, base, args.runs_dir, out / "results.json")
@@ -434,7 +467,7 @@ def main(argv: list[str]) -> None:
     figures = []
     if rows:
         plot_cost(out / "cost.png", rows, flip)
-        plot_test_accuracy(out / "test_accuracy.png", summaries)
+        plot_test_accuracy(out / "test_accuracy.png", [s | {"label": short(s["label"])} for s in summaries])
         figures = [(PHRASES["caption_cost"], "cost.png"), (PHRASES["caption_test_accuracy"], "test_accuracy.png")]
     notes = [fill(PHRASES["table"], {"table": "\n".join(table(rows))}), *not_run_lines(summaries), PHRASES["cost"]]
     notes += flip_lines(flip)
@@ -445,9 +478,7 @@ def main(argv: list[str]) -> None:
     }
     extra |= {FLIP_KEY: flip} if flip else {}
     goals = goal_values()
-    about = fill(
-        PHRASES["about"], {"size": base.image_size, "epochs": base.epochs, "cheap": CHEAP, "ema": EMA_DECAY} | goals
-    )
+    about = fill(PHRASES["about"], about_values(arms) | goals)
     write_results(out, NAME, PHRASES["title"], about, args, argv, summaries, figures, notes, extra)
 
 

@@ -626,6 +626,30 @@ def test_make_train_trains_the_main_job_arm() -> None:
     assert settings_of(load_config("main_cpu")) == settings_of(arms[script.MAIN_JOB].config)
 
 
+def test_the_introduction_reads_its_settings_from_the_arms() -> None:
+    """The page's introduction names the crops, sizes and lever count that the arms really use, and each
+    lever on the main job changes exactly one setting of it."""
+    script = load_script("time_to_accuracy")
+    args = experiment_args(script.__doc__, ["--scale", "cpu"])
+    arms = script.arms_for(base_config(args, read_toml(recipe_path("resnet18_128px"))))
+    values = script.about_values(arms)
+    assert (values["crops"], values["mild"], values["small"], values["larger"]) == (
+        "35% to 100%",
+        "60% to 100%",
+        48,
+        "2.25",
+    )
+    assert values["levers"] == len(script.LEVERS_ON_MAIN) == 6
+    main = settings_of(next(arm.config for arm in arms if arm.label == script.MAIN_JOB))
+    # settings that make one lever together
+    together = [{"crop_scale_min", "crop_scale_max", "crop_ratio_max"}, {"min_image_size", "resize_until"}]
+    for arm in arms:
+        if arm.label in script.LEVERS_ON_MAIN:
+            changed = {k for k, v in settings_of(arm.config).items() if main.get(k) != v}
+            assert len(changed) == 1 or any(changed <= lever for lever in together), (arm.label, changed)
+            assert script.short(arm.label).startswith("main job ")
+
+
 def test_the_cheap_goal_counts_only_arms_with_every_seed() -> None:
     script = load_script("time_to_accuracy")
     lucky = lever_row("64 px", 0.25, {0: 0.995})  # one seed: no 3-seed mean, whatever its figure
