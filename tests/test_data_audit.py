@@ -41,6 +41,7 @@ def test_audit_finds_what_was_planted(planted: Path) -> None:
     report = audit(planted)
     assert report["counts"] == {"Training": {"a": 5, "b": 6}, "Testing": {"a": 3, "b": 4}}
     assert report["modes"]["Testing"] == {"RGB": 6, "L": 1}
+    assert report["colour"] == {"Training": 10, "Testing": 6}  # every generated picture but the grey pair
     assert report["unreadable"] == ["Testing/a/broken.jpg"]
     assert report["exact_duplicate_groups"] == {"Training": 2, "Testing": 0}
     assert report["test_images_in_train"] == 2  # leaked_b0 and grey_as_l

@@ -1,4 +1,4 @@
-"""Dataset audit: counts, sizes and modes, unreadable files, exact and near duplicates, leakage
+"""Dataset audit: counts, sizes, modes and colour images, unreadable files, exact and near duplicates, leakage
 from Testing into Training, and duplicates whose labels disagree.
 
 Exact duplicates have identical decoded pixels (so a greyscale JPEG and its RGB copy with the same
@@ -197,6 +197,15 @@ def _modes_and_sizes(paths: list[str]) -> tuple[Counter, Counter]:
     return modes, sizes
 
 
+def colour_images(images: torch.Tensor, chunk: int = 512) -> int:
+    """How many decoded N x 3 x H x W images have channels that differ somewhere: the rest are grey."""
+    count = 0
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk]
+        count += int(((part[:, 0] != part[:, 1]) | (part[:, 1] != part[:, 2])).flatten(1).any(1).sum())
+    return count
+
+
 def _within_split(
     name: str, s: Split, exact: list[str], phash: np.ndarray, rel: list[str], threshold: int, report: dict
 ) -> list[dict]:
@@ -251,6 +260,7 @@ def audit(root: Path, threshold: int = HAMMING_THRESHOLD, cache_dir: Path | None
         "counts": {name: s.counts() for name, s in splits.items()},
         "modes": {},
         "sizes": {},
+        "colour": {name: colour_images(s.images) for name, s in splits.items()},
         "unreadable": [
             str(Path(k.path).relative_to(root))
             for s in splits.values()
@@ -321,7 +331,10 @@ def format_report(report: dict) -> str:
     for split, counts in report["counts"].items():
         lines.append(f"  {split:<10}" + "".join(f"{counts[c]:>12}" for c in classes) + f"{sum(counts.values()):>8}")
     for split in report["counts"]:
-        lines.append(f"  {split}: modes {report['modes'][split]}, sizes {report['sizes'][split]}")
+        lines.append(
+            f"  {split}: modes {report['modes'][split]}, sizes {report['sizes'][split]}, "
+            f"colour {report['colour'][split]} (the rest grey)"
+        )
     lines.append(
         f"  unreadable files: {len(report['unreadable'])}" + "".join(f"\n    {p}" for p in report["unreadable"])
     )
