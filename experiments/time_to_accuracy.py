@@ -343,7 +343,8 @@ def choice_lines(rows: list[dict], seeds: int) -> list[str]:
     """The issue's rule for the main job, applied to the record, and whether `make train` (MAIN_JOB)
     trains the arm it picks. The candidates: the arms with every seed at a cost of at most the
     reference's, whose Sartaj and Br35H are not shown worse than the reference's; a lever tried on the
-    main job only where it beats the main job on Testing beyond the seed spread. Where some candidates
+    main job only where it beats the main job on Testing beyond the seed spread, or costs less without
+    a loss beyond it. Where some candidates
     meet the cheap goal, only they stay. The most accurate on Testing leads, and the cheapest candidate
     not shown worse than it on Testing is picked: a gap within the seed spread does not buy compute."""
     by_label = {r["label"]: r for r in rows}
@@ -359,8 +360,13 @@ def choice_lines(rows: list[dict], seeds: int) -> list[str]:
             return False
         if base_of(r["label"]) == REFERENCE:
             return True
-        gain = against(r, by_label[MAIN_JOB], "test_accuracy") if MAIN_JOB in by_label else None
-        return gain is not None and gain["verdict"] == "yes: better"
+        if MAIN_JOB not in by_label:
+            return False
+        main = by_label[MAIN_JOB]
+        gain = against(r, main, "test_accuracy")
+        # a saving of compute is exact, so it needs no more than accuracy not shown lost
+        cheaper = round(r["cost"], 2) < round(main["cost"], 2) and gain is not None and gain["verdict"] == "no"
+        return cheaper or (gain is not None and gain["verdict"] == "yes: better")
 
     candidates = [r for r in rows if qualifies(r)]
     cheap = [r for r in candidates if meets_cheap_goal(r)]

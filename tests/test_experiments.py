@@ -617,6 +617,19 @@ def test_an_arm_that_meets_the_cheap_goal_beats_a_costlier_more_accurate_one() -
     assert "That is fixed-crop probe:" in lines[0] and "The most accurate on Testing is fixed-crop probe." in lines[0]
 
 
+def test_a_cheaper_lever_on_the_main_job_needs_only_to_lose_nothing_beyond_the_spread() -> None:
+    script = load_script("time_to_accuracy")
+    reference = lever_row("128 px recipe", 1.0, {0: 0.97, 1: 0.975, 2: 0.98})
+    main = lever_row(script.MAIN_JOB, 0.25, {0: 0.98, 1: 0.985, 2: 0.985})
+    resized = f"{script.FIXED22} + progressive resizing"
+    # a little lower on average, within the spread, at less cost: picked
+    lines = script.choice_lines([reference, main, lever_row(resized, 0.22, {0: 0.985, 1: 0.98, 2: 0.98})], 3)
+    assert f"That is {resized}:" in lines[0] and lines[1].startswith("`make train` still trains")
+    # lower beyond the spread: no candidate, however cheap
+    lines = script.choice_lines([reference, main, lever_row(resized, 0.22, {0: 0.97, 1: 0.975, 2: 0.975})], 3)
+    assert f"That is {script.MAIN_JOB}:" in lines[0] and resized not in lines[0]
+
+
 def test_make_train_trains_the_main_job_arm() -> None:
     """recipes/main_cpu.toml, as `make train` loads it, holds the settings of the page's main job arm,
     which the page builds on the 128 px recipe."""
