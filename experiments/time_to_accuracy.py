@@ -121,6 +121,7 @@ def about_values(arms: list[Arm]) -> dict[str, object]:
         "epochs": base.epochs,
         "cheap": CHEAP,
         "ema": EMA_DECAY,
+        "main": f'"{MAIN_JOB}"',
         "crops": crop_range(base),
         "mild": crop_range(config["probe"]),
         "ratio": f"{1 / base.crop_ratio_max:.2f} to {base.crop_ratio_max:.2f}",
@@ -397,8 +398,9 @@ def choice_lines(rows: list[dict], seeds: int) -> list[str]:
 
 
 def short(label: str) -> str:
-    """An arm's name in a figure: the levers on the main job named after it, not after its long label."""
-    return label.replace(FIXED22, "main job") if label in LEVERS_ON_MAIN else label
+    """An arm's name in a figure: the fixed-crop probe at 22 epochs, in its own label and in its levers',
+    as FCP-22, since the long labels overlap."""
+    return label.replace(FIXED22, "FCP-22")
 
 
 def plot_cost(path: Path, rows: list[dict], flip: dict | None = None) -> Path:

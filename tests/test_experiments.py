@@ -660,7 +660,7 @@ def test_the_introduction_reads_its_settings_from_the_arms() -> None:
         if arm.label in script.LEVERS_ON_MAIN:
             changed = {k for k, v in settings_of(arm.config).items() if main.get(k) != v}
             assert len(changed) == 1 or any(changed <= lever for lever in together), (arm.label, changed)
-            assert script.short(arm.label).startswith("main job ")
+            assert script.short(arm.label).startswith("FCP-22 ")
 
 
 def test_the_cheap_goal_counts_only_arms_with_every_seed() -> None:
