@@ -77,8 +77,8 @@ PHRASES = read_phrases(Path(__file__).resolve().parent / "templates" / "time_to_
 def arms_for(base: Config) -> list[Arm]:
     """The 128 px recipe (`base`), three levers alone, then the issue's probe (grey, per-image std, milder
     crops, 64 px, 12 epochs: several levers at once), and the probe with its loop's fixed-size crops, for
-    12 epochs and for the reference's 22: the main job. Last, six levers set on or taken off the main job,
-    where an arm costs a quarter of what it costs on the reference."""
+    12 epochs and for the reference's 22 (FIXED22). Last, six levers set on or taken off FIXED22, where
+    an arm costs a quarter of what it costs on the reference; one of them is the main job (MAIN_JOB)."""
     probe = replace(base, grey=True, normalize="image", crop_scale_min=0.6, image_size=64, epochs=12)
     # The issue's own probe resized to 72 px and cropped 64 px: one size, square, only the place drawn.
     fixed = replace(probe, crop_scale_min=FIXED_CROP, crop_scale_max=FIXED_CROP, crop_ratio_max=1)
@@ -345,9 +345,9 @@ def goal_notes(rows: list[dict], seeds: int) -> list[str]:
 def choice_lines(rows: list[dict], seeds: int) -> list[str]:
     """The issue's rule for the main job, applied to the record, and whether `make train` (MAIN_JOB)
     trains the arm it picks. The candidates: the arms with every seed at a cost of at most the
-    reference's, whose Sartaj and Br35H are not shown worse than the reference's; a lever tried on the
-    main job only where it beats the main job on Testing beyond the seed spread, or costs less without
-    a loss beyond it. Where some candidates
+    reference's, whose Sartaj and Br35H are not shown worse than the reference's; a lever tried on
+    FIXED22 only where it beats FIXED22 on Testing beyond the seed spread, or costs less without a loss
+    beyond it. Where some candidates
     meet the cheap goal, only they stay. The most accurate on Testing leads, and the cheapest candidate
     not shown worse than it on Testing is picked: a gap within the seed spread does not buy compute."""
     by_label = {r["label"]: r for r in rows}
