@@ -279,7 +279,7 @@ def test_a_packaged_recipe_is_found_by_name_and_a_run_repeats_from_its_config_js
     from resnet_scratch.config import ConfigError, load_config, recipe_path
 
     assert load_config("main_cpu") == load_config(recipe_path("main_cpu"))
-    assert load_config("main_cpu").epochs == 22 and load_config("main_cpu").image_size == 96
+    assert load_config("main_cpu").epochs == 22 and load_config("main_cpu").image_size == 64
     assert load_config("resnet18_128px").image_size == 128
     with pytest.raises(ConfigError, match=r"no such file, nor a recipe of the package \(main_cpu, resnet18_128px\)"):
         load_config("main_gpu")
