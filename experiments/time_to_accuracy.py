@@ -4,8 +4,8 @@ recipe's (recipes/resnet18_128px.toml); wall minutes and img/s of the day are gi
 
 A few arms change one lever of the 128 px recipe. The issue's probe changes several levers at once;
 "fixed-crop probe" crops it as the issue's own loop did. Trained for 22 epochs, that probe was the main
-job before this study's last arms. They set one lever on it or take one off, at a quarter of the
-reference's cost. One of them, progressive resizing, is the main job now (recipes/main_cpu.toml). Flip TTA
+job before this study's last arms. They set one lever on it or take one off; it costs a quarter of
+the reference. One of them, progressive resizing, is the main job now (recipes/main_cpu.toml). Flip TTA
 at test is no arm: it trains nothing, and scores the main job's checkpoints again with flips. Every
 arm is scored on Testing (full and leak-free) and on the external sets. The 128 px recipe is
 external_validity.py's "recipe", and "per-image std" is its arm of that name: the seeds that page
@@ -48,7 +48,7 @@ FIXED22 = "fixed-crop probe at 22 epochs"
 # The arm that `make train` trains (recipes/main_cpu.toml; a test holds the two to the same settings).
 MAIN_JOB = f"{FIXED22} + progressive resizing"
 # Levers tried on FIXED22 (the main job when they were added) are set against it.
-ON_MAIN = (
+ON_PROBE = (
     "+ EMA",
     "+ zero-init residual",
     "in colour",
@@ -56,7 +56,7 @@ ON_MAIN = (
     "+ progressive resizing",
     "on 96 px images",
 )
-LEVERS_ON_MAIN = tuple(f"{FIXED22} {change}" for change in ON_MAIN)
+LEVERS_ON_PROBE = tuple(f"{FIXED22} {change}" for change in ON_PROBE)
 FLIP, FLIP_KEY = "flip TTA at test", "flip_at_test"
 # The cheap goal, on Testing (3-seed means) at a cost of at most CHEAP of the reference's.
 GOALS = {"test_accuracy": 0.985, "leak_free_accuracy": 0.98}
@@ -77,14 +77,14 @@ PHRASES = read_phrases(Path(__file__).resolve().parent / "templates" / "time_to_
 def arms_for(base: Config) -> list[Arm]:
     """The 128 px recipe (`base`), three levers alone, then the issue's probe (grey, per-image std, milder
     crops, 64 px, 12 epochs: several levers at once), and the probe with its loop's fixed-size crops, for
-    12 epochs and for the reference's 22 (FIXED22). Last, six levers set on or taken off FIXED22, where
-    an arm costs a quarter of what it costs on the reference; one of them is the main job (MAIN_JOB)."""
+    12 epochs and for the reference's 22 (FIXED22). Last, six levers set on or taken off FIXED22, a
+    quarter of the reference's cost; one of them is the main job (MAIN_JOB)."""
     probe = replace(base, grey=True, normalize="image", crop_scale_min=0.6, image_size=64, epochs=12)
     # The issue's own probe resized to 72 px and cropped 64 px: one size, square, only the place drawn.
     fixed = replace(probe, crop_scale_min=FIXED_CROP, crop_scale_max=FIXED_CROP, crop_ratio_max=1)
     fixed22 = replace(fixed, epochs=base.epochs)
     crops = {k: getattr(base, k) for k in ("crop_scale_min", "crop_scale_max", "crop_ratio_max")}
-    on_main = [
+    on_probe = [
         replace(fixed22, ema=EMA_DECAY),
         replace(fixed22, zero_init_residual=True),
         replace(fixed22, grey=False),
@@ -102,7 +102,7 @@ def arms_for(base: Config) -> list[Arm]:
         Arm("fixed-crop probe", fixed),
         # trained as long as the reference: the cheap goal's whole budget (a quarter of the reference's cost)
         Arm(FIXED22, fixed22),
-        *(Arm(label, config) for label, config in zip(LEVERS_ON_MAIN, on_main, strict=True)),
+        *(Arm(label, config) for label, config in zip(LEVERS_ON_PROBE, on_probe, strict=True)),
     ]
 
 
@@ -126,8 +126,9 @@ def about_values(arms: list[Arm]) -> dict[str, object]:
         "crops": crop_range(base),
         "mild": crop_range(config["probe"]),
         "ratio": f"{1 / base.crop_ratio_max:.2f} to {base.crop_ratio_max:.2f}",
-        "levers": len(LEVERS_ON_MAIN),
+        "levers": len(LEVERS_ON_PROBE),
         "small": resized.min_image_size,
+        "size_main": resized.input_size,
         "until": f"{resized.resize_until:.0%}",
         "larger": f"{(larger.input_size / main.input_size) ** 2:.2f}",
     }
@@ -283,7 +284,7 @@ def against(r: dict, base: dict, key: str) -> dict | None:
 def base_of(label: str) -> str:
     """The arm that the arm `label` changes: the fixed-crop probe at 22 epochs for the levers tried on it,
     else the reference."""
-    return FIXED22 if label in LEVERS_ON_MAIN else REFERENCE
+    return FIXED22 if label in LEVERS_ON_PROBE else REFERENCE
 
 
 def lever_lines(rows: list[dict]) -> list[str]:
@@ -342,6 +343,13 @@ def goal_notes(rows: list[dict], seeds: int) -> list[str]:
     return [fill(PHRASES["cheap_met" if met else "cheap_missed"], values)]
 
 
+def loses_outside(r: dict, reference: dict, base: dict) -> bool:
+    """Whether an arm loses Sartaj or Br35H beyond the seed spread, against the reference or against the
+    arm it changes (`base`); an arm with no seed in common with them counts as losing."""
+    external = [against(r, other, key) for other in (reference, base) for key in (SARTAJ, BR35H)]
+    return any(c is None or c["verdict"] == "yes: worse" for c in external)
+
+
 def choice_lines(rows: list[dict], seeds: int) -> list[str]:
     """The issue's rule for the main job, applied to the record, and whether `make train` (MAIN_JOB)
     trains the arm it picks. The candidates: the arms with every seed at a cost of at most the
@@ -360,11 +368,7 @@ def choice_lines(rows: list[dict], seeds: int) -> list[str]:
         if r["seeds"] < seeds or round(r["cost"], 2) > 1.0:
             return False
         base = by_label.get(base_of(r["label"]))
-        if base is None:
-            return False
-        # no loss on the external sets beyond the spread, against the reference nor the arm it changes
-        external = [against(r, other, key) for other in (reference, base) for key in (SARTAJ, BR35H)]
-        if any(c is None or c["verdict"] == "yes: worse" for c in external):
+        if base is None or loses_outside(r, reference, base):
             return False
         if base is reference:
             return True
@@ -374,6 +378,13 @@ def choice_lines(rows: list[dict], seeds: int) -> list[str]:
         return cheaper or (gain is not None and gain["verdict"] == "yes: better")
 
     candidates = [r for r in rows if qualifies(r)]
+    lost = [
+        f'"{r["label"]}"'
+        for r in rows
+        if r["seeds"] >= seeds
+        and round(r["cost"], 2) <= 1.0
+        and loses_outside(r, reference, by_label[base_of(r["label"])])
+    ]
     cheap = [r for r in candidates if meets_cheap_goal(r)]
     candidates = cheap or candidates
     if not candidates:
@@ -385,6 +396,7 @@ def choice_lines(rows: list[dict], seeds: int) -> list[str]:
     best = min(level, key=lambda r: r["cost"])
     below = [f'"{r["label"]}"' for r in candidates if r not in level]
     values = {"below": " " + fill(PHRASES["below"], {"arms": ", ".join(below)}) if below else ""}
+    values |= {"lost": " " + fill(PHRASES["lost"], {"arms": ", ".join(lost)}) if lost else ""}
     values |= {"arm": best["label"], "accuracy": pm(best["test_accuracy"]), "cost": f"{best['cost']:.2f}"}
     values |= {
         "seeds": seeds_text(seeds),
