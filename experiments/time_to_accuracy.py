@@ -129,7 +129,8 @@ def about_values(arms: list[Arm]) -> dict[str, object]:
         "levers": len(LEVERS_ON_PROBE),
         "small": resized.min_image_size,
         "size_main": resized.input_size,
-        "until": f"{resized.resize_until:.0%}",
+        "n_small": sum(resized.epoch_size(e) < resized.input_size for e in range(1, resized.epochs + 1)),
+        "n_large": sum(resized.epoch_size(e) == resized.input_size for e in range(1, resized.epochs + 1)),
         "larger": f"{(larger.input_size / main.input_size) ** 2:.2f}",
     }
 

@@ -674,6 +674,7 @@ def test_the_introduction_reads_its_settings_from_the_arms() -> None:
         "2.25",
     )
     assert values["levers"] == len(script.LEVERS_ON_PROBE) == 6
+    assert (values["n_small"], values["n_large"]) == (8, 14)  # 48 px, then 64 px, in steps of 16 px
     main = settings_of(next(arm.config for arm in arms if arm.label == script.FIXED22))
     # settings that make one lever together
     together = [{"crop_scale_min", "crop_scale_max", "crop_ratio_max"}, {"min_image_size", "resize_until"}]
