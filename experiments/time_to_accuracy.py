@@ -288,6 +288,13 @@ def base_of(label: str) -> str:
     return FIXED22 if label in LEVERS_ON_PROBE else REFERENCE
 
 
+def marked(change: dict | None) -> str:
+    """A change in points for a table cell, in bold where it lies beyond the seed spread."""
+    if change is None:
+        return "-"
+    return f"**{change['points']}**" if change["verdict"].startswith("yes") else change["points"]
+
+
 def lever_lines(rows: list[dict]) -> list[str]:
     """Each arm's figures minus those of the arm it changes (base_of), seed by seed, and whether Testing's
     change is beyond the seed spread; then the cheapest arm not shown worse than the reference on
@@ -306,7 +313,7 @@ def lever_lines(rows: list[dict]) -> list[str]:
         test = change.get("test_accuracy")
         if test is None:
             continue
-        cells = [r["label"], base["label"], f"{r['cost']:.2f}", *(c["points"] if c else "-" for c in change.values())]
+        cells = [r["label"], base["label"], f"{r['cost']:.2f}", *(marked(c) for c in change.values())]
         lines.append("| " + " | ".join(cells + [test["verdict"], str(test["seeds"])]) + " |")
         if base["label"] != REFERENCE:
             continue

@@ -551,8 +551,13 @@ def test_each_arm_is_set_against_the_arm_it_changes_seed_by_seed() -> None:
     arms += [lever_row("grey", 0.9, {1: 0.975, 2: 0.98})]  # seeds 1 and 2 only: paired by number, not place
     lines = script.lever_lines([reference, *arms])
     assert "| 64 px | 128 px recipe | 0.25 | +1.00 | +1.00 | +1.00 | +1.00 | too few seeds | 2 |" in lines[0]
-    assert "| EMA | 128 px recipe | 1.00 | +1.50 | +1.50 | +1.50 | +1.50 | yes: better | 3 |" in lines[0]
-    assert "| probe | 128 px recipe | 0.14 | -1.50 | -1.50 | -1.50 | -1.50 | yes: worse | 3 |" in lines[0]
+    # bold: beyond the seed spread
+    assert (
+        "| EMA | 128 px recipe | 1.00 | **+1.50** | **+1.50** | **+1.50** | **+1.50** | yes: better | 3 |" in lines[0]
+    )
+    assert (
+        "| probe | 128 px recipe | 0.14 | **-1.50** | **-1.50** | **-1.50** | **-1.50** | yes: worse | 3 |" in lines[0]
+    )
     assert "| grey | 128 px recipe | 0.90 | +0.00 | +0.00 | +0.00 | +0.00 | too few seeds | 2 |" in lines[0]
     assert lines[0].index("probe") < lines[0].index("64 px") < lines[0].index("EMA")  # cheapest first
     # the cheapest arm not shown worse, at 3 seeds and below the reference's cost: not the probe, not EMA
@@ -570,7 +575,7 @@ def test_a_lever_tried_on_the_22_epoch_probe_is_set_against_that_probe() -> None
     ema = lever_row(script.LEVERS_ON_PROBE[0], 0.25, {0: 0.985, 1: 0.99, 2: 0.985})
     table = script.lever_lines([reference, main, ema])[0]
     assert f"| {script.LEVERS_ON_PROBE[0]} | {script.FIXED22} | 0.25 | +0.17 | +0.17 |" in table
-    assert f"| {script.FIXED22} | 128 px recipe | 0.25 | +1.00 |" in table
+    assert f"| {script.FIXED22} | 128 px recipe | 0.25 | **+1.00** |" in table
 
 
 def with_external(row: dict, value: float) -> dict:
