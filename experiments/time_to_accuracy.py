@@ -89,7 +89,7 @@ def arms_for(base: Config) -> list[Arm]:
         replace(fixed22, zero_init_residual=True),
         replace(fixed22, grey=False),
         replace(fixed22, **crops),
-        # small images first (fast.ai's DAWNBench entries): 48 px, growing to 64 px by 3/4 of the epochs
+        # small images first (fast.ai's DAWNBench entries): 48 px, growing towards 64 px in 16 px steps
         replace(fixed22, min_image_size=16 * round(0.75 * fixed22.input_size / 16)),
         replace(fixed22, image_size=96),
     ]
@@ -351,48 +351,51 @@ def goal_notes(rows: list[dict], seeds: int) -> list[str]:
     return [fill(PHRASES["cheap_met" if met else "cheap_missed"], values)]
 
 
-def loses_outside(r: dict, reference: dict, base: dict) -> bool:
-    """Whether an arm loses Sartaj or Br35H beyond the seed spread, against the reference or against the
-    arm it changes (`base`); an arm with no seed in common with them counts as losing."""
-    external = [against(r, other, key) for other in (reference, base) for key in (SARTAJ, BR35H)]
+def loses_outside(r: dict, other: dict) -> bool:
+    """Whether an arm loses Sartaj or Br35H beyond the seed spread against `other`; an arm with no seed
+    in common with it counts as losing."""
+    external = [against(r, other, key) for key in (SARTAJ, BR35H)]
     return any(c is None or c["verdict"] == "yes: worse" for c in external)
+
+
+def standing(r: dict, by_label: dict[str, dict], seeds: int) -> str | None:
+    """Where an arm stands under the rule: "candidate", or why it is none ("reference", "base": it loses
+    an external set against the reference or against the arm it changes; "no gain": a lever on FIXED22
+    that neither beats it on Testing beyond the spread nor costs less), or None where it has too few
+    seeds, costs more than the reference, or the arm it changes has no record."""
+    reference, base = by_label.get(REFERENCE), by_label.get(base_of(r["label"]))
+    if r["seeds"] < seeds or round(r["cost"], 2) > 1.0 or reference is None or base is None:
+        return None
+    if loses_outside(r, reference):
+        return "reference"
+    if loses_outside(r, base):
+        return "base"
+    if base is reference:
+        return "candidate"
+    gain = against(r, base, "test_accuracy")
+    # a saving of compute is exact, so it needs no more than accuracy not shown lost
+    cheaper = round(r["cost"], 2) < round(base["cost"], 2) and gain is not None and gain["verdict"] == "no"
+    return "candidate" if cheaper or (gain is not None and gain["verdict"] == "yes: better") else "no gain"
 
 
 def choice_lines(rows: list[dict], seeds: int) -> list[str]:
     """The issue's rule for the main job, applied to the record, and whether `make train` (MAIN_JOB)
-    trains the arm it picks. The candidates: the arms with every seed at a cost of at most the
-    reference's, whose Sartaj and Br35H are not shown worse than the reference's, nor than those of
-    the arm they change; a lever tried on
-    FIXED22 only where it beats FIXED22 on Testing beyond the seed spread, or costs less without a loss
-    beyond it. Where some candidates
-    meet the cheap goal, only they stay. The most accurate on Testing leads, and the cheapest candidate
-    not shown worse than it on Testing is picked: a gap within the seed spread does not buy compute."""
+    trains the arm it picks. The candidates (standing): the arms with every seed at a cost of at most
+    the reference's, whose Sartaj and Br35H are not shown worse than the reference's, nor than those of
+    the arm they change; a lever tried on FIXED22 only where it beats FIXED22 on Testing beyond the
+    seed spread, or costs less without a loss beyond it. Where some candidates meet the cheap goal,
+    only they stay. The most accurate on Testing leads, and the cheapest candidate not shown worse than
+    it on Testing is picked: a gap within the seed spread does not buy compute."""
     by_label = {r["label"]: r for r in rows}
     reference = by_label.get(REFERENCE)
     if reference is None:
         return []
-
-    def qualifies(r: dict) -> bool:
-        if r["seeds"] < seeds or round(r["cost"], 2) > 1.0:
-            return False
-        base = by_label.get(base_of(r["label"]))
-        if base is None or loses_outside(r, reference, base):
-            return False
-        if base is reference:
-            return True
-        gain = against(r, base, "test_accuracy")
-        # a saving of compute is exact, so it needs no more than accuracy not shown lost
-        cheaper = round(r["cost"], 2) < round(base["cost"], 2) and gain is not None and gain["verdict"] == "no"
-        return cheaper or (gain is not None and gain["verdict"] == "yes: better")
-
-    candidates = [r for r in rows if qualifies(r)]
-    lost = [
-        f'"{r["label"]}"'
-        for r in rows
-        if r["seeds"] >= seeds
-        and round(r["cost"], 2) <= 1.0
-        and loses_outside(r, reference, by_label[base_of(r["label"])])
-    ]
+    status = {r["label"]: standing(r, by_label, seeds) for r in rows}
+    candidates = [r for r in rows if status[r["label"]] == "candidate"]
+    dropped = {
+        why: ", ".join(f'"{short(label)}"' for label, s in status.items() if s == why)
+        for why in ("reference", "base", "no gain")
+    }
     cheap = [r for r in candidates if meets_cheap_goal(r)]
     candidates = cheap or candidates
     if not candidates:
@@ -404,7 +407,10 @@ def choice_lines(rows: list[dict], seeds: int) -> list[str]:
     best = min(level, key=lambda r: r["cost"])
     below = [f'"{r["label"]}"' for r in candidates if r not in level]
     values = {"below": " " + fill(PHRASES["below"], {"arms": ", ".join(below)}) if below else ""}
-    values |= {"lost": " " + fill(PHRASES["lost"], {"arms": ", ".join(lost)}) if lost else ""}
+    values |= {
+        why.replace(" ", "_"): " " + fill(PHRASES[f"dropped_{why.replace(' ', '_')}"], {"arms": arms}) if arms else ""
+        for why, arms in dropped.items()
+    }
     values |= {"arm": best["label"], "accuracy": pm(best["test_accuracy"]), "cost": f"{best['cost']:.2f}"}
     values |= {
         "seeds": seeds_text(seeds),

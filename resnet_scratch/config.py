@@ -105,7 +105,7 @@ class Config:
     )
     resize_until: float = setting(
         0.75,
-        "progressive resizing: the share of the epochs after which training runs at image_size",
+        "progressive resizing: the share of the epochs by which the size, grown in 16 px steps, reaches image_size",
         lambda v: 0 < v <= 1,
         "in (0, 1]",
     )

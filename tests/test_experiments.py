@@ -600,7 +600,9 @@ def test_the_main_job_is_the_cheapest_arm_level_with_the_most_accurate() -> None
     # cheaper still, but worse than the most accurate beyond the spread: named, not picked
     worse = lever_row("fixed-crop probe", 0.14, {0: 0.975, 1: 0.98, 2: 0.98})
     lines = script.choice_lines([reference, main, costly, ema, level, worse], 3)
-    assert "No candidate meets the cheap goal" in lines[0] and "The most accurate on Testing is EMA." in lines[0]
+    assert (
+        "No candidate meets the cheap goal" in lines[0] and "The most accurate candidate on Testing is EMA." in lines[0]
+    )
     assert 'worse than it on Testing beyond the seed spread: "128 px recipe", "fixed-crop probe".' in lines[0]
     assert f"That is {script.FIXED22}: 98.33 ± 0.29% on Testing at a cost of 0.25." in lines[0]
     assert "changes Testing by +0.83 points (better, beyond the seed spread)" in lines[0]
@@ -626,7 +628,10 @@ def test_an_arm_that_meets_the_cheap_goal_beats_a_costlier_more_accurate_one() -
     cheap = lever_row("fixed-crop probe", 0.14, {0: 0.985, 1: 0.99, 2: 0.985})
     costly = lever_row("EMA", 1.0, {0: 0.999, 1: 0.999, 2: 0.998})
     lines = script.choice_lines([reference, cheap, costly], 3)
-    assert "That is fixed-crop probe:" in lines[0] and "The most accurate on Testing is fixed-crop probe." in lines[0]
+    assert (
+        "That is fixed-crop probe:" in lines[0]
+        and "The most accurate candidate on Testing is fixed-crop probe." in lines[0]
+    )
 
 
 def test_a_cheaper_lever_on_the_22_epoch_probe_needs_only_to_lose_nothing() -> None:
@@ -650,10 +655,18 @@ def test_a_lever_that_loses_external_accuracy_against_the_arm_it_changes_is_no_c
     larger = with_external(lever_row(f"{script.FIXED22} on 96 px images", 0.56, {0: 0.99, 1: 0.99, 2: 0.99}), 0.5)
     lines = script.choice_lines([reference, probe, larger], 3)
     assert f"That is {script.FIXED22}:" in lines[0]
-    assert f'so they are no candidates: "{script.FIXED22} on 96 px images".' in lines[0]
+    assert 'These lose Sartaj or Br35H against the arm they change: "FCP-22 on 96 px images".' in lines[0]
     # of equal cost and within the spread on Testing: not a candidate, however it does outside
     colour = with_external(lever_row(f"{script.FIXED22} in colour", 0.25, {0: 0.985, 1: 0.985, 2: 0.98}), 0.7)
-    assert "in colour" not in script.choice_lines([reference, probe, colour], 3)[0]
+    lines = script.choice_lines([reference, probe, colour], 3)
+    assert 'nor cost less: "FCP-22 in colour".' in lines[0] and f"That is {script.FIXED22}:" in lines[0]
+    # losing outside only against the reference still rules an arm out, and says against what
+    ema = with_external(lever_row(f"{script.FIXED22} + EMA", 0.25, {0: 0.99, 1: 0.995, 2: 0.99}), 0.3)
+    lines = script.choice_lines([reference, probe, ema], 3)
+    assert 'against the 128 px recipe, beyond the seed spread: "FCP-22 + EMA".' in lines[0]
+    # a lever whose base arm has no record yet stands nowhere, without an error
+    lines = script.choice_lines([reference, ema], 3)
+    assert "That is 128 px recipe:" in lines[0] and "FCP-22" not in lines[0]
 
 
 def test_make_train_trains_the_main_job_arm() -> None:
