@@ -273,7 +273,10 @@ class Config:
         if self.freeze and not self.weights:
             raise ConfigError('freeze = "backbone" needs weights (imagenet or a file)')
         if self.min_image_size is not None and self.min_image_size > self.input_size:
-            raise ConfigError(f"min_image_size = {self.min_image_size}: larger than the input size {self.input_size}")
+            raise ConfigError(
+                f"min_image_size = {self.min_image_size}: larger than the input size {self.input_size}; "
+                "lower it, or set it to none to train at one size"
+            )
         smallest = MODEL_INFO[self.model].min_size
         if self.min_image_size is not None and self.min_image_size < smallest:
             raise ConfigError(f"min_image_size = {self.min_image_size}: {self.model} needs at least {smallest}")

@@ -245,7 +245,7 @@ def test_flip_tta_rescores_the_main_jobs_own_checkpoints(data, finished, tmp_pat
     # No run is trained for it: the main job's chosen checkpoints, scored without and with flips.
     folder = finished["time_to_accuracy"]
     record = json.loads((folder / "out" / "results.json").read_text())
-    main = next(arm for arm in record["arms"] if arm["label"] == "fixed-crop probe at 22 epochs")
+    main = next(arm for arm in record["arms"] if arm["label"] == load_script("time_to_accuracy").MAIN_JOB)
     flip = record["extra"]["flip_at_test"]
     assert [s["run"] for s in flip["seeds"]] == [s["run"] for s in main["seeds"]]
     for was, now in zip(main["seeds"], flip["seeds"], strict=True):
