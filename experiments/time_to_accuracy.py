@@ -360,7 +360,7 @@ def loses_outside(r: dict, other: dict) -> bool:
 
 def standing(r: dict, by_label: dict[str, dict], seeds: int) -> str | None:
     """Where an arm stands under the rule: "candidate", or why it is none ("reference", "base": it loses
-    an external set against the reference or against the arm it changes; "no gain": a lever on FIXED22
+    an external set against the reference or against the arm it changes; "no_gain": a lever on FIXED22
     that neither beats it on Testing beyond the spread nor costs less), or None where it has too few
     seeds, costs more than the reference, or the arm it changes has no record."""
     reference, base = by_label.get(REFERENCE), by_label.get(base_of(r["label"]))
@@ -375,7 +375,7 @@ def standing(r: dict, by_label: dict[str, dict], seeds: int) -> str | None:
     gain = against(r, base, "test_accuracy")
     # a saving of compute is exact, so it needs no more than accuracy not shown lost
     cheaper = round(r["cost"], 2) < round(base["cost"], 2) and gain is not None and gain["verdict"] == "no"
-    return "candidate" if cheaper or (gain is not None and gain["verdict"] == "yes: better") else "no gain"
+    return "candidate" if cheaper or (gain is not None and gain["verdict"] == "yes: better") else "no_gain"
 
 
 def choice_lines(rows: list[dict], seeds: int) -> list[str]:
@@ -394,7 +394,7 @@ def choice_lines(rows: list[dict], seeds: int) -> list[str]:
     candidates = [r for r in rows if status[r["label"]] == "candidate"]
     dropped = {
         why: ", ".join(f'"{short(label)}"' for label, s in status.items() if s == why)
-        for why in ("reference", "base", "no gain")
+        for why in ("reference", "base", "no_gain")
     }
     cheap = [r for r in candidates if meets_cheap_goal(r)]
     candidates = cheap or candidates
@@ -408,8 +408,7 @@ def choice_lines(rows: list[dict], seeds: int) -> list[str]:
     below = [f'"{r["label"]}"' for r in candidates if r not in level]
     values = {"below": " " + fill(PHRASES["below"], {"arms": ", ".join(below)}) if below else ""}
     values |= {
-        why.replace(" ", "_"): " " + fill(PHRASES[f"dropped_{why.replace(' ', '_')}"], {"arms": arms}) if arms else ""
-        for why, arms in dropped.items()
+        why: " " + fill(PHRASES[f"dropped_{why}"], {"arms": arms}) if arms else "" for why, arms in dropped.items()
     }
     values |= {"arm": best["label"], "accuracy": pm(best["test_accuracy"]), "cost": f"{best['cost']:.2f}"}
     values |= {
